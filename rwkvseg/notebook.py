@@ -1,0 +1,139 @@
+"""Helpers the book's chapters call: mode resolution, environment report, source display.
+
+They live in the package so every chapter does these things one way; the package never
+imports the book.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+MODES = ("auto", "quick", "full")
+
+
+def in_book_build() -> bool:
+    """True while the book is built or tested (no live frontend: print compact lines)."""
+    return bool(os.environ.get("RWKVSEG_BOOK_BUILD"))
+
+
+def resolve_mode(mode: str = "auto") -> str:
+    """Resolve a chapter's MODE parameter.
+
+    "auto" becomes "quick" without a CUDA device or when RWKVSEG_MODE=quick is set,
+    "full" otherwise. An explicit "quick" or "full" is kept (full on a CPU is allowed, only slow).
+    """
+    if mode not in MODES:
+        raise ValueError(f"MODE must be one of {MODES}, got {mode!r}")
+    env = os.environ.get("RWKVSEG_MODE")
+    if env is not None and env not in ("quick", "full"):
+        raise ValueError(f"RWKVSEG_MODE must be 'quick' or 'full', got {env!r}")
+    if mode == "auto":
+        mode = env or ("full" if torch.cuda.is_available() else "quick")
+    return mode
+
+
+def default_device() -> torch.device:
+    """The device the package uses when none is given: the first CUDA GPU, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def git_commit(default: str = "unknown") -> str:
+    """The repository's HEAD commit, or `default` outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=5,
+        )
+        return out.stdout.strip() or default
+    except (OSError, subprocess.SubprocessError):
+        return default
+
+
+def triton_status() -> str:
+    """'triton X.Y (GPU kernels)', 'triton X.Y (interpreter)', or why the torch path runs."""
+    try:
+        import triton
+    except ImportError:
+        return "not installed: the torch path runs (same results, slower)"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return f"triton {triton.__version__} (CPU interpreter)"
+    if torch.cuda.is_available():
+        return f"triton {triton.__version__} (GPU kernels)"
+    return f"triton {triton.__version__} installed, no GPU: the torch path runs"
+
+
+def env_report(mode: str | None = None) -> dict:
+    """Print and return versions, commit, device, Triton status and mode (one line each)."""
+    import rwkvseg
+
+    dev = default_device()
+    info = {
+        "rwkvseg": rwkvseg.__version__,
+        "commit": git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+        "triton": triton_status(),
+    }
+    if mode is not None:
+        info["mode"] = mode
+    for key, value in info.items():
+        print(f"{key:>8}: {value}")
+    if dev.type == "cpu" and "google.colab" in sys.modules:
+        print("    hint: for full mode use Runtime -> Change runtime type -> GPU")
+    return info
+
+
+def show_source(obj) -> None:
+    """Display the real source of a package function or class (never a retyped copy)."""
+    src = inspect.getsource(obj)
+    try:
+        from IPython.display import Markdown, display
+
+        display(Markdown(f"```python\n{src}\n```"))
+    except ImportError:
+        print(src)
+
+
+def live_kernel() -> bool:
+    """True in an interactive Jupyter kernel (widgets can be attached), False while building."""
+    if in_book_build():
+        return False
+    try:
+        from IPython import get_ipython
+
+        ip = get_ipython()
+        return ip is not None and "IPKernelApp" in ip.config
+    except ImportError:
+        return False
+
+
+def static_then_widget(plot_fn, **sliders):
+    """Draw `plot_fn(**defaults)` as a static figure, then attach sliders when a kernel is live.
+
+    `sliders` maps a keyword of plot_fn to an ipywidgets widget whose value is the default.
+    The static figure keeps the rendered page meaningful without a kernel.
+    """
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    defaults = {name: w.value for name, w in sliders.items()}
+    fig = plot_fn(**defaults)
+    display(fig)
+    plt.close(fig)
+    if not live_kernel():
+        return None
+    import ipywidgets
+
+    def redraw(**kw):
+        f = plot_fn(**kw)
+        display(f)
+        plt.close(f)
+
+    return ipywidgets.interactive(redraw, **sliders)
