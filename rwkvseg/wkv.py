@@ -330,13 +330,13 @@ def triton_available() -> bool:
 
 
 def resolve_backend(backend: str, k: Tensor) -> str:
-    """'auto' -> 'triton' on CUDA (or under TRITON_INTERPRET=1) when Triton imports, else 'torch'."""
+    """'auto' -> 'triton' on CUDA when Triton imports, else 'torch' (the interpreter only on request)."""
     global _warned_no_triton
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
     if backend == "auto":
-        if not (k.is_cuda or interpret):
+        if not k.is_cuda:
             return "torch"
         if not triton_available():
             if not _warned_no_triton:

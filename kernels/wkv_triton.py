@@ -1,0 +1,360 @@
+"""Triton kernels for the causal WKV and Bi-WKV (spec kernels.md §3, tile-sequential variant).
+
+One program owns one batch item b and a block of BC channels, and walks the sequence in tiles
+of BT tokens; the running sums of spec wkv.md §3 cross tile borders as small "carries".
+
+    forward,  Bi-WKV   pass 1 (right to left): the suffix carry entering each tile -> scratch
+                       pass 2 (left to right): intra-tile sums by associative scans, plus the
+                       prefix carry (running) and the suffix carry (scratch); y = N / D
+    forward,  causal   pass 2 only (one read of k, v: the memory floor)
+    backward           recompute the forward, q = g / D, the same sums over q and q*y in both
+                       directions, then dk, dv and per-program partials of dw, du (spec wkv.md §6)
+
+When T <= BT the whole sequence is one tile: one read of k, v (and g), one write (the floor).
+Numerics (spec wkv.md §5): exponentials in base 2 with pre-scaled arguments; each carry keeps
+its own log2 scale and is rescaled when it meets a tile (flash-attention style), so no global
+max is needed; decay powers come from w * distance directly; exclusive sums come out of the
+scan itself (a 4-component segment combine), never by subtracting a token from a total.
+Within one tile everything is measured against one reference r = max(tile max of k, carry
+scales): exact for w >= 0 and any k; for w < 0 the growth inside a tile, |w| BT, must stay
+below ~60 (the torch path has no such limit). dw and du are written per program and summed by
+torch: deterministic, no atomics.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+POISON_OUTPUTS = False  # tests set this: outputs start as NaN so an unwritten element fails
+
+# Tile shapes tried by the autotuner on a GPU; one small tile under the CPU interpreter so that
+# tests at T <= 64 cross several tile borders.
+if INTERPRET:
+    _CONFIGS = [triton.Config({"BT": 16, "BC": 4}, num_warps=1)]
+else:
+    _CONFIGS = [
+        triton.Config({"BT": bt, "BC": bc}, num_warps=nw)
+        for bt, bc, nw in [
+            (32, 16, 2), (32, 32, 4), (64, 8, 2), (64, 16, 4), (64, 32, 4), (128, 8, 4),
+            (128, 16, 4), (128, 16, 8), (256, 8, 4), (256, 16, 8), (512, 4, 4), (512, 8, 8),
+        ]
+    ]
+MIN_BT = min(c.kwargs["BT"] for c in _CONFIGS)
+
+
+@triton.jit
+def _combine(a1, p1, x1, e1, y1, f1, a2, p2, x2, e2, y2, f2):
+    """Join segment 1 (farther from the output) and segment 2 of a decayed scan.
+
+    a = rho^len, p = rho^(len-1); x, y = inclusive sums and e, f = exclusive sums of two
+    sequences at the segment's last token. Exclusive: E = x1 * rho^(len2-1) + e2.
+    """
+    return a1 * a2, a1 * p2, x1 * a2 + x2, x1 * p2 + e2, y1 * a2 + y2, y1 * p2 + f2
+
+
+@triton.jit
+def _exclusive_sums(rho, x, y, REVERSE: tl.constexpr):
+    """sum_{i<t} rho^(t-1-i) x_i (or over i>t with rho^(i-1-t)) along axis 0 of (BT, BC) tiles."""
+    ones = tl.full(x.shape, 1.0, tl.float32)
+    zeros = tl.zeros(x.shape, tl.float32)
+    _, _, _, ex, _, ey = tl.associative_scan((rho, ones, x, zeros, y, zeros), 0, _combine, reverse=REVERSE)
+    return ex, ey
+
+
+@triton.jit
+def _carry_step(s, cx, cy, la, x, y, m, w2, dist, BT: tl.constexpr):
+    """Move a carry 2^s (cx, cy) across one tile of BT tokens, adding the tile's tokens.
+
+    la: (BT, BC) log2 weights with tile maximum m (BC,); dist: distance of each token to the
+    carry's new anchor. Returns the new scale and values.
+    """
+    e = tl.exp2(la - m[None, :] - w2[None, :] * dist)
+    tx = tl.sum(e * x, axis=0)
+    ty = tl.sum(e * y, axis=0)
+    ns = tl.maximum(s - w2 * BT, m)
+    f_old = tl.exp2(s - w2 * BT - ns)
+    f_new = tl.exp2(m - ns)
+    return ns, cx * f_old + tx * f_new, cy * f_old + ty * f_new
+
+
+@triton.jit
+def _load(ptr, sb, st, sc, b, t, cs, tmask, cmask, other):
+    offs = b * sb + t[:, None].to(tl.int64) * st + cs[None, :].to(tl.int64) * sc
+    return tl.load(ptr + offs, mask=tmask[:, None] & cmask[None, :], other=other).to(tl.float32)
+
+
+@triton.jit
+def _store(ptr, val, sb, st, sc, b, t, cs, tmask, cmask):
+    offs = b * sb + t[:, None].to(tl.int64) * st + cs[None, :].to(tl.int64) * sc
+    tl.store(ptr + offs, val.to(ptr.dtype.element_ty), mask=tmask[:, None] & cmask[None, :])
+
+
+@triton.jit
+def _load_carry(ptr, n, C, cs, cmask):
+    """(scale, x, y) of a carry stored at tile n of a (B, NT, 3, C) scratch (ptr at row b)."""
+    base = ptr + n * 3 * C + cs
+    return (tl.load(base, mask=cmask, other=float("-inf")), tl.load(base + C, mask=cmask, other=0.0),
+            tl.load(base + 2 * C, mask=cmask, other=0.0))
+
+
+@triton.jit
+def _store_carry(ptr, n, C, cs, cmask, s, cx, cy):
+    base = ptr + n * 3 * C + cs
+    tl.store(base, s, mask=cmask)
+    tl.store(base + C, cx, mask=cmask)
+    tl.store(base + 2 * C, cy, mask=cmask)
+
+
+@triton.jit
+def _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs, cmask, w2,
+                    BT: tl.constexpr, BC: tl.constexpr):
+    """Right to left: store the forward suffix carry entering tiles n_tiles-2 .. 0."""
+    jj = tl.arange(0, BT)
+    jf = jj.to(tl.float32)[:, None]
+    ones = tl.full((BT, BC), 1.0, tl.float32)
+    n_tiles = tl.cdiv(T, BT)
+    s = tl.full((BC,), float("-inf"), tl.float32)
+    cx = tl.zeros((BC,), tl.float32)
+    cy = tl.zeros((BC,), tl.float32)
+    for i in range(0, n_tiles - 1):
+        n = n_tiles - 1 - i
+        t = n * BT + jj
+        tmask = t < T
+        k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+        v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
+        m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
+        s, cx, cy = _carry_step(s, cx, cy, k2, v, ones, m, w2, jf, BT)
+        _store_carry(sx, n - 1, C, cs, cmask, s, cx, cy)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _wkv_fwd_kernel(
+    w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, sx_ptr, T, C, NT,
+    skb, skt, skc, svb, svt, svc, syb, syt, syc,
+    CAUSAL: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64)
+    cs = tl.program_id(1) * BC + tl.arange(0, BC)
+    cmask = cs < C
+    w2 = tl.load(w_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
+    eu = tl.exp2(tl.load(u_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634)
+    jj = tl.arange(0, BT)
+    jf = jj.to(tl.float32)[:, None]
+    ones = tl.full((BT, BC), 1.0, tl.float32)
+    rho = tl.broadcast_to(tl.exp2(-w2)[None, :], (BT, BC))
+    n_tiles = tl.cdiv(T, BT)
+    sx = sx_ptr + b * NT * 3 * C
+    if not CAUSAL:
+        _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs, cmask, w2, BT, BC)
+        tl.debug_barrier()
+    ps = tl.full((BC,), float("-inf"), tl.float32)
+    pn = tl.zeros((BC,), tl.float32)
+    pd = tl.zeros((BC,), tl.float32)
+    for n in range(0, n_tiles):
+        t = n * BT + jj
+        tmask = t < T
+        k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+        v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
+        m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
+        r = tl.maximum(m, ps)
+        if not CAUSAL:
+            ss, sn, sd = _load_carry(sx, n, C, cs, cmask & (n < n_tiles - 1))
+            r = tl.maximum(r, ss)
+        e = tl.exp2(k2 - r[None, :])                                    # (BT, BC) <= 1
+        ev = e * v
+        Pv, P1 = _exclusive_sums(rho, ev, e, False)
+        fp = tl.exp2(ps[None, :] - r[None, :] - w2[None, :] * jf)      # rho^j, rescaled
+        N = Pv + fp * pn[None, :] + eu[None, :] * ev
+        D = P1 + fp * pd[None, :] + eu[None, :] * e
+        if not CAUSAL:
+            Sv, S1 = _exclusive_sums(rho, ev, e, True)
+            fs = tl.exp2(ss[None, :] - r[None, :] - w2[None, :] * (BT - 1 - jf))
+            N += Sv + fs * sn[None, :]
+            D += S1 + fs * sd[None, :]
+        _store(y_ptr, N / D, syb, syt, syc, b, t, cs, tmask, cmask)
+        ps, pn, pd = _carry_step(ps, pn, pd, k2, v, ones, m, w2, BT - 1 - jf, BT)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _wkv_bwd_kernel(
+    w_ptr, u_ptr, k_ptr, v_ptr, g_ptr, dk_ptr, dv_ptr, dw_ptr, du_ptr,
+    sx_ptr, px_ptr, qx_ptr, T, C, NT,
+    skb, skt, skc, svb, svt, svc, sgb, sgt, sgc, sdb, sdt, sdc,
+    CAUSAL: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64)
+    cs = tl.program_id(1) * BC + tl.arange(0, BC)
+    cmask = cs < C
+    w2 = tl.load(w_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
+    eu = tl.exp2(tl.load(u_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634)
+    jj = tl.arange(0, BT)
+    jf = jj.to(tl.float32)[:, None]
+    ones = tl.full((BT, BC), 1.0, tl.float32)
+    rho = tl.broadcast_to(tl.exp2(-w2)[None, :], (BT, BC))
+    n_tiles = tl.cdiv(T, BT)
+    sx = sx_ptr + b * NT * 3 * C
+    px = px_ptr + b * NT * 3 * C
+    qx = qx_ptr + b * NT * 3 * C
+    centre = (T - 1) * 0.5
+
+    # pass 1 (Bi-WKV): forward suffix carries, exactly as the forward kernel computes them
+    if not CAUSAL:
+        _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs, cmask, w2, BT, BC)
+        tl.debug_barrier()
+
+    # pass 2, left to right over all tiles but the last: forward prefix carries, and (Bi-WKV)
+    # the prefix carries of q = g / D and q * y, which need the whole forward of each tile
+    ps = tl.full((BC,), float("-inf"), tl.float32)
+    pn = tl.zeros((BC,), tl.float32)
+    pd = tl.zeros((BC,), tl.float32)
+    qs = tl.full((BC,), float("-inf"), tl.float32)
+    qa = tl.zeros((BC,), tl.float32)
+    qb = tl.zeros((BC,), tl.float32)
+    for n in range(0, n_tiles - 1):
+        t = n * BT + jj
+        tmask = t < T
+        k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+        v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
+        m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
+        if not CAUSAL:
+            g = _load(g_ptr, sgb, sgt, sgc, b, t, cs, tmask, cmask, 0.0)
+            ss, sn, sd = _load_carry(sx, n, C, cs, cmask)
+            r = tl.maximum(tl.maximum(m, ps), ss)
+            e = tl.exp2(k2 - r[None, :])
+            ev = e * v
+            Pv, P1 = _exclusive_sums(rho, ev, e, False)
+            Sv, S1 = _exclusive_sums(rho, ev, e, True)
+            fp = tl.exp2(ps[None, :] - r[None, :] - w2[None, :] * jf)
+            fs = tl.exp2(ss[None, :] - r[None, :] - w2[None, :] * (BT - 1 - jf))
+            N = Pv + fp * pn[None, :] + Sv + fs * sn[None, :] + eu[None, :] * ev
+            D = P1 + fp * pd[None, :] + S1 + fs * sd[None, :] + eu[None, :] * e
+            q = tl.where(tmask[:, None], g / D, 0.0)                    # scale 2^-r
+            y = tl.where(tmask[:, None], N / D, 0.0)
+            nr = tl.broadcast_to(-r[None, :], (BT, BC))
+            qs, qa, qb = _carry_step(qs, qa, qb, nr, q, q * y, -r, w2, BT - 1 - jf, BT)
+            _store_carry(qx, n + 1, C, cs, cmask, qs, qa, qb)
+        ps, pn, pd = _carry_step(ps, pn, pd, k2, v, ones, m, w2, BT - 1 - jf, BT)
+        _store_carry(px, n + 1, C, cs, cmask, ps, pn, pd)
+    tl.debug_barrier()
+
+    # pass 3, right to left over all tiles: everything, then dk, dv and the dw, du partials
+    ss = tl.full((BC,), float("-inf"), tl.float32)
+    sn = tl.zeros((BC,), tl.float32)
+    sd = tl.zeros((BC,), tl.float32)
+    qs = tl.full((BC,), float("-inf"), tl.float32)
+    qa = tl.zeros((BC,), tl.float32)
+    qb = tl.zeros((BC,), tl.float32)
+    dw_acc = tl.zeros((BC,), tl.float32)
+    du_acc = tl.zeros((BC,), tl.float32)
+    for i in range(0, n_tiles):
+        n = n_tiles - 1 - i
+        t = n * BT + jj
+        tmask = t < T
+        k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+        v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
+        g = _load(g_ptr, sgb, sgt, sgc, b, t, cs, tmask, cmask, 0.0)
+        m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
+        ps, pn, pd = _load_carry(px, n, C, cs, cmask & (n > 0))
+        r = tl.maximum(tl.maximum(m, ps), ss)
+        e = tl.exp2(k2 - r[None, :])
+        ev = e * v
+        Pv, P1 = _exclusive_sums(rho, ev, e, False)
+        fp = tl.exp2(ps[None, :] - r[None, :] - w2[None, :] * jf)
+        Pv += fp * pn[None, :]
+        P1 += fp * pd[None, :]
+        N = Pv + eu[None, :] * ev
+        D = P1 + eu[None, :] * e
+        if not CAUSAL:
+            Sv, S1 = _exclusive_sums(rho, ev, e, True)
+            fs = tl.exp2(ss[None, :] - r[None, :] - w2[None, :] * (BT - 1 - jf))
+            Sv += fs * sn[None, :]
+            S1 += fs * sd[None, :]
+            N += Sv
+            D += S1
+        y = tl.where(tmask[:, None], N / D, 0.0)                        # 0/0 beyond T
+        q = tl.where(tmask[:, None], g / D, 0.0)                        # scale 2^-r
+        qy = q * y
+        # sums over q from the right (every token i is seen by the tokens t > i)
+        Sq, Sqy = _exclusive_sums(rho, q, qy, True)
+        fqs = tl.exp2(qs[None, :] + r[None, :] - w2[None, :] * (BT - 1 - jf))
+        Sq += fqs * qa[None, :]
+        Sqy += fqs * qb[None, :]
+        dv = e * (Sq + eu[None, :] * q)
+        dk_sub = e * (Sqy + eu[None, :] * qy)
+        pos = (t.to(tl.float32) - centre)[:, None]
+        Rm = q * (Pv - y * P1)                                          # sum_{i<t} c(t, i)
+        Gp = e * (v * Sq - Sqy)                                         # sum_{t>i} c(t, i)
+        dw_t = (pos + 1.0) * Gp - pos * Rm
+        if not CAUSAL:
+            Pq, Pqy = _exclusive_sums(rho, q, qy, False)
+            qps, qpa, qpb = _load_carry(qx, n, C, cs, cmask & (n > 0))
+            fqp = tl.exp2(qps[None, :] + r[None, :] - w2[None, :] * jf)
+            Pq += fqp * qpa[None, :]
+            Pqy += fqp * qpb[None, :]
+            dv += e * Pq
+            dk_sub += e * Pqy
+            Rp = q * (Sv - y * S1)                                      # sum_{i>t} c(t, i)
+            Gm = e * (v * Pq - Pqy)                                     # sum_{t<i} c(t, i)
+            dw_t += (pos + 1.0) * Rp - pos * Gm
+        _store(dv_ptr, dv, sdb, sdt, sdc, b, t, cs, tmask, cmask)
+        _store(dk_ptr, v * dv - dk_sub, sdb, sdt, sdc, b, t, cs, tmask, cmask)
+        dw_acc += tl.sum(tl.where(tmask[:, None], dw_t, 0.0), axis=0)
+        du_acc += tl.sum(eu[None, :] * e * q * (v - y), axis=0)
+        # move the suffix carries (forward sums and q sums) to the tile on the left
+        if not CAUSAL:
+            ss, sn, sd = _carry_step(ss, sn, sd, k2, v, ones, m, w2, jf, BT)
+        nr = tl.broadcast_to(-r[None, :], (BT, BC))
+        qs, qa, qb = _carry_step(qs, qa, qb, nr, q, qy, -r, w2, jf, BT)
+    tl.store(dw_ptr + b * C + cs, dw_acc, mask=cmask)
+    tl.store(du_ptr + b * C + cs, du_acc, mask=cmask)
+
+
+_fwd = triton.autotune(configs=_CONFIGS, key=["T", "C", "CAUSAL"])(_wkv_fwd_kernel)
+_bwd = triton.autotune(configs=_CONFIGS, key=["T", "C", "CAUSAL"])(_wkv_bwd_kernel)
+
+
+def _empty(shape, dtype, device):
+    if POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _grid(B, C):
+    return lambda meta: (B, triton.cdiv(C, meta["BC"]))
+
+
+def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool) -> torch.Tensor:
+    """y (B, T, C) in k's dtype. k, v any strides (a (B, C, T) view works); w, u (C,) float32."""
+    B, T, C = k.shape
+    y = _empty((B, T, C), k.dtype, k.device)
+    if y.numel() == 0:
+        return y
+    nt = triton.cdiv(T, MIN_BT)
+    scratch = torch.empty((B, nt, 3, C), dtype=torch.float32, device=k.device)
+    w, u = w.float().contiguous(), u.float().contiguous()
+    _fwd[_grid(B, C)](w, u, k, v, y, scratch, T, C, nt, *k.stride(), *v.stride(), *y.stride(), CAUSAL=causal)
+    return y
+
+
+def wkv_backward(w, u, k, v, gy, *, causal: bool):
+    """(dw, du, dk, dv): dw, du (C,) float32 summed over the batch in fixed order; dk, dv in k's dtype."""
+    B, T, C = k.shape
+    dk = _empty((B, T, C), k.dtype, k.device)
+    dv = _empty((B, T, C), v.dtype, v.device)
+    dw_part = _empty((B, C), torch.float32, k.device)
+    du_part = _empty((B, C), torch.float32, k.device)
+    if dk.numel() == 0:
+        return dw_part.sum(0), du_part.sum(0), dk, dv
+    nt = triton.cdiv(T, MIN_BT)
+    sx, px, qx = (torch.empty((B, nt, 3, C), dtype=torch.float32, device=k.device) for _ in range(3))
+    w, u = w.float().contiguous(), u.float().contiguous()
+    _bwd[_grid(B, C)](
+        w, u, k, v, gy, dk, dv, dw_part, du_part, sx, px, qx, T, C, nt,
+        *k.stride(), *v.stride(), *gy.stride(), *dk.stride(), CAUSAL=causal,
+    )
+    return dw_part.sum(0), du_part.sum(0), dk, dv
