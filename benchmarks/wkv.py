@@ -83,10 +83,10 @@ def errors(kt, T, C, causal, dtype, device, B=2, seed=0):
     w = (torch.rand(C, generator=g) / T * 5).to(device)        # spatial_decay ~ U(0, 5), divided by T
     u = (torch.randn(C, generator=g) / T).to(device)
     gy = torch.randn(B, T, C, generator=g).to(device)
-    d = [t.double() for t in (w, u, k, v, gy)]
+    kk, vv, gg = k.to(dtype), v.to(dtype), gy.to(dtype)
+    d = [t.double() for t in (w, u, kk, vv, gg)]        # the oracle sees the same (rounded) inputs
     y_ref = wkv_torch_forward(*d[:4], causal)
     dw_r, du_r, dk_r, dv_r = wkv_torch_backward(*d, causal)
-    kk, vv, gg = k.to(dtype), v.to(dtype), gy.to(dtype)
     y = kt.wkv_forward(w, u, kk, vv, causal=causal)
     dw, du, dk, dv = kt.wkv_backward(w, u, kk, vv, gg, causal=causal)
     return {"y": rel(y, y_ref), "dk": rel(dk, dk_r), "dv": rel(dv, dv_r), "dw": rel(dw, dw_r), "du": rel(du, du_r)}

@@ -92,7 +92,7 @@ def env_report(mode: str | None = None) -> dict:
 
 def show_source(obj) -> None:
     """Display the real source of a package function or class (never a retyped copy)."""
-    src = inspect.getsource(obj)
+    src = inspect.getsource(getattr(obj, "fn", obj))  # a Triton JITFunction keeps its Python function in .fn
     try:
         from IPython.display import Markdown, display
 
@@ -137,3 +137,12 @@ def static_then_widget(plot_fn, **sliders):
         plt.close(f)
 
     return ipywidgets.interactive(redraw, **sliders)
+
+
+def results_path(*parts: str) -> Path:
+    """A path under the repository's committed results/ folder, found from the working directory
+    (chapters run from book/, scripts from the root). Raises FileNotFoundError naming the path."""
+    for base in [Path.cwd(), *Path.cwd().parents]:
+        if (base / "results").is_dir() and (base / "_toc.yml").is_file():
+            return base.joinpath("results", *parts)
+    raise FileNotFoundError(f"no results/ folder above {Path.cwd()}: run the chapter from a clone of the repository")
