@@ -11,10 +11,15 @@ of BT tokens; the running sums of spec wkv.md §3 cross tile borders as small "c
                        directions, then dk, dv and per-program partials of dw, du (spec wkv.md §6)
 
 When T <= BT the whole sequence is one tile: one read of k, v (and g), one write (the floor).
+Inside a tile the decayed sums come from one cumulative sum each through the separable form
+rho^(t-1-i) = rho^-1 rho^(t-c) rho^-(i-c) (c the tile centre) when every channel of the program
+has |w| BT <= 40 and u >= -8 (the case of every Vision-RWKV call, w = spatial_decay / T);
+otherwise from an associative scan with a segment combine that yields exclusive sums directly.
 Numerics (spec wkv.md §5): exponentials in base 2 with pre-scaled arguments; each carry keeps
 its own log2 scale and is rescaled when it meets a tile (flash-attention style), so no global
-max is needed; decay powers come from w * distance directly; exclusive sums come out of the
-scan itself (a 4-component segment combine), never by subtracting a token from a total.
+max is needed; decay powers come from w * distance directly (tables computed once per program);
+no sum is obtained by subtracting a prefix from a total (the fast path only takes each token's
+own term out of its inclusive sum).
 Within one tile everything is measured against one reference r = max(tile max of k, carry
 scales): exact for w >= 0 and any k; for w < 0 the growth inside a tile, |w| BT, must stay
 below ~60 (the torch path has no such limit). dw and du are written per program and summed by
@@ -67,18 +72,38 @@ def _exclusive_sums(rho, x, y, REVERSE: tl.constexpr):
 
 
 @triton.jit
-def _carry_step(s, cx, cy, la, x, y, m, w2, dist, BT: tl.constexpr):
-    """Move a carry 2^s (cx, cy) across one tile of BT tokens, adding the tile's tokens.
+def _intra(z1, z2, rho, grow, shrink, rinv, fast, REVERSE: tl.constexpr):
+    """Exclusive decayed sums of two (BT, BC) tiles inside one tile.
 
-    la: (BT, BC) log2 weights with tile maximum m (BC,); dist: distance of each token to the
-    carry's new anchor. Returns the new scale and values.
+    fast (|w| BT <= 40 and u >= -8 in every channel of the program): the separable form
+    rho^(t-1-i) = rinv * shrink_t * grow_i, one cumulative sum per sequence; the token's own
+    term is taken out of the inclusive sum, harmless while e^u is not tiny.
+    Otherwise the segment-combine scan (no restriction on w beyond the tile's range).
     """
-    e = tl.exp2(la - m[None, :] - w2[None, :] * dist)
-    tx = tl.sum(e * x, axis=0)
-    ty = tl.sum(e * y, axis=0)
-    ns = tl.maximum(s - w2 * BT, m)
+    if fast:
+        if REVERSE:
+            a1 = shrink * z1
+            a2 = shrink * z2
+            e1 = (tl.cumsum(a1, 0, reverse=True) - a1) * grow * rinv
+            e2 = (tl.cumsum(a2, 0, reverse=True) - a2) * grow * rinv
+        else:
+            a1 = grow * z1
+            a2 = grow * z2
+            e1 = (tl.cumsum(a1, 0) - a1) * shrink * rinv
+            e2 = (tl.cumsum(a2, 0) - a2) * shrink * rinv
+    else:
+        e1, e2 = _exclusive_sums(rho, z1, z2, REVERSE)
+    return e1, e2
+
+
+@triton.jit
+def _carry(s, cx, cy, tx, ty, ref, w2, BT: tl.constexpr):
+    """Move a carry 2^s (cx, cy) one tile (BT tokens) along and add the tile's own sums
+    2^ref (tx, ty), already weighted by their distance to the new anchor. Returns the new
+    scale max(s - w BT, ref) and values."""
+    ns = tl.maximum(s - w2 * BT, ref)
     f_old = tl.exp2(s - w2 * BT - ns)
-    f_new = tl.exp2(m - ns)
+    f_new = tl.exp2(ref - ns)
     return ns, cx * f_old + tx * f_new, cy * f_old + ty * f_new
 
 
@@ -111,12 +136,28 @@ def _store_carry(ptr, n, C, cs, cmask, s, cx, cy):
 
 
 @triton.jit
-def _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs, cmask, w2,
+def _setup(w_ptr, u_ptr, cs, cmask, BT: tl.constexpr, BC: tl.constexpr):
+    """Per-program constants: w, u in log2 units, e^u, and the (BT, BC) decay tables."""
+    w2 = tl.load(w_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
+    u2 = tl.load(u_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
+    eu = tl.exp2(u2)
+    jf = tl.arange(0, BT).to(tl.float32)[:, None]
+    rho = tl.broadcast_to(tl.exp2(-w2)[None, :], (BT, BC))
+    jpow = tl.exp2(-w2[None, :] * jf)                          # rho^j
+    jpow_rev = tl.exp2(-w2[None, :] * (BT - 1 - jf))           # rho^(BT-1-j)
+    centred = jf - (BT - 1) * 0.5
+    grow = tl.exp2(w2[None, :] * centred)                      # used only when fast
+    shrink = tl.exp2(-w2[None, :] * centred)
+    rinv = tl.exp2(w2)[None, :]
+    fast = (tl.max(tl.abs(w2), axis=0) * BT <= 40.0) & (tl.min(u2, axis=0) >= -8.0)
+    return w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast
+
+
+@triton.jit
+def _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs, cmask, w2, jpow,
                     BT: tl.constexpr, BC: tl.constexpr):
     """Right to left: store the forward suffix carry entering tiles n_tiles-2 .. 0."""
     jj = tl.arange(0, BT)
-    jf = jj.to(tl.float32)[:, None]
-    ones = tl.full((BT, BC), 1.0, tl.float32)
     n_tiles = tl.cdiv(T, BT)
     s = tl.full((BC,), float("-inf"), tl.float32)
     cx = tl.zeros((BC,), tl.float32)
@@ -128,7 +169,8 @@ def _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs,
         k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
         v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
         m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
-        s, cx, cy = _carry_step(s, cx, cy, k2, v, ones, m, w2, jf, BT)
+        e = tl.exp2(k2 - m[None, :]) * jpow                      # weight rho^j to the anchor t0 - 1
+        s, cx, cy = _carry(s, cx, cy, tl.sum(e * v, axis=0), tl.sum(e, axis=0), m, w2, BT)
         _store_carry(sx, n - 1, C, cs, cmask, s, cx, cy)
 
 
@@ -141,16 +183,12 @@ def _wkv_fwd_kernel(
     b = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BC + tl.arange(0, BC)
     cmask = cs < C
-    w2 = tl.load(w_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
-    eu = tl.exp2(tl.load(u_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634)
+    w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast = _setup(w_ptr, u_ptr, cs, cmask, BT, BC)
     jj = tl.arange(0, BT)
-    jf = jj.to(tl.float32)[:, None]
-    ones = tl.full((BT, BC), 1.0, tl.float32)
-    rho = tl.broadcast_to(tl.exp2(-w2)[None, :], (BT, BC))
     n_tiles = tl.cdiv(T, BT)
     sx = sx_ptr + b * NT * 3 * C
     if not CAUSAL:
-        _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs, cmask, w2, BT, BC)
+        _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs, cmask, w2, jpow, BT, BC)
         tl.debug_barrier()
     ps = tl.full((BC,), float("-inf"), tl.float32)
     pn = tl.zeros((BC,), tl.float32)
@@ -167,17 +205,17 @@ def _wkv_fwd_kernel(
             r = tl.maximum(r, ss)
         e = tl.exp2(k2 - r[None, :])                                    # (BT, BC) <= 1
         ev = e * v
-        Pv, P1 = _exclusive_sums(rho, ev, e, False)
-        fp = tl.exp2(ps[None, :] - r[None, :] - w2[None, :] * jf)      # rho^j, rescaled
+        Pv, P1 = _intra(ev, e, rho, grow, shrink, rinv, fast, False)
+        fp = tl.exp2(ps - r)[None, :] * jpow                            # rho^j, rescaled
         N = Pv + fp * pn[None, :] + eu[None, :] * ev
         D = P1 + fp * pd[None, :] + eu[None, :] * e
         if not CAUSAL:
-            Sv, S1 = _exclusive_sums(rho, ev, e, True)
-            fs = tl.exp2(ss[None, :] - r[None, :] - w2[None, :] * (BT - 1 - jf))
+            Sv, S1 = _intra(ev, e, rho, grow, shrink, rinv, fast, True)
+            fs = tl.exp2(ss - r)[None, :] * jpow_rev
             N += Sv + fs * sn[None, :]
             D += S1 + fs * sd[None, :]
         _store(y_ptr, N / D, syb, syt, syc, b, t, cs, tmask, cmask)
-        ps, pn, pd = _carry_step(ps, pn, pd, k2, v, ones, m, w2, BT - 1 - jf, BT)
+        ps, pn, pd = _carry(ps, pn, pd, tl.sum(jpow_rev * ev, axis=0), tl.sum(jpow_rev * e, axis=0), r, w2, BT)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -190,21 +228,17 @@ def _wkv_bwd_kernel(
     b = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BC + tl.arange(0, BC)
     cmask = cs < C
-    w2 = tl.load(w_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
-    eu = tl.exp2(tl.load(u_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634)
+    w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast = _setup(w_ptr, u_ptr, cs, cmask, BT, BC)
     jj = tl.arange(0, BT)
-    jf = jj.to(tl.float32)[:, None]
-    ones = tl.full((BT, BC), 1.0, tl.float32)
-    rho = tl.broadcast_to(tl.exp2(-w2)[None, :], (BT, BC))
     n_tiles = tl.cdiv(T, BT)
     sx = sx_ptr + b * NT * 3 * C
     px = px_ptr + b * NT * 3 * C
     qx = qx_ptr + b * NT * 3 * C
     centre = (T - 1) * 0.5
 
-    # pass 1 (Bi-WKV): forward suffix carries, exactly as the forward kernel computes them
+    # pass 1 (Bi-WKV): forward suffix carries, as in the forward kernel
     if not CAUSAL:
-        _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs, cmask, w2, BT, BC)
+        _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs, cmask, w2, jpow, BT, BC)
         tl.debug_barrier()
 
     # pass 2, left to right over all tiles but the last: forward prefix carries, and (Bi-WKV)
@@ -221,24 +255,27 @@ def _wkv_bwd_kernel(
         k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
         v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
         m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
+        r = tl.maximum(m, ps)
+        if not CAUSAL:
+            ss, sn, sd = _load_carry(sx, n, C, cs, cmask)
+            r = tl.maximum(r, ss)
+        e = tl.exp2(k2 - r[None, :])
+        ev = e * v
         if not CAUSAL:
             g = _load(g_ptr, sgb, sgt, sgc, b, t, cs, tmask, cmask, 0.0)
-            ss, sn, sd = _load_carry(sx, n, C, cs, cmask)
-            r = tl.maximum(tl.maximum(m, ps), ss)
-            e = tl.exp2(k2 - r[None, :])
-            ev = e * v
-            Pv, P1 = _exclusive_sums(rho, ev, e, False)
-            Sv, S1 = _exclusive_sums(rho, ev, e, True)
-            fp = tl.exp2(ps[None, :] - r[None, :] - w2[None, :] * jf)
-            fs = tl.exp2(ss[None, :] - r[None, :] - w2[None, :] * (BT - 1 - jf))
+            Pv, P1 = _intra(ev, e, rho, grow, shrink, rinv, fast, False)
+            Sv, S1 = _intra(ev, e, rho, grow, shrink, rinv, fast, True)
+            fp = tl.exp2(ps - r)[None, :] * jpow
+            fs = tl.exp2(ss - r)[None, :] * jpow_rev
             N = Pv + fp * pn[None, :] + Sv + fs * sn[None, :] + eu[None, :] * ev
             D = P1 + fp * pd[None, :] + S1 + fs * sd[None, :] + eu[None, :] * e
-            q = tl.where(tmask[:, None], g / D, 0.0)                    # scale 2^-r
-            y = tl.where(tmask[:, None], N / D, 0.0)
-            nr = tl.broadcast_to(-r[None, :], (BT, BC))
-            qs, qa, qb = _carry_step(qs, qa, qb, nr, q, q * y, -r, w2, BT - 1 - jf, BT)
+            inv = tl.where(tmask[:, None], 1.0 / D, 0.0)                # 0/0 beyond T
+            q = g * inv                                                 # scale 2^-r
+            qy = q * (N * inv)
+            qs, qa, qb = _carry(qs, qa, qb, tl.sum(jpow_rev * q, axis=0), tl.sum(jpow_rev * qy, axis=0),
+                                -r, w2, BT)
             _store_carry(qx, n + 1, C, cs, cmask, qs, qa, qb)
-        ps, pn, pd = _carry_step(ps, pn, pd, k2, v, ones, m, w2, BT - 1 - jf, BT)
+        ps, pn, pd = _carry(ps, pn, pd, tl.sum(jpow_rev * ev, axis=0), tl.sum(jpow_rev * e, axis=0), r, w2, BT)
         _store_carry(px, n + 1, C, cs, cmask, ps, pn, pd)
     tl.debug_barrier()
 
@@ -263,25 +300,26 @@ def _wkv_bwd_kernel(
         r = tl.maximum(tl.maximum(m, ps), ss)
         e = tl.exp2(k2 - r[None, :])
         ev = e * v
-        Pv, P1 = _exclusive_sums(rho, ev, e, False)
-        fp = tl.exp2(ps[None, :] - r[None, :] - w2[None, :] * jf)
+        Pv, P1 = _intra(ev, e, rho, grow, shrink, rinv, fast, False)
+        fp = tl.exp2(ps - r)[None, :] * jpow
         Pv += fp * pn[None, :]
         P1 += fp * pd[None, :]
         N = Pv + eu[None, :] * ev
         D = P1 + eu[None, :] * e
         if not CAUSAL:
-            Sv, S1 = _exclusive_sums(rho, ev, e, True)
-            fs = tl.exp2(ss[None, :] - r[None, :] - w2[None, :] * (BT - 1 - jf))
+            Sv, S1 = _intra(ev, e, rho, grow, shrink, rinv, fast, True)
+            fs = tl.exp2(ss - r)[None, :] * jpow_rev
             Sv += fs * sn[None, :]
             S1 += fs * sd[None, :]
             N += Sv
             D += S1
-        y = tl.where(tmask[:, None], N / D, 0.0)                        # 0/0 beyond T
-        q = tl.where(tmask[:, None], g / D, 0.0)                        # scale 2^-r
+        inv = tl.where(tmask[:, None], 1.0 / D, 0.0)                    # 0/0 beyond T
+        y = N * inv
+        q = g * inv                                                     # scale 2^-r
         qy = q * y
         # sums over q from the right (every token i is seen by the tokens t > i)
-        Sq, Sqy = _exclusive_sums(rho, q, qy, True)
-        fqs = tl.exp2(qs[None, :] + r[None, :] - w2[None, :] * (BT - 1 - jf))
+        Sq, Sqy = _intra(q, qy, rho, grow, shrink, rinv, fast, True)
+        fqs = tl.exp2(qs + r)[None, :] * jpow_rev
         Sq += fqs * qa[None, :]
         Sqy += fqs * qb[None, :]
         dv = e * (Sq + eu[None, :] * q)
@@ -291,9 +329,9 @@ def _wkv_bwd_kernel(
         Gp = e * (v * Sq - Sqy)                                         # sum_{t>i} c(t, i)
         dw_t = (pos + 1.0) * Gp - pos * Rm
         if not CAUSAL:
-            Pq, Pqy = _exclusive_sums(rho, q, qy, False)
+            Pq, Pqy = _intra(q, qy, rho, grow, shrink, rinv, fast, False)
             qps, qpa, qpb = _load_carry(qx, n, C, cs, cmask & (n > 0))
-            fqp = tl.exp2(qps[None, :] + r[None, :] - w2[None, :] * jf)
+            fqp = tl.exp2(qps + r)[None, :] * jpow
             Pq += fqp * qpa[None, :]
             Pqy += fqp * qpb[None, :]
             dv += e * Pq
@@ -307,9 +345,8 @@ def _wkv_bwd_kernel(
         du_acc += tl.sum(eu[None, :] * e * q * (v - y), axis=0)
         # move the suffix carries (forward sums and q sums) to the tile on the left
         if not CAUSAL:
-            ss, sn, sd = _carry_step(ss, sn, sd, k2, v, ones, m, w2, jf, BT)
-        nr = tl.broadcast_to(-r[None, :], (BT, BC))
-        qs, qa, qb = _carry_step(qs, qa, qb, nr, q, qy, -r, w2, jf, BT)
+            ss, sn, sd = _carry(ss, sn, sd, tl.sum(jpow * ev, axis=0), tl.sum(jpow * e, axis=0), r, w2, BT)
+        qs, qa, qb = _carry(qs, qa, qb, tl.sum(jpow * q, axis=0), tl.sum(jpow * qy, axis=0), -r, w2, BT)
     tl.store(dw_ptr + b * C + cs, dw_acc, mask=cmask)
     tl.store(du_ptr + b * C + cs, du_acc, mask=cmask)
 
