@@ -130,6 +130,17 @@ def bench_shape(kt, B, T, C, dtype, bw, reps, with_torch):
 
         row["torch_fwd_ms"] = statistics.median(time_fn(tfwd, reps=max(5, reps // 3), flush=True))
         row["torch_fwdbwd_ms"] = statistics.median(time_fn(tfwdbwd, reps=max(5, reps // 3), flush=True))
+    if dtype == torch.float32 and (T, C) in ((1024, 560), (4096, 288)):
+        # the same kernels with the segment scan everywhere: what the separable fast path buys
+        def sfwd():
+            kt.wkv_forward(w, u, k, v, causal=False, allow_fast=False)
+
+        def sfwdbwd():
+            kt.wkv_forward(w, u, k, v, causal=False, allow_fast=False)
+            kt.wkv_backward(w, u, k, v, gy, causal=False, allow_fast=False)
+
+        row["scan_only_fwd_ms"] = statistics.median(time_fn(sfwd, reps=reps, flush=True))
+        row["scan_only_fwdbwd_ms"] = statistics.median(time_fn(sfwdbwd, reps=reps, flush=True))
     anchor = ANCHOR.get((T, C))
     if anchor and dtype == torch.float32:
         row["authors_fwd_ms"], row["authors_fwd_pct_floor"], row["authors_fwdbwd_ms"], row["authors_fwdbwd_pct_floor"] = anchor

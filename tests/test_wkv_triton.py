@@ -73,6 +73,19 @@ def test_hard_inputs(op, regime):
     check(op, 1, 40, 4, **regime, seed=3)
 
 
+def test_scan_path_matches_fast_path():
+    """The segment scan (large |w|) and the separable fast path compute the same sums."""
+    g = torch.Generator().manual_seed(12)
+    k, v, gy = (torch.randn(2, 40, 6, generator=g).to(DEVICE) for _ in range(3))
+    w, u = (torch.rand(6, generator=g) * 0.3).to(DEVICE), torch.randn(6, generator=g).to(DEVICE)
+    for causal in (False, True):
+        a = [wkv_triton.wkv_forward(w, u, k, v, causal=causal, allow_fast=f) for f in (True, False)]
+        ga = [wkv_triton.wkv_backward(w, u, k, v, gy, causal=causal, allow_fast=f) for f in (True, False)]
+        assert torch.allclose(a[0], a[1], rtol=1e-5, atol=1e-6)
+        for x, y in zip(*ga):
+            assert torch.allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
 def test_bct_view_and_bf16():
     check("bi", 2, 24, 8, layout="bct", seed=4)
     check("bi", 2, 24, 8, dtype=torch.bfloat16, tol=1e-2, seed=5)
