@@ -209,7 +209,8 @@ def main():
         "errors": [],
         "rows": [],
     }
-    for T, C in shapes if not args.skip_errors else []:
+    # accuracy at every T for one width (each new (B, T, C) autotunes the kernels: time)
+    for T, C in [(T, C) for T, C in shapes if C == 560] if not args.skip_errors else []:
         for causal in (False, True):
             for dtype in (torch.float32, torch.bfloat16):
                 if causal and (dtype == torch.bfloat16 or T > 1024):
