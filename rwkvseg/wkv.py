@@ -31,6 +31,7 @@ those of its forward; spec wkv.md §4). rwkvseg implements the paper's formula e
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
@@ -112,29 +113,55 @@ def wkv_loop(w: Tensor, u: Tensor, k: Tensor, v: Tensor, *, causal: bool) -> Ten
 # 3. The O(T) torch path: chunked decayed scans with per-chunk rescaling, closed-form gradients
 # --------------------------------------------------------------------------------------------
 
-def _chunk_length(w: Tensor, T: int, dtype: torch.dtype) -> int:
-    """Chunk length L with |w| L <= 30 (the separable form stays in range) and, in float32,
-    L <= 128 (cumulative sums stay short: spec wkv.md §5.4)."""
-    wmax = float(w.abs().max()) if w.numel() else 0.0
-    L = T if wmax * T <= 30 else max(1, int(30 / wmax))
-    if dtype != torch.float64:
-        L = min(L, 128)
-    return max(1, min(L, T))
+def _log_sum(logits: Tensor, xs: list[Tensor], dim: int) -> tuple[Tensor, list[Tensor]]:
+    """Scaled sums over `dim`: m = max(logits), p = sum exp(logits - m) * x for each x.
+
+    -inf entries are empty; a row with no entry gets m = -inf and p = 0. The largest term of
+    every non-empty row is exactly 1 * e^m: the scale is tight, so nothing divides by an
+    underflowed sum later.
+    """
+    m = logits.amax(dim=dim, keepdim=True)
+    m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    wts = torch.exp(logits - m_safe)                                            # 0 at -inf entries
+    return m.squeeze(dim), [(wts * x).sum(dim=dim) for x in xs]
+
+
+def separable_prefix(la: Tensor, xs: list[Tensor], w: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """The same sums as decayed_prefix with one shift per sequence (spec wkv.md §5.1, §5.6).
+
+    rho^{t-1-i} = e^{-w(t-1-c)} e^{w(i-c)} (c the centre) turns each sum into one cumulative sum,
+    accumulated in float64. m_t is the sequence's largest la, not a tight bound: valid for the
+    Bi-WKV while |w| T <= 30, where the largest key reaches every output with weight >= e^{-30}
+    (never for the causal WKV, whose prefix may miss it).
+    """
+    B, T, C = la.shape
+    M = la.amax(dim=1, keepdim=True)                                            # (B, 1, C)
+    a = torch.exp(la - M)
+    t = torch.arange(T, device=la.device, dtype=la.dtype)[:, None]
+    c = (T - 1) / 2
+    grow, shrink = torch.exp(w * (t - c)), torch.exp(-w * (t - 1 - c))          # (T, C)
+    ps = []
+    for x in xs:
+        cs = torch.cumsum((grow * a * x).double(), dim=1)
+        excl = torch.cat([torch.zeros_like(cs[:, :1]), cs[:, :-1]], dim=1)     # shift, no subtraction
+        ps.append((shrink * excl).to(la.dtype))
+    return M.expand(B, T, C), ps
 
 
 def decayed_prefix(la: Tensor, xs: list[Tensor], w: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """Exclusive decayed prefix sums with a log scale, robust for any real w.
+    """Exclusive decayed prefix sums with a log scale, exact for any real w and any la.
 
         P(x)_t = sum_{i<t} e^{-w (t-1-i) + la_i} x_i  =  e^{m_t} p_t
 
     la: (B, T, C) log-weights; xs: (B, T, C) values sharing them; w: (C,).
-    Returns m (B, T, C) and one p (B, T, C) per x. Inside a chunk of L tokens the decay is
-    separable, e^{-w(t-1-i)} = e^{-w(t-1-c)} e^{w(i-c)} (|w| L <= 30 keeps it in range); chunks
-    are joined by a carried state whose scale follows max(old scale - wL, chunk max), so no
-    term overflows and no sum is ever obtained by subtraction.
+    Returns m (B, T, C) and one p (B, T, C) per x, with m_t the largest exponent in the sum
+    (-inf and p = 0 for t = 0). Two levels, both in log space with a per-row maximum (like a
+    masked softmax), so no term overflows and no sum underflows to zero: inside chunks of L
+    tokens a dense L x L sum; across chunks a dense sum over the chunks' own totals. Cost
+    O(T L + (T / L)^2) per channel with L ~ sqrt(T); no Python loop over tokens or chunks.
     """
     B, T, C = la.shape
-    L = _chunk_length(w, T, la.dtype)
+    L = max(1, min(T, max(32, math.isqrt(T - 1) + 1)))
     n = -(-T // L)
     pad = n * L - T
     if pad:
@@ -142,54 +169,48 @@ def decayed_prefix(la: Tensor, xs: list[Tensor], w: Tensor) -> tuple[Tensor, lis
         xs = [torch.nn.functional.pad(x, (0, 0, 0, pad)) for x in xs]
     la = la.view(B, n, L, C)
     xs = [x.view(B, n, L, C) for x in xs]
-    cm = la.amax(dim=2, keepdim=True)                                           # (B, n, 1, C)
-    a = torch.exp(la - cm)                                                      # (B, n, L, C) <= 1
-    j = torch.arange(L, device=la.device, dtype=la.dtype)[:, None]              # (L, 1)
-    c = (L - 1) / 2
-    grow = torch.exp(w * (j - c))                                               # (L, C)
-    shrink = torch.exp(-w * (j - 1 - c))                                        # (L, C)
-    intra, total = [], []
-    for x in xs:
-        cs = torch.cumsum(grow * a * x, dim=2)                                  # inclusive
-        excl = torch.cat([torch.zeros_like(cs[:, :, :1]), cs[:, :, :-1]], dim=2)
-        intra.append(shrink * excl)                                             # (B, n, L, C), scale cm
-        total.append(torch.exp(-w * (L - 1 - c)) * cs[:, :, -1])                # (B, n, C), scale cm
-    if n == 1:
-        m = cm.expand(B, 1, L, C)
-        ps = intra
-    else:
-        decay = -w * j                                                          # (L, C) log rho^j
-        carry_m = torch.full((B, C), float("-inf"), device=la.device, dtype=la.dtype)
-        carry = [torch.zeros(B, C, device=la.device, dtype=la.dtype) for _ in xs]
-        ms, ps_chunks = [], [[] for _ in xs]
-        for q in range(n):
-            mq = torch.maximum(carry_m[:, None] + decay, cm[:, q])              # (B, L, C)
-            f_carry = torch.exp(carry_m[:, None] + decay - mq)
-            f_intra = torch.exp(cm[:, q] - mq)
-            ms.append(mq)
-            for idx in range(len(xs)):
-                ps_chunks[idx].append(carry[idx][:, None] * f_carry + intra[idx][:, q] * f_intra)
-            new_m = torch.maximum(carry_m - w * L, cm[:, q, 0])
-            f_old = torch.exp(carry_m - w * L - new_m)
-            f_new = torch.exp(cm[:, q, 0] - new_m)
-            carry = [cv * f_old + tv[:, q] * f_new for cv, tv in zip(carry, total)]
-            carry_m = new_m
-        m = torch.stack(ms, dim=1)
-        ps = [torch.stack(p, dim=1) for p in ps_chunks]
+    j = torch.arange(L, device=la.device)
+    dist = (j[:, None] - 1 - j[None, :]).to(la.dtype)                           # (L, L) t - 1 - i
+    before = (j[None, :] < j[:, None])[..., None]                               # (L, L, 1) i < t
+    # inside each chunk: logits (B, n, L_t, L_i, C)
+    logits = torch.where(before, -w * dist[..., None] + la[:, :, None], float("-inf"))
+    m_in, p_in = _log_sum(logits, [x[:, :, None] for x in xs], dim=3)          # (B, n, L, C)
+    # each chunk's total as seen from the next chunk's first token, then sums over chunks
+    m_tot, p_tot = _log_sum(-w * (L - 1 - j)[:, None].to(la.dtype) + la, xs, dim=2)   # (B, n, C)
+    q = torch.arange(n, device=la.device)
+    cdist = (q[:, None] - 1 - q[None, :]).to(la.dtype) * L                      # (n, n)
+    earlier = (q[None, :] < q[:, None])[..., None]
+    clogits = torch.where(earlier, -w * cdist[..., None] + m_tot[:, None], float("-inf"))
+    m_c, p_c = _log_sum(clogits, [p[:, None] for p in p_tot], dim=2)           # (B, n, C)
+    # token t = qL + j: rho^j times the carry into chunk q, plus the in-chunk sum
+    m_carry = m_c[:, :, None] - w * j[:, None].to(la.dtype)                     # (B, n, L, C)
+    m = torch.maximum(m_carry, m_in)
+    m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    f_c, f_in = torch.exp(m_carry - m_safe), torch.exp(m_in - m_safe)
+    ps = [pc[:, :, None] * f_c + pi * f_in for pc, pi in zip(p_c, p_in)]
     m = m.reshape(B, n * L, C)[:, :T]
     return m, [p.reshape(B, n * L, C)[:, :T] for p in ps]
 
 
-def decayed_suffix(la: Tensor, xs: list[Tensor], w: Tensor) -> tuple[Tensor, list[Tensor]]:
+def decayed_suffix(la: Tensor, xs: list[Tensor], w: Tensor, prefix=decayed_prefix) -> tuple[Tensor, list[Tensor]]:
     """S(x)_t = sum_{i>t} e^{-w (i-1-t) + la_i} x_i = e^{m_t} p_t: the prefix of the reversal."""
-    m, ps = decayed_prefix(la.flip(1), [x.flip(1) for x in xs], w)
+    m, ps = prefix(la.flip(1), [x.flip(1) for x in xs], w)
     return m.flip(1), [p.flip(1) for p in ps]
+
+
+def _prefix_fn(w: Tensor, T: int, causal: bool):
+    """The Bi-WKV with a bounded total decay takes the one-shift cumulative sums (fast); every
+    other case the two-level log-space sums (exact for any w)."""
+    if not causal and float(w.abs().max()) * T <= 30:
+        return separable_prefix
+    return decayed_prefix
 
 
 def _forward_sums(w, u, k, v, causal):
     """Forward of spec wkv.md §3 on scaled sums. Returns y and what the backward reuses."""
     ones = torch.ones_like(k)
-    mP, (Pv, P1) = decayed_prefix(k, [v, ones], w)
+    prefix = _prefix_fn(w, k.shape[1], causal)
+    mP, (Pv, P1) = prefix(k, [v, ones], w)
     md = u + k                                                                  # diagonal term
     if causal:
         m = torch.maximum(mP, md)
@@ -197,7 +218,7 @@ def _forward_sums(w, u, k, v, causal):
         N, D = Pv * fP + v * fd, P1 * fP + fd
         S = None
     else:
-        mS, (Sv, S1) = decayed_suffix(k, [v, ones], w)
+        mS, (Sv, S1) = decayed_suffix(k, [v, ones], w, prefix)
         m = torch.maximum(torch.maximum(mP, mS), md)
         fP, fS, fd = torch.exp(mP - m), torch.exp(mS - m), torch.exp(md - m)
         N = Pv * fP + Sv * fS + v * fd
@@ -228,7 +249,8 @@ def wkv_torch_backward(w, u, k, v, gy, causal: bool):
     qy = qv * y
     ad = torch.exp(u + k - m)                                                   # e^u e^{k_t} e^{-m_t}
     pos = (torch.arange(T, device=k.device, dtype=k.dtype) - (T - 1) / 2)[:, None]
-    mSq, (Sq, Sqy) = decayed_suffix(-m, [qv, qy], w)
+    prefix = _prefix_fn(w, T, causal)
+    mSq, (Sq, Sqy) = decayed_suffix(-m, [qv, qy], w, prefix)
     aS = torch.exp(k + mSq)
     dv = aS * Sq + ad * qv
     dk_sub = aS * Sqy + ad * qy
@@ -237,7 +259,7 @@ def wkv_torch_backward(w, u, k, v, gy, causal: bool):
     dw_terms = (pos + 1) * Gp - pos * Rm
     if not causal:
         fS, Sv, S1 = S
-        mPq, (Pq, Pqy) = decayed_prefix(-m, [qv, qy], w)
+        mPq, (Pq, Pqy) = prefix(-m, [qv, qy], w)
         aP = torch.exp(k + mPq)
         dv = dv + aP * Pq
         dk_sub = dk_sub + aP * Pqy
