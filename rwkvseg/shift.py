@@ -1,11 +1,30 @@
-"""Token shifts: how each token sees its neighbours before the WKV.
+"""Token shifts: what a token sees of its neighbours before the WKV.
 
-Q-shift (Vision-RWKV; RWKV-UNet's spatial and channel mix). Further shifts (Uni-shift, Omni-shift,
-P-Shift) sit beside it in this module.
+All shifts map a (B, C, H, W) map to a (B, C, H, W) map; the mixes then interpolate
+mix = mu * x + (1 - mu) * shift(x) (MS-RWKV Eq. 1-3, 7-8: shift(x) plays x_{t-1}).
+
+    name        source                       what pixel (h, w) receives
+    Uni-shift   RWKV-4                       the previous token of the scan order
+    Q-shift     Vision-RWKV (MS-RWKV's       a quarter of the channels from each 4-neighbour
+                "Quad-shift", Table 4)
+    Omni-shift  Restore-RWKV                 a learned weighted sum of identity and depthwise
+                                             1x1, 3x3, 5x5 convolutions
+    P-Shift     MS-RWKV Eq. 15               identity + depthwise 1x1 + 3x3 + 5x5 (with biases)
+    Dynamic     RWKV-SSS draft (experimental)  Q-shift with more channels from off-path neighbours
+    Q-shift
+
+Omni-shift and P-Shift are re-parameterisable: ``reparameterize()`` folds the branches into one
+depthwise 5x5 convolution with the same output (spec ms-rwkv.md §2.5). The functions are
+q_shift, uni_shift and dynamic_q_shift; the modules are QShift, UniShift, OmniShift, PShift,
+DynamicQShift, and make_shift builds one by its config name.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -25,3 +44,202 @@ def q_shift(x: Tensor, shift: int = 1) -> Tensor:
     out[:, b[2]:b[3], s:, :] = x[:, b[2]:b[3], : H - s, :]        # from the neighbour above
     out[:, b[3]:b[4], : H - s, :] = x[:, b[3]:b[4], s:, :]        # from the neighbour below
     return out
+
+
+
+def uni_shift(x: Tensor, order=None) -> Tensor:
+    """Uni-shift (RWKV-4's token shift): each token takes the previous token in scan order.
+
+    x: (B, C, H, W); ``order``: a rwkvseg.scan order (default row-major, RWKV's flattening).
+    The first token of the sequence receives zeros. Padding slots are skipped [choose]: the
+    shift runs on the unpadded order, so MS-RWKV's pads enter only through the WKV.
+    Returns (B, C, H, W).
+    """
+    from rwkvseg.scan import RowMajor
+
+    plain = RowMajor() if order is None else copy.copy(order)
+    plain.pad = False
+    B, C, H, W = x.shape
+    seq = plain.scan(x)                                                     # (B, H*W, C)
+    prev = torch.cat([seq.new_zeros(B, 1, C), seq[:, :-1]], dim=1)         # x_{t-1}
+    return plain.unscan(prev, H, W)                                         # (B, C, H, W)
+
+
+class UniShift(nn.Module):
+    """Uni-shift as a module (no parameters); ``order`` is the scan order it follows."""
+
+    def __init__(self, *, order=None) -> None:
+        super().__init__()
+        self.order = order
+
+    def forward(self, x: Tensor) -> Tensor:
+        return uni_shift(x, self.order)
+
+
+class QShift(nn.Module):
+    """Q-shift of Vision-RWKV as a module (no parameters); see q_shift. The MS-RWKV paper
+    calls it "Quad-shift" (Table 4): the same operation."""
+
+    def __init__(self, *, shift: int = 1) -> None:
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, x: Tensor) -> Tensor:
+        return q_shift(x, self.shift)
+
+
+def dynamic_q_shift(x: Tensor, shares: tuple[float, float, float, float], shift: int = 1) -> Tensor:
+    """Q-shift with unequal channel shares per direction (left, right, up, down): RWKV-SSS's
+    "Dynamic Q-shift" as we read the draft (spec rwkv-sss.md §3; experimental, follows an
+    unfinished draft). Group j takes channels [floor(S_{j-1} C), floor(S_j C)) with S the running
+    sum of ``shares``; equal shares give q_shift exactly. (B, C, H, W) -> (B, C, H, W)."""
+    if len(shares) != 4 or any(s < 0 for s in shares) or abs(sum(shares) - 1) > 1e-6:
+        raise ValueError(f"shares must be 4 non-negative fractions summing to 1, got {shares}")
+    B, C, H, W = x.shape
+    cum = [0.0]
+    for s_ in shares:
+        cum.append(cum[-1] + s_)
+    b = [min(C, int(c * C + 1e-9)) for c in cum]                            # floor(S_j C)
+    s = shift
+    out = torch.zeros_like(x)
+    out[:, b[0]:b[1], :, s:] = x[:, b[0]:b[1], :, : W - s]
+    out[:, b[1]:b[2], :, : W - s] = x[:, b[1]:b[2], :, s:]
+    out[:, b[2]:b[3], s:, :] = x[:, b[2]:b[3], : H - s, :]
+    out[:, b[3]:b[4], : H - s, :] = x[:, b[3]:b[4], s:, :]
+    return out
+
+
+def on_path_shares(order) -> tuple[float, float, float, float]:
+    """Dynamic Q-shift shares for a scan order [choose, spec rwkv-sss.md §3]: directions whose
+    neighbour is adjacent in the route are "on path" and get 1/8 of the channels each, the others
+    3/8 each. Raster rows (and raster windows): left/right on path. Columns: up/down on path.
+    Diagonal orders: no 4-neighbour is on path, so equal shares (plain Q-shift)."""
+    from rwkvseg.scan import ColumnMajor, Diagonal, WindowScan
+
+    if isinstance(order, Diagonal) or (isinstance(order, WindowScan) and order.inner == "diagonal"):
+        return (0.25, 0.25, 0.25, 0.25)
+    if isinstance(order, ColumnMajor):
+        return (0.375, 0.375, 0.125, 0.125)
+    return (0.125, 0.125, 0.375, 0.375)
+
+
+class DynamicQShift(nn.Module):
+    """Dynamic Q-shift as a module: q_shift with the channel shares of ``on_path_shares(order)``
+    (experimental, follows an unfinished draft)."""
+
+    def __init__(self, *, order, shift: int = 1) -> None:
+        super().__init__()
+        self.shares, self.shift = on_path_shares(order), shift
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dynamic_q_shift(x, self.shares, self.shift)
+
+
+class _DepthwiseBranches(nn.Module):
+    """Identity + depthwise k x k branches (k in ``kernels``), mergeable into one depthwise
+    conv of the largest size. Subclasses fix biases and branch weights."""
+
+    def __init__(self, *, channels: int, kernels: tuple[int, ...], bias: bool, weighted: bool) -> None:
+        super().__init__()
+        if any(k % 2 == 0 for k in kernels):
+            raise ValueError(f"depthwise shift kernels must be odd (same padding), got {kernels}")
+        self.channels, self.kernels, self.size = channels, tuple(kernels), max(kernels)
+        self.branches = nn.ModuleList(
+            nn.Conv2d(channels, channels, k, padding=k // 2, groups=channels, bias=bias) for k in kernels
+        )
+        # alpha[0] weighs the identity, alpha[1:] the branches (Omni-shift); fixed ones for P-Shift
+        self.alpha = nn.Parameter(torch.ones(len(kernels) + 1)) if weighted else None
+        self.merged: nn.Conv2d | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.merged is not None:
+            return self.merged(x)
+        if self.alpha is None:                                              # P-Shift: plain sum
+            return x + sum(conv(x) for conv in self.branches)
+        a = self.alpha
+        out = a[0] * x
+        for i, conv in enumerate(self.branches):
+            out = out + a[i + 1] * conv(x)
+        return out
+
+    @torch.no_grad()
+    def merged_kernel(self) -> tuple[Tensor, Tensor | None]:
+        """The single depthwise kernel (C, 1, K, K) and bias (C,) (or None) equal to the branches:
+        sum_k alpha_k * pad(K_k) + alpha_0 * delta (1 at the centre), bias sum_k alpha_k b_k."""
+        if self.merged is not None:
+            return self.merged.weight.clone(), None if self.merged.bias is None else self.merged.bias.clone()
+        ref = self.branches[0].weight
+        a = self.alpha.to(ref) if self.alpha is not None else torch.ones(len(self.kernels) + 1).to(ref)
+        K = self.size
+        weight = torch.zeros(self.channels, 1, K, K, dtype=a.dtype, device=a.device)
+        weight[:, :, K // 2, K // 2] = a[0]                                  # the identity
+        bias = None
+        for i, conv in enumerate(self.branches):
+            p = (K - conv.kernel_size[0]) // 2
+            weight += a[i + 1] * F.pad(conv.weight, (p, p, p, p))
+            if conv.bias is not None:
+                bias = a[i + 1] * conv.bias if bias is None else bias + a[i + 1] * conv.bias
+        return weight, bias
+
+    @torch.no_grad()
+    def reparameterize(self) -> "_DepthwiseBranches":
+        """Replace the branches by one depthwise K x K conv with the same output (in place)."""
+        if self.merged is None:
+            weight, bias = self.merged_kernel()
+            K = self.size
+            merged = nn.Conv2d(self.channels, self.channels, K, padding=K // 2, groups=self.channels,
+                               bias=bias is not None).to(weight)
+            merged.weight.copy_(weight)
+            if bias is not None:
+                merged.bias.copy_(bias)
+            self.merged = merged
+            self.branches = nn.ModuleList()
+            self.alpha = None
+        return self
+
+
+class PShift(_DepthwiseBranches):
+    """P-Shift, the panoramic token shift of MS-RWKV (Eq. 15, spec ms-rwkv.md §2.5):
+
+        z_hat = z + DW_1x1(z) + DW_3x3(z) + DW_5x5(z)     on (B, C, H, W), "same" padding
+
+    depthwise, with biases and without BatchNorm, so ``reparameterize()`` folds it exactly into
+    one depthwise 5x5 (kernel K5 + pad(K3, 1) + pad(K1, 2) + delta, bias b1 + b3 + b5). The
+    paper does not say whether BN follows the convs: without BN the merge is exact in train
+    and eval mode [choose].
+    """
+
+    def __init__(self, *, channels: int, kernels: tuple[int, ...] = (1, 3, 5)) -> None:
+        super().__init__(channels=channels, kernels=kernels, bias=True, weighted=False)
+
+
+class OmniShift(_DepthwiseBranches):
+    """Omni-shift of Restore-RWKV: alpha_0 z + alpha_1 DW_1x1(z) + alpha_2 DW_3x3(z) + alpha_3 DW_5x5(z)
+    with learnable scalars alpha (init 1 [choose]) and bias-free depthwise convs; re-parameterisable
+    into one depthwise 5x5 like PShift (which is this without the alphas, plus biases)."""
+
+    def __init__(self, *, channels: int, kernels: tuple[int, ...] = (1, 3, 5)) -> None:
+        super().__init__(channels=channels, kernels=kernels, bias=False, weighted=True)
+
+
+SHIFTS = ("p_shift", "q_shift", "uni_shift", "omni_shift", "dynamic_q_shift", "none")
+
+
+def make_shift(kind: str, *, channels: int, order=None) -> nn.Module:
+    """Build a shift module by config name: 'p_shift' (MS-RWKV default), 'q_shift' (Vision-RWKV,
+    the paper's "Quad-shift"), 'uni_shift' (RWKV-4; follows ``order``), 'omni_shift',
+    'dynamic_q_shift' (RWKV-SSS draft; shares follow ``order``), or 'none'
+    (no shift: the mixes then see x itself, an ablation)."""
+    if kind == "p_shift":
+        return PShift(channels=channels)
+    if kind == "q_shift":
+        return QShift()
+    if kind == "uni_shift":
+        return UniShift(order=order)
+    if kind == "omni_shift":
+        return OmniShift(channels=channels)
+    if kind == "dynamic_q_shift":
+        return DynamicQShift(order=order)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown token shift {kind!r}; choose one of {SHIFTS}")
