@@ -1,0 +1,117 @@
+"""Training throughput of a model: images per second of full optimizer steps.
+
+    python benchmarks/train_throughput.py --model rwkv_unet_t --size 256 --batch 32 --out results/bench/x.json
+    python benchmarks/train_throughput.py --quick          # CPU smoke test (tiny model, 2 steps)
+
+One step = forward under bf16 autocast (CUDA), the 0.5 BCE + 1.0 Dice loss, backward, AdamW step,
+on a batch that already sits on the device (the engine's GPU-resident data; spec kernels.md §5).
+Each variant (eager, torch.compile) runs --warmup steps, then --steps timed steps; reported: the
+median step time (CUDA-synchronised), img/s = batch / median, peak memory.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from rwkvseg.losses import binary_bce_dice
+from rwkvseg.models import create_model
+from rwkvseg.notebook import git_commit
+
+
+def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf16: bool,
+          channels_last: bool, compile: bool, device: torch.device) -> dict:
+    torch.manual_seed(0)
+    model = create_model(model_name, in_chans=3, num_classes=1).to(device)
+    on_cuda = device.type == "cuda"
+    if channels_last and on_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    step_model = torch.compile(model) if compile else model
+    x = torch.rand(batch, 3, size, size, device=device)
+    if channels_last and on_cuda:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = (torch.rand(batch, 1, size, size, device=device) > 0.7).float()
+
+    def one_step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and on_cuda):
+            logits = step_model(x)
+        loss = binary_bce_dice(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        one_step()
+    if on_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+    warm_s = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        one_step()
+        if on_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    return {"model": model_name, "size": size, "batch": batch, "bf16": bf16 and on_cuda,
+            "channels_last": channels_last and on_cuda, "compile": compile, "steps": steps,
+            "warmup": warmup, "warmup_s": warm_s, "median_step_ms": 1e3 * med,
+            "img_per_s": batch / med, "min_step_ms": 1e3 * min(times),
+            "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if on_cuda else None,
+            "params": sum(p.numel() for p in model.parameters())}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="rwkv_unet_t")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--no-bf16", action="store_true")
+    ap.add_argument("--no-channels-last", action="store_true")
+    ap.add_argument("--compile", choices=("both", "on", "off"), default="both")
+    ap.add_argument("--quick", action="store_true", help="CPU smoke test: tiny model, 64x64, 2 steps")
+    ap.add_argument("--out", default=None, help="write the JSON here")
+    a = ap.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if a.quick:
+        a.model, a.size, a.batch, a.steps, a.warmup, a.compile = "rwkv_unet_test", 64, 2, 2, 1, "off"
+    variants = {"both": (False, True), "on": (True,), "off": (False,)}[a.compile]
+    rows = []
+    for c in variants:
+        r = bench(a.model, size=a.size, batch=a.batch, steps=a.steps, warmup=a.warmup,
+                  bf16=not a.no_bf16, channels_last=not a.no_channels_last, compile=c, device=device)
+        print(f"{r['model']} {r['size']}^2 batch {r['batch']} compile={c}: median {r['median_step_ms']:.1f} ms"
+              f" -> {r['img_per_s']:.0f} img/s, peak {r['peak_memory_gib'] or 0:.2f} GiB", flush=True)
+        rows.append(r)
+    try:
+        import triton
+        tv = triton.__version__
+    except ImportError:
+        tv = None
+    import rwkvseg
+    out = {"results": rows, "provenance": {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "git_commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+        "torch": torch.__version__, "triton": tv, "rwkvseg": rwkvseg.__version__,
+        "mode": "quick" if a.quick else "full", "seed": 0}}
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

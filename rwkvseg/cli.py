@@ -1,0 +1,149 @@
+"""Command line: `python -m rwkvseg train | evaluate | predict`.
+
+    python -m rwkvseg train --config configs/isic2018_rwkv_unet_t.yaml --epochs 10 --seed 1
+    torchrun --nproc_per_node 2 -m rwkvseg train --config configs/acdc_rwkv_unet_t.yaml
+    python -m rwkvseg evaluate --checkpoint runs/x/best.pt [--data DIR] [--split test] [--json out.json]
+    python -m rwkvseg predict --checkpoint runs/x/best.pt a.jpg b.png --out pred/
+
+`train` fills the same TrainConfig dataclass as the notebooks' parameters: the YAML file first,
+then every `--field value` (or `--field=value`) on top. Values are read as YAML (`--tta false`,
+`--betas [0.9,0.99]`, `--model_kwargs {drop_path: 0.1}`) and converted to the field's type; a bare
+`--resume` means true.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+
+import yaml
+
+from rwkvseg.train import TrainConfig
+
+
+def _coerce(name: str, value, hint: str):
+    """Convert a YAML-parsed value to the type named by a TrainConfig annotation."""
+    if value is None or (value == "None" and not hint.startswith("str")):
+        if "None" not in hint:
+            raise ValueError(f"--{name} cannot be None (type {hint})")
+        return None
+    try:
+        if hint.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if hint.startswith("tuple"):
+            return tuple(float(v) for v in value)
+        if hint.startswith("dict"):
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
+        if hint.startswith("float"):
+            return float(value)
+        if hint.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--{name}: cannot read {value!r} as {hint}") from None
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """['--epochs', '10', '--tta=false', '--resume'] -> {'epochs': '10'→10, ...} (raw YAML values)."""
+    out, i = {}, 0
+    while i < len(args):
+        a = args[i]
+        if not a.startswith("--"):
+            raise ValueError(f"expected --field value, got {a!r}")
+        key = a[2:]
+        if "=" in key:
+            key, raw = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            raw = args[i + 1]
+            i += 2
+        else:
+            raw = "true"
+            i += 1
+        out[key.replace("-", "_")] = yaml.safe_load(raw) if raw != "" else ""
+    return out
+
+
+def build_config(config_path: str | None, overrides: dict) -> TrainConfig:
+    """TrainConfig from a YAML file (optional) plus overrides, each converted to its field's type."""
+    values = {}
+    if config_path:
+        p = Path(config_path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config {p} not found; the recipes live in configs/*.yaml")
+        values.update(yaml.safe_load(p.read_text()) or {})
+    values.update(overrides)
+    hints = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {', '.join(hints)}")
+    return TrainConfig(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "train":
+        config_path = None
+        if "--config" in rest:
+            j = rest.index("--config")
+            config_path = rest[j + 1]
+            rest = rest[:j] + rest[j + 2:]
+        overrides = parse_overrides(rest)
+        overrides.setdefault("command", " ".join(["python -m rwkvseg", *argv]))
+        cfg = build_config(config_path, overrides)
+        from rwkvseg.train import train
+
+        results = train(cfg)
+        if results is not None:
+            print(json.dumps({"test": results["test"], "selection": results["selection"]}, default=str))
+        return 0
+    if cmd == "evaluate":
+        ap = argparse.ArgumentParser(prog="python -m rwkvseg evaluate")
+        ap.add_argument("--checkpoint", required=True)
+        ap.add_argument("--data", default=None, help="data directory (default: the training run's)")
+        ap.add_argument("--split", default="test", choices=("test", "val"))
+        ap.add_argument("--no-tta", action="store_true")
+        ap.add_argument("--max-items", type=int, default=None)
+        ap.add_argument("--device", default=None)
+        ap.add_argument("--json", default=None, help="also write the result to this file")
+        a = ap.parse_args(rest)
+        from rwkvseg.evaluate import evaluate_checkpoint, format_table, write_json
+
+        res = evaluate_checkpoint(a.checkpoint, data_dir=a.data, split=a.split, tta=not a.no_tta,
+                                  max_items=a.max_items, device=a.device)
+        print(format_table(res))
+        print(json.dumps(res, default=str))
+        if a.json:
+            write_json(res, a.json)
+        return 0
+    if cmd == "predict":
+        ap = argparse.ArgumentParser(prog="python -m rwkvseg predict")
+        ap.add_argument("--checkpoint", required=True)
+        ap.add_argument("images", nargs="+")
+        ap.add_argument("--out", required=True)
+        ap.add_argument("--tta", action="store_true")
+        ap.add_argument("--device", default=None)
+        a = ap.parse_args(rest)
+        from rwkvseg.evaluate import load_model, predict_images
+
+        model, cfg = load_model(a.checkpoint, device=a.device)
+        for p in predict_images(model, a.images, a.out, img_size=cfg["img_size"], tta=a.tta):
+            print(p)
+        return 0
+    print(f"unknown command {cmd!r}: use train, evaluate or predict\n{__doc__}", file=sys.stderr)
+    return 2

@@ -1,0 +1,112 @@
+"""The training engine on the CPU: a few steps on real ISIC images, resume after SIGKILL,
+command-line overrides, evaluate and predict."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rwkvseg.cli import build_config, main, parse_overrides
+from rwkvseg.train import TrainConfig, lr_at, train
+
+ISIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic2018"
+needs_isic = pytest.mark.skipif(not ISIC.is_dir(), reason="needs ../shared/data/isic2018")
+
+TINY = dict(model="rwkv_unet_test", dataset="isic2018", data_dir=str(ISIC), img_size=32, batch_size=2,
+            epochs=3, max_train_images=12, max_eval_items=2, progress="none", seed=5, tta=False)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_cli_overrides_are_typed_and_checked(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("model: unet\nlr: 5e-4\nepochs: 20\ntta: true\n")
+    cfg = build_config(str(cfg_file), parse_overrides(
+        ["--epochs", "7", "--lr=1e-3", "--tta", "false", "--resume", "--betas", "[0.9, 0.99]",
+         "--iterations", "null", "--model_kwargs", "{drop_path_rate: 0.0}"]))
+    assert (cfg.model, cfg.epochs, cfg.lr, cfg.tta, cfg.resume) == ("unet", 7, 1e-3, False, True)
+    assert cfg.betas == (0.9, 0.99) and cfg.iterations is None and cfg.model_kwargs == {"drop_path_rate": 0.0}
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        build_config(None, {"epoch": 3})
+    with pytest.raises(ValueError, match="cannot read"):
+        build_config(None, parse_overrides(["--batch_size", "big"]))
+    with pytest.raises(ValueError, match="selection"):
+        TrainConfig(selection="test")
+
+
+def test_schedule_cosine_poly_warmup():
+    kw = dict(total=100, lr=1e-3, min_lr=1e-5)
+    assert lr_at(0, **kw) == pytest.approx(1e-3)
+    assert lr_at(100, **kw) == pytest.approx(1e-5)
+    assert lr_at(50, **kw) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert lr_at(4, warmup=10, **kw) == pytest.approx(5e-4)
+    assert lr_at(100, schedule="poly", **kw) == pytest.approx(1e-5)
+
+
+def _losses(out):
+    return [r["train_loss"] for r in json.loads((Path(out) / "history.json").read_text())]
+
+
+@needs_isic
+def test_train_then_resume_after_sigkill_replays_the_same_curve(tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)               # the killed run's thread count: same reduction order
+    try:
+        _train_kill_resume(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_kill_resume(tmp_path):
+    ref = train(TrainConfig(**TINY, out_dir=str(tmp_path / "ref")))
+    assert ref["test"]["n_images"] == 2 and 0 <= ref["test"]["pooled"]["dsc"] <= 1
+    assert ref["selection"]["rule"].startswith("best validation")
+    prov = ref["provenance"]
+    for key in ("command", "git_commit", "device", "date", "torch", "rwkvseg", "seed",
+                "train_img_per_s", "metric_conventions", "wall_time_s"):
+        assert key in prov
+    assert ref["split"]["test_hash"]
+    assert (tmp_path / "ref" / "metrics.csv").read_text().count("\n") == 4    # header + 3 epochs
+
+    out = tmp_path / "killed"
+    args = [f"--{k}={v}" for k, v in TINY.items()] + [f"--out_dir={out}"]
+    proc = subprocess.Popen([sys.executable, "-m", "rwkvseg", "train", *args], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while time.time() < deadline and not ((out / "history.json").exists() and len(_losses(out)) >= 1):
+        time.sleep(0.05)
+    time.sleep(0.3)                        # into the next epoch
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(_losses(out))
+    assert 1 <= done < 3, f"the run was not killed mid-training ({done} epochs logged)"
+
+    resumed = train(TrainConfig(**TINY, out_dir=str(out), resume=True))
+    assert [r["epoch"] for r in resumed["history"]] == [0, 1, 2]
+    np.testing.assert_allclose(_losses(out), _losses(tmp_path / "ref"), rtol=1e-6)
+
+
+@needs_isic
+def test_evaluate_and_predict_from_the_command_line(tmp_path, capsys):
+    train(TrainConfig(**{**TINY, "epochs": 1, "max_train_images": 4}, out_dir=str(tmp_path / "run")))
+    ckpt = tmp_path / "run" / "best.pt"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--max-items", "2",
+                 "--json", str(tmp_path / "ev.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "pooled" in printed and "per_image" in printed
+    ev = json.loads((tmp_path / "ev.json").read_text())
+    assert ev["no_tta"]["n_images"] == 2 and ev["tta"]["tta"] is True
+
+    from PIL import Image
+    src = sorted((ISIC / "images").glob("*.jpg"))[0]
+    odd = tmp_path / "odd.png"
+    Image.open(src).resize((90, 70)).save(odd)          # any size: resized in, mask resized back
+    assert main(["predict", "--checkpoint", str(ckpt), str(src), str(odd), "--out", str(tmp_path / "pred")]) == 0
+    mask = Image.open(tmp_path / "pred" / "odd_mask.png")
+    assert mask.size == (90, 70) and set(np.unique(np.asarray(mask))) <= {0, 255}
+    assert (tmp_path / "pred" / f"{src.stem}_overlay.png").exists()
