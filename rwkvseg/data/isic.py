@@ -1,0 +1,295 @@
+"""ISIC 2017 / 2018 lesion segmentation: find image/mask pairs, decode them, check them.
+
+Images are `ISIC_XXXXXXX.jpg` (any size), masks `ISIC_XXXXXXX_segmentation.png` (8-bit grey,
+values exactly {0, 255}; stored here as {0, 1}). Accepted layouts, from the folder given:
+
+- images and masks in that folder itself;
+- sibling sub-folders, one with images and one with masks: `images/` + `masks/` (the shared
+  data), or the official `ISIC2018_Task1-2_Training_Input/` + `ISIC2018_Task1_Training_GroundTruth/`;
+  for ISIC 2017, whose root holds Training, Validation and Test folders, pick one with
+  `split="Training"` (the `_superpixels.png` files are ignored).
+
+Every problem (corrupt or truncated file, mask of another size, unpaired file, mask values outside
+{0, 255}) raises a DataError naming the file; `on_error="skip"` leaves such pairs out, counts them
+in a SkipLog and warns.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from rwkvseg.data.cache import SegCache, default_cache_dir, load_or_build, source_fingerprint
+from rwkvseg.data.errors import DataError, DataNotFoundError, SkipLog, check_on_error
+from rwkvseg.data.paths import dataset_dir, samples_dir
+
+IMAGE_RE = re.compile(r"^(ISIC_\d{7})\.(?:jpe?g|png)$", re.IGNORECASE)
+MASK_RE = re.compile(r"^(ISIC_\d{7})_segmentation\.png$", re.IGNORECASE)
+MASK_VALUES = (0, 255)
+IMAGE_SIZE = (256, 256)          # (H, W) of the shared ISIC 2018 data and of the papers' training
+LAYOUT = ("expected ISIC_XXXXXXX.jpg images with ISIC_XXXXXXX_segmentation.png masks, in one folder "
+          "or in two sibling folders (e.g. images/ and masks/)")
+
+
+@dataclass(frozen=True)
+class IsicPair:
+    """One image file and its mask file."""
+
+    id: str
+    image: Path
+    mask: Path
+
+
+@dataclass(frozen=True)
+class IsicScan:
+    """The pairs found in a folder (sorted by id) and the unpaired files skipped."""
+
+    pairs: tuple[IsicPair, ...]
+    images_dir: Path
+    masks_dir: Path
+    skipped: SkipLog = field(default_factory=SkipLog)
+
+    @property
+    def ids(self) -> list[str]:
+        return [p.id for p in self.pairs]
+
+
+def _matches(folder: Path, pattern: re.Pattern) -> dict[str, Path]:
+    """{id: path} of the files in `folder` whose name matches `pattern`."""
+    out = {}
+    for entry in os.scandir(folder):
+        m = pattern.match(entry.name)
+        if m and entry.is_file():
+            out[m.group(1).upper()] = Path(entry.path)
+    return out
+
+
+def _locate(folder: Path, split: str | None) -> tuple[Path, Path]:
+    """(images folder, masks folder) under `folder`: itself or one level of sub-folders."""
+    candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
+    if split is not None:
+        candidates = [p for p in candidates if p == folder or split.lower() in p.name.lower()]
+    image_dirs = [p for p in candidates if _matches(p, IMAGE_RE)]
+    mask_dirs = [p for p in candidates if _matches(p, MASK_RE)]
+    if not image_dirs or not mask_dirs:
+        found = "no images" if not image_dirs else "no masks"
+        raise DataNotFoundError(folder, f"{found} found here or in its sub-folders", hint=LAYOUT)
+    if len(image_dirs) > 1 or len(mask_dirs) > 1:
+        names = ", ".join(p.name for p in image_dirs + mask_dirs)
+        raise DataError(folder, f"several image or mask folders ({names})",
+                        hint='pick one with split="Training" (or "Validation", "Test"), '
+                             "or pass images_dir= and masks_dir=")
+    return image_dirs[0], mask_dirs[0]
+
+
+def find_isic_pairs(folder: str | Path | None = None, *, split: str | None = None,
+                    images_dir: str | Path | None = None, masks_dir: str | Path | None = None,
+                    on_error: str = "raise") -> IsicScan:
+    """Pair every ISIC_XXXXXXX image with its ISIC_XXXXXXX_segmentation.png mask.
+
+    Give `folder` (layout found automatically) or both `images_dir` and `masks_dir`. An image
+    without a mask, or a mask without an image, is an error (or skipped, with on_error="skip").
+    """
+    scan = _scan(folder, split=split, images_dir=images_dir, masks_dir=masks_dir, on_error=on_error)
+    scan.skipped.warn(f"find_isic_pairs({scan.images_dir.parent})")
+    return scan
+
+
+def _scan(folder, *, split, images_dir, masks_dir, on_error) -> IsicScan:
+    """find_isic_pairs without the warning (load_isic warns once, for everything it skipped)."""
+    check_on_error(on_error)
+    if images_dir is not None and masks_dir is not None:
+        images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+        for p in (images_dir, masks_dir):
+            if not p.is_dir():
+                raise DataNotFoundError(p, "folder does not exist", hint=LAYOUT)
+    elif folder is not None:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise DataNotFoundError(folder, "folder does not exist", hint=LAYOUT)
+        images_dir, masks_dir = _locate(folder, split)
+    else:
+        raise ValueError("give folder=, or both images_dir= and masks_dir=")
+    images, masks = _matches(images_dir, IMAGE_RE), _matches(masks_dir, MASK_RE)
+    skipped = SkipLog()
+    problems = [DataError(images[i], f"image has no mask (expected {masks_dir / f'{i}_segmentation.png'})")
+                for i in sorted(images.keys() - masks.keys())]
+    problems += [DataError(masks[i], f"mask has no image (expected {images_dir / f'{i}.jpg'})")
+                 for i in sorted(masks.keys() - images.keys())]
+    for problem in problems:
+        if on_error == "raise":
+            raise problem
+        skipped.add(problem)
+    pairs = tuple(IsicPair(i, images[i], masks[i]) for i in sorted(images.keys() & masks.keys()))
+    if not pairs:
+        raise DataNotFoundError(images_dir, "no image/mask pair found", hint=LAYOUT)
+    return IsicScan(pairs=pairs, images_dir=images_dir, masks_dir=masks_dir, skipped=skipped)
+
+
+def _read(path: Path, what: str) -> Image.Image:
+    """Decode a whole image file (PIL decodes lazily: load() is where truncation shows)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(path, f"cannot decode the {what} ({e})",
+                        hint="the file is corrupt or truncated: download or export it again") from None
+
+
+def decode_pair(image: Image.Image, mask: Image.Image, *, image_name: str, mask_name: str,
+                size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Check and convert one decoded pair: image (3, H, W) uint8 RGB, mask (H, W) uint8 {0, 1}.
+
+    `size` (H, W) resizes both: the image bilinearly (PIL, antialiased when shrinking), the mask
+    with nearest neighbour, so it stays binary.
+    """
+    if mask.mode not in ("L", "1"):
+        raise DataError(mask_name, f"mask has PIL mode {mask.mode!r}, expected 8-bit grey ('L')",
+                        hint="save masks as single-channel PNG with values 0 and 255")
+    if mask.size != image.size:
+        raise DataError(mask_name, f"mask is {mask.size[0]}x{mask.size[1]} (WxH) but its image "
+                                   f"{Path(image_name).name} is {image.size[0]}x{image.size[1]}",
+                        hint="a mask must have the size of its image")
+    mask = mask.convert("L")
+    values = np.flatnonzero(np.bincount(np.asarray(mask).ravel(), minlength=256))
+    outside = sorted(set(values.tolist()) - set(MASK_VALUES))
+    if outside:
+        shown = ", ".join(map(str, outside[:8])) + (", ..." if len(outside) > 8 else "")
+        raise DataError(mask_name, f"mask values {{{shown}}} outside {{0, 255}}",
+                        hint="ISIC masks are binary (0 background, 255 lesion): resize masks with "
+                             "nearest neighbour, never bilinear")
+    image = image.convert("RGB")
+    if size is not None and image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        mask = mask.resize((size[1], size[0]), Image.Resampling.NEAREST)
+    image_chw = np.asarray(image).transpose(2, 0, 1)                      # (H, W, 3) -> (3, H, W)
+    return np.ascontiguousarray(image_chw), (np.asarray(mask) == 255).astype(np.uint8)
+
+
+def read_isic_pair(pair: IsicPair, *, size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Image (3, H, W) uint8 and mask (H, W) uint8 {0, 1} of one pair, checked."""
+    image = _read(pair.image, "image")
+    mask = _read(pair.mask, "mask")
+    return decode_pair(image, mask, image_name=str(pair.image), mask_name=str(pair.mask), size=size)
+
+
+def _try_read(pair: IsicPair, size):
+    try:
+        return read_isic_pair(pair, size=size)
+    except DataError as e:
+        return e
+
+
+def load_isic(source: str | Path | IsicScan, *, ids: Sequence[str] | None = None,
+              size: tuple[int, int] | None = None, on_error: str = "raise", workers: int | None = None,
+              dataset: str = "isic") -> SegCache:
+    """Decode pairs into a SegCache: images (N, 3, H, W) uint8, masks (N, H, W) uint8 {0, 1}.
+
+    `source` is a folder or an IsicScan; `ids` selects pairs (in that order); `size` (H, W) is
+    needed when the images differ in size (e.g. the original ISIC challenge files).
+    """
+    check_on_error(on_error)
+    scan = source if isinstance(source, IsicScan) else _scan(source, split=None, images_dir=None, masks_dir=None,
+                                                             on_error=on_error)
+    skipped = SkipLog(list(scan.skipped.items))
+    pairs = list(scan.pairs)
+    if ids is not None:
+        by_id = {p.id: p for p in pairs}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise DataNotFoundError(scan.images_dir, f"{len(missing)} requested id(s) not found, e.g. {missing[:3]}",
+                                    hint="is this the right folder for that split?")
+        pairs = [by_id[i] for i in ids]
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:                 # PIL decodes without the GIL
+        results = list(pool.map(lambda p: _try_read(p, size), pairs))
+    kept_images, kept_masks, kept_ids = [], [], []
+    for pair, result in zip(pairs, results):
+        if isinstance(result, DataError):
+            if on_error == "raise":
+                raise result
+            skipped.add(result)
+            continue
+        kept_images.append(result[0])
+        kept_masks.append(result[1])
+        kept_ids.append(pair.id)
+    if not kept_ids:
+        raise DataError(scan.images_dir, "no readable pair left", hint=skipped.summary())
+    shapes = {m.shape for m in kept_masks}
+    if len(shapes) > 1:
+        raise DataError(scan.images_dir, f"images have different sizes, e.g. {sorted(shapes)[:2]} (H, W)",
+                        hint="pass size=(256, 256) to resize them while loading")
+    skipped.warn(f"load_isic({scan.images_dir.parent})")
+    meta = {
+        "dataset": dataset, "num_classes": 2, "classes": ["background", "lesion"],
+        "mask_values": "file 0 -> 0, 255 -> 1", "size": list(kept_masks[0].shape),
+        "resize": None if size is None else "image: PIL bilinear (antialiased); mask: nearest",
+        "images_dir": str(scan.images_dir), "masks_dir": str(scan.masks_dir),
+        "skipped": skipped.to_list(),
+    }
+    return SegCache(images=np.stack(kept_images), masks=np.stack(kept_masks), ids=tuple(kept_ids), meta=meta)
+
+
+def _read_mask_checked(pair: IsicPair) -> np.ndarray:
+    """The mask of a pair as (H, W) {0, 1}, checked against its image's size (read from the header only)."""
+    try:
+        with Image.open(pair.image) as im:
+            image_size = im.size
+    except (OSError, SyntaxError) as e:
+        raise DataError(pair.image, f"cannot read the image header ({e})", hint="the file is corrupt") from None
+    mask = _read(pair.mask, "mask")
+    return decode_pair(Image.new("1", image_size), mask, image_name=str(pair.image), mask_name=str(pair.mask))[1]
+
+
+def load_isic_masks(source: str | Path | IsicScan, *, ids: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Masks (N, H, W) uint8 {0, 1} and their ids (sorted), without decoding the images: lesion
+    statistics of the whole set in seconds. Same checks as load_isic (image size from the header)."""
+    scan = source if isinstance(source, IsicScan) else find_isic_pairs(source)
+    pairs = list(scan.pairs) if ids is None else [p for p in scan.pairs if p.id in set(ids)]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        masks = list(pool.map(_read_mask_checked, pairs))
+    if len({m.shape for m in masks}) > 1:
+        raise DataError(scan.masks_dir, "masks have different sizes", hint="use load_isic(..., size=(256, 256))")
+    return np.stack(masks), [p.id for p in pairs]
+
+
+def isic2018_cache(root: str | Path | None = None, *, cache_dir: str | Path | None = None,
+                   size: tuple[int, int] = IMAGE_SIZE, rebuild: bool = False, verbose: bool = True) -> SegCache:
+    """All ISIC 2018 pairs of the data root at `size`, from a cache file built on first use.
+
+    The file (`isic2018_HxW.npz` in `cache_dir`, default $RWKVSEG_CACHE or ~/.cache/rwkvseg) is
+    rebuilt when the source files change; without the source an existing file is used as is.
+    """
+    path = Path(cache_dir or default_cache_dir()) / f"isic2018_{size[0]}x{size[1]}.npz"
+    try:
+        folder = dataset_dir("isic2018", root)
+    except DataNotFoundError:
+        if root is not None or not path.is_file():
+            raise
+        folder = None
+    scan = find_isic_pairs(folder) if folder is not None else None
+    fingerprint = None
+    if scan is not None:
+        files = [f for p in scan.pairs for f in (p.image, p.mask)]
+        fingerprint = source_fingerprint(files, base=folder)
+
+    def build() -> SegCache:
+        cache = load_isic(scan, size=size, dataset="isic2018")
+        cache.meta["source_fingerprint"] = fingerprint
+        return cache
+
+    # deflate level 1: 291 MiB instead of 649 MiB raw, and 3x faster to write than the default level
+    return load_or_build(path, build=build, fingerprint=fingerprint, compression="deflate", level=1,
+                         rebuild=rebuild, verbose=verbose)
+
+
+def isic_samples() -> SegCache:
+    """The ISIC 2018 pairs shipped in the package (CC BY-NC 4.0; see samples/isic2018/ATTRIBUTION.md)."""
+    return load_isic(samples_dir(), dataset="isic2018_samples")
