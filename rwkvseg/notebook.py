@@ -44,7 +44,10 @@ def default_device() -> torch.device:
 
 
 def git_commit(default: str = "unknown") -> str:
-    """The repository's HEAD commit, or `default` outside a git checkout."""
+    """The repository's HEAD commit; RWKVSEG_COMMIT when set (copies without .git, such as a
+    remote GPU's scratch tree); `default` otherwise."""
+    if os.environ.get("RWKVSEG_COMMIT"):
+        return os.environ["RWKVSEG_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
