@@ -6,6 +6,7 @@ out"). Each stage adds work to the previous one:
     exp        + tile max and exp2 of k                                 (+ 1 special function / element)
     cumsum2    + two cumulative sums along the tile                     (prefix sums only)
     cumsum4    + two more, reversed                                     (prefix and suffix)
+    tuple4     the same four sums as two 2-tuple scans (fewer scan phases)
     kernel     the real forward (two passes, carries, division)
 
     PYTHONPATH=. python benchmarks/wkv_probe.py --out results/wkv_probe     # on a CUDA machine
@@ -29,6 +30,11 @@ from rwkvseg.notebook import git_commit  # noqa: E402
 
 
 @triton.jit
+def _add2(a1, b1, a2, b2):
+    return a1 + a2, b1 + b2
+
+
+@triton.jit
 def _probe(k_ptr, v_ptr, y_ptr, T, C, STAGE: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BC + tl.arange(0, BC)
@@ -47,8 +53,12 @@ def _probe(k_ptr, v_ptr, y_ptr, T, C, STAGE: tl.constexpr, BT: tl.constexpr, BC:
             out = e * v
         if STAGE >= 2:
             out = tl.cumsum(out, 0) + tl.cumsum(e, 0)
-        if STAGE >= 3:
+        if STAGE == 3:
             out += tl.cumsum(e * v, 0, reverse=True) + tl.cumsum(e, 0, reverse=True)
+        if STAGE == 4:  # the same four sums as two 2-tuple scans
+            a, c = tl.associative_scan((e * v, e), 0, _add2)
+            r1, r2 = tl.associative_scan((e * v, e), 0, _add2, reverse=True)
+            out = a + c + r1 + r2
         tl.store(y_ptr + offs, out.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -78,8 +88,10 @@ def main():
     w, u = torch.rand(C, device="cuda") / T, torch.randn(C, device="cuda") / T
     floor_ms = 3 * k.numel() * 4 / 2.96e12 * 1e3
     rows = []
-    for bt, bc, nw in [(64, 16, 4), (128, 8, 4), (32, 32, 4), (64, 64, 4), (16, 128, 4), (128, 32, 8)]:
-        for stage, name in enumerate(["copy", "exp", "cumsum2", "cumsum4"]):
+    configs = [(64, 16, 4), (128, 8, 4), (32, 32, 4), (64, 64, 4), (16, 128, 4), (128, 32, 8),
+               (64, 16, 1), (64, 16, 2), (128, 8, 2), (32, 16, 1), (128, 16, 2), (256, 8, 2)]
+    for bt, bc, nw in configs:
+        for stage, name in enumerate(["copy", "exp", "cumsum2", "cumsum4", "tuple4"]):
             grid = (B, triton.cdiv(C, bc))
             ms = median_ms(lambda: _probe[grid](k, v, y, T, C, STAGE=stage, BT=bt, BC=bc, num_warps=nw))
             rows.append({"BT": bt, "BC": bc, "warps": nw, "stage": name, "ms": ms, "pct_floor": 100 * floor_ms / ms})
