@@ -121,7 +121,10 @@ def _check_size(H: int, W: int) -> None:
 
 
 @lru_cache(maxsize=512)
-def _cached_index(order: ScanOrder, H: int, W: int) -> Tensor:
+def _route(order: ScanOrder, H: int, W: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The route (slot -> pixel, -1 at padding) and its inverse (pixel -> slot) as plain Python
+    tuples: torch.compile treats them as constants, so a compiled network has no data-dependent
+    shapes here."""
     seq: list[int] = []
     for line in order.lines(H, W):
         seq.extend(line)
@@ -129,20 +132,22 @@ def _cached_index(order: ScanOrder, H: int, W: int) -> Tensor:
             seq.append(-1)
     if order.reverse:
         seq.reverse()
-    idx = torch.tensor(seq, dtype=torch.int64, device="cpu")       # cached on the CPU, moved per call
-    valid = idx[idx >= 0]
-    if valid.numel() != H * W or not torch.equal(valid.sort().values, torch.arange(H * W, device="cpu")):
+    pixels = [p for p in seq if p >= 0]
+    if len(pixels) != H * W or set(pixels) != set(range(H * W)):
         raise AssertionError(f"{order!r} does not visit each of the {H}x{W} pixels exactly once")
-    return idx
+    inverse = [0] * (H * W)
+    for slot, p in enumerate(seq):
+        if p >= 0:
+            inverse[p] = slot
+    return tuple(seq), tuple(inverse)
 
 
-@lru_cache(maxsize=512)
+def _cached_index(order: ScanOrder, H: int, W: int) -> Tensor:
+    return torch.tensor(_route(order, H, W)[0], dtype=torch.int64)
+
+
 def _cached_inverse(order: ScanOrder, H: int, W: int) -> Tensor:
-    idx = _cached_index(order, H, W)
-    slots = torch.nonzero(idx >= 0).flatten()
-    inv = torch.empty(H * W, dtype=torch.int64, device="cpu")
-    inv[idx[slots]] = slots
-    return inv
+    return torch.tensor(_route(order, H, W)[1], dtype=torch.int64)
 
 
 # ----------------------------------------------------------------------------------------------
