@@ -1,9 +1,15 @@
-"""Command line: `python -m rwkvseg train | evaluate | predict`.
+"""Command line: `python -m rwkvseg train | evaluate | predict | cache`.
 
     python -m rwkvseg train --config configs/isic2018_rwkv_unet_t.yaml --epochs 10 --seed 1
     torchrun --nproc_per_node 2 -m rwkvseg train --config configs/acdc_rwkv_unet_t.yaml
     python -m rwkvseg evaluate --checkpoint runs/x/best.pt [--data DIR] [--split test] [--json out.json]
-    python -m rwkvseg predict --checkpoint runs/x/best.pt a.jpg b.png --out pred/
+    python -m rwkvseg predict --checkpoint runs/x/model a.jpg b.png --out pred/
+    python -m rwkvseg cache --dataset acdc --data_dir ../shared/data --out .carry/
+
+`cache` writes the uint8 cache file a training run reads (rwkvseg.data): `acdc_224.npz` (bzip2,
+~49 MiB) or `isic2018_256x256.npz` (~291 MiB) in --out; `train --data_dir <that folder>` then
+loads it without the source files (e.g. on a remote GPU). `evaluate` and `predict` take a
+checkpoint file (best.pt / last.pt) or the exported directory out_dir/model.
 
 `train` fills the same TrainConfig dataclass as the notebooks' parameters: the YAML file first,
 then every `--field value` (or `--field=value`) on top. Values are read as YAML (`--tta false`,
@@ -115,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "evaluate":
         ap = argparse.ArgumentParser(prog="python -m rwkvseg evaluate")
         ap.add_argument("--checkpoint", required=True)
-        ap.add_argument("--data", default=None, help="data directory (default: the training run's)")
+        ap.add_argument("--data", "--data_dir", "--data-dir", dest="data", default=None,
+                        help="data root, data set folder or cache folder (default: the training run's)")
         ap.add_argument("--split", default="test", choices=("test", "val"))
         ap.add_argument("--no-tta", action="store_true")
         ap.add_argument("--max-items", type=int, default=None)
@@ -139,11 +146,36 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--tta", action="store_true")
         ap.add_argument("--device", default=None)
         a = ap.parse_args(rest)
-        from rwkvseg.evaluate import load_model, predict_images
+        from rwkvseg.evaluate import load_model, normalization_for, predict_images
 
         model, cfg = load_model(a.checkpoint, device=a.device)
-        for p in predict_images(model, a.images, a.out, img_size=cfg["img_size"], tta=a.tta):
+        for p in predict_images(model, a.images, a.out, img_size=cfg["img_size"], tta=a.tta,
+                                normalization=normalization_for(cfg["dataset"])):
             print(p)
         return 0
-    print(f"unknown command {cmd!r}: use train, evaluate or predict\n{__doc__}", file=sys.stderr)
+    if cmd == "cache":
+        ap = argparse.ArgumentParser(prog="python -m rwkvseg cache")
+        ap.add_argument("--dataset", required=True, choices=("acdc", "isic2018"))
+        ap.add_argument("--data_dir", "--data-dir", default=None,
+                        help="data root or the data set's folder (default: $RWKVSEG_DATA or ../shared/data)")
+        ap.add_argument("--out", required=True, help="folder for the cache file (carry it, pass it as --data_dir)")
+        ap.add_argument("--size", type=int, default=None, help="training size (default: acdc 224, isic2018 256)")
+        ap.add_argument("--rebuild", action="store_true")
+        a = ap.parse_args(rest)
+        from rwkvseg.data import acdc_cache, isic2018_cache
+
+        if a.dataset == "acdc":
+            size = a.size or 224
+            cache = acdc_cache(a.data_dir, cache_dir=a.out, size=size, rebuild=a.rebuild)
+            name = f"acdc_{size}.npz"
+        else:
+            size = a.size or 256
+            cache = isic2018_cache(a.data_dir, cache_dir=a.out, size=(size, size), rebuild=a.rebuild)
+            name = f"isic2018_{size}x{size}.npz"
+        path = Path(a.out) / name
+        print(f"{path}: {len(cache)} items, images {cache.images.shape}, {path.stat().st_size / 2**20:.1f} MiB, "
+              f"sha256 {cache.meta.get('sha256', '')[:16]}")
+        print(f"train with: python -m rwkvseg train ... --dataset {a.dataset} --img_size {size} --data_dir {a.out}")
+        return 0
+    print(f"unknown command {cmd!r}: use train, evaluate, predict or cache\n{__doc__}", file=sys.stderr)
     return 2

@@ -7,8 +7,11 @@ The same function runs on one CPU, one GPU, or several GPUs under torchrun (Dist
 gloo on the CPU, nccl on CUDA). What it does, in order:
 
 1. set up the process group (if launched by torchrun), the device and the seeds;
-2. load the whole data set once as uint8 tensors on the device (rwkvseg.data), carve the
-   seeded validation split from the training part (the test part is never looked at until the end);
+2. load the data set once as uint8 tensors on the device (rwkvseg.data: its cache file, its
+   committed split lists, whose sha256 every result records); ISIC selects on the split's
+   validation part (10 % of train), ACDC on the split's validation patients; the test part is
+   never looked at until the end; batches come from rwkvseg.data.GpuLoader (the papers'
+   augmentations on the device, rwkvseg.data.NORMALIZATIONS);
 3. build the model (rwkvseg.models.create_model), optionally channels_last and torch.compile,
    AdamW, and the per-iteration schedule (cosine to min_lr, optional linear warm-up; poly 0.9);
 4. resume from out_dir/last.pt when asked (model, optimizer, step, epoch, history, RNG states);
@@ -16,7 +19,8 @@ gloo on the CPU, nccl on CUDA). What it does, in order:
    resumed run replays the same batches; every rank takes its slice of each global batch;
    bf16 autocast; after the epoch: validation, CSV/JSON logs, last.pt (and best.pt);
 6. at the end, load the selected checkpoint (best on validation, or the last epoch), evaluate the
-   test split once (with and without the flip TTA), write results.json with provenance.
+   test split once (with and without the flip TTA; rwkvseg.metrics), write results.json with
+   provenance and export the selected weights to out_dir/model (rwkvseg.hub.save_pretrained).
 
 Recipes (spec rwkv-unet.md §13, ms-rwkv.md §2.6) live in configs/*.yaml, not in code.
 """
@@ -38,9 +42,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from rwkvseg import evaluate as ev
+from rwkvseg.data import (NORMALIZATIONS, AcdcAugment, GpuLoader, IsicAugment, Normalization, SegCache,
+                          acdc_cache, build_acdc_cache, cache_volumes, dataset_dir, isic2018_cache, isic_samples,
+                          load_cache, load_isic, resize_label, split_ids, split_info, split_sha256, synthetic_acdc,
+                          synthetic_acdc_volumes, volume_depths, volume_slice_ids)
+from rwkvseg.data.acdc import LABELS as ACDC_LABELS
+from rwkvseg.data.splits import DEFAULT_SPLIT
 from rwkvseg.losses import LossConfig, build_loss
 
 DATASETS = ("isic2018", "isic2018_samples", "acdc", "synthetic_acdc")
@@ -62,10 +73,12 @@ class TrainConfig:
     model: str = "rwkv_unet_t"               # any name of rwkvseg.models.list_models()
     model_kwargs: dict = field(default_factory=dict)  # config overrides for create_model
     dataset: str = "isic2018"                # "isic2018" | "isic2018_samples" | "acdc" | "synthetic_acdc"
-    data_dir: str | None = None              # None: ../shared/data/<dataset> (or $RWKVSEG_DATA)
-    split: str = "default"                   # ISIC: "default" = seeded 7:3 [protocols §1]; ACDC: "ssl4mis" | "authors"
+    data_dir: str | None = None              # data root, its isic2018/ or acdc/ folder, or a folder with the
+                                             # cache file; None: $RWKVSEG_DATA or ../shared/data (rwkvseg.data.paths)
+    split: str = "default"                   # committed split (rwkvseg/splits): ISIC "7-3_seed0" (default) |
+                                             # "8-1-1_seedN"; ACDC "ssl4mis" (default) | "authors" [protocols §1]
     img_size: int = 256                      # [paper] binary 256, ACDC/Synapse 224
-    augment: bool = True                     # flips/rotations on the GPU (rwkvseg.data)
+    augment: bool = True                     # the papers' flips/rotations on the device (IsicAugment / AcdcAugment)
     max_train_images: int | None = None      # quick mode: use only the first N training items
     max_eval_items: int | None = None        # quick mode: evaluate only N images/volumes
 
@@ -88,8 +101,8 @@ class TrainConfig:
     dice_style: str = "ukan"                 # binary: "ukan" (smooth 1e-5) | "vmunet" (smooth 1)
 
     # model selection and evaluation [protocols §1, §5]
-    selection: str = "val"                   # "val": best validation score | "last": last epoch
-    val_fraction: float = 0.1                # ISIC: seeded share of the training part held out
+    selection: str = "val"                   # "val": best validation score (ISIC: train-sub / val parts of the
+                                             # split, 10 % held out) | "last": last epoch, trained on all of train
     eval_every: int = 1                      # validate every N epochs (and after the last)
     tta: bool = True                         # also report the test metrics with the flip TTA
 
@@ -97,7 +110,7 @@ class TrainConfig:
     device: str | None = None                # None: cuda:LOCAL_RANK if available, else cpu
     bf16: bool = True                        # bf16 autocast (CUDA only; ignored on the CPU)
     channels_last: bool = True               # memory format of the convolutional parts (CUDA only)
-    compile: bool = False                    # torch.compile the model
+    compile: bool = False                    # torch.compile the model (CUDA only; ignored on the CPU)
     sync_bn: bool = True                     # synchronise BatchNorm statistics across ranks
     seed: int = 0
     deterministic: bool = False              # deterministic algorithms where the backend has them
@@ -187,7 +200,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch's permutation and augmentation: a resumed run replays it exactly."""
+    """The seed of one epoch's dropout / drop-path draws (the loader's permutation and augmentation
+    use the same formula, rwkvseg.data.gpu.epoch_generator): a resumed run replays it exactly."""
     return seed * 1_000_003 + epoch
 
 
@@ -242,9 +256,9 @@ def convert_batchnorm_for_ddp(module: nn.Module, device: torch.device) -> nn.Mod
 
 @dataclass
 class EvalSet:
-    """A split to evaluate. Binary (ISIC): images (N, C, H, W) uint8 and masks (N, H, W) uint8 {0, 1}.
-    Volumes (ACDC): `volumes` is a list of (name, image (D, H, W) float32 in [0, 1], label (D, H, W)
-    uint8) at native size, predicted slice by slice (spec protocols.md §5)."""
+    """A split to evaluate. Binary (ISIC): images (N, C, H, W) uint8 and masks (N, H, W) uint8 {0, 1}
+    at the training size. Volumes (ACDC): `volumes` is a list of rwkvseg.data.AcdcVolume (image
+    (D, 1, S, S) uint8 as trained, native_label (D, H, W) uint8 that the metrics compare against)."""
 
     name: str
     images: Tensor | None = None
@@ -257,7 +271,8 @@ class EvalSet:
 
 @dataclass
 class SegData:
-    """What the loop needs: training tensors on the device and the two evaluation splits."""
+    """What the loop needs: training tensors (uint8, on the device), the two evaluation splits,
+    the normalisation shared by training and evaluation, and what the results record."""
 
     train_images: Tensor          # (N, C, H, W) uint8, on the device, already at img_size
     train_labels: Tensor          # (N, H, W) uint8 labels (binary: {0, 1})
@@ -265,33 +280,171 @@ class SegData:
     test: EvalSet
     in_chans: int
     num_classes: int              # 1 for binary (one logit), 4 for ACDC
-    split_info: dict              # name, list hashes, counts: recorded in every result
+    normalization: Normalization  # uint8 -> network input, the same in training and evaluation
+    classes: tuple[str, ...]      # class names, background first
+    split_info: dict              # name, parts with their sizes and list sha256: recorded in every result
+
+
+def cache_in(data_dir: str | Path | None, filename: str) -> Path | None:
+    """`data_dir/filename` when that prebuilt cache file is there (a GPU run carries it), else None."""
+    if data_dir is None:
+        return None
+    path = Path(data_dir) / filename
+    return path if path.is_file() else None
+
+
+def _split_record(dataset: str, split: str, parts: dict[str, str]) -> dict:
+    """{"name", "dataset", "split", parts: split_info of each, "train_hash", "test_hash"}."""
+    rec = {"name": f"{dataset}/{split}", "dataset": dataset, "split": split}
+    for role, part in parts.items():
+        rec[role] = split_info(dataset, split, part)
+    rec["train_hash"], rec["test_hash"] = rec["train"]["sha256"], rec["test"]["sha256"]
+    return rec
+
+
+def _quick_subset(ids: list[str], n: int | None) -> list[str]:
+    return list(ids[:n]) if n else list(ids)
 
 
 def load_training_data(cfg: TrainConfig, *, device: torch.device) -> SegData:
-    """Load cfg.dataset once, split it, and move the training part to the device as uint8."""
-    return _adapter_load(cfg, device)
+    """Load cfg.dataset once through rwkvseg.data: the committed split, the uint8 cache, on the device.
 
-
-def epoch_batches(data: SegData, *, seed: int, batch_size: int, rank: int = 0, world_size: int = 1,
-                  augment: bool = True):
-    """Yield one epoch of (x, y): x (b, C, H, W) float network input, y labels, b = batch / world.
-
-    The permutation and the augmentation come from `seed` alone and are the same on every rank;
-    rank r takes rows [r b, (r + 1) b) of each global batch, so world_size processes together see
-    exactly the batches one process would. The last incomplete batch is dropped.
+    Full runs read the whole data set from its cache file (built on first use, or carried:
+    `data_dir` may be the data root, a folder holding `isic2018/` or `acdc/`, that folder itself,
+    or a folder holding the cache file `isic2018_SxS.npz` / `acdc_S.npz`). Quick runs
+    (max_train_images / max_eval_items set) decode only the items they use, with no cache file.
     """
-    n = data.train_images.shape[0]
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(n, generator=g).to(data.train_images.device)
-    local = batch_size // world_size
-    for i in range(n // batch_size):
-        idx = perm[i * batch_size:(i + 1) * batch_size]          # the global batch
-        x, y = data.train_images[idx], data.train_labels[idx]    # (B, C, H, W), (B, H, W) uint8
-        if augment:
-            x, y = _adapter_augment(x, y, seed=seed * 7919 + i)
-        sl = slice(rank * local, (rank + 1) * local)
-        yield ev.to_input(x[sl]), y[sl].long()
+    if cfg.dataset == "isic2018":
+        return _load_isic2018(cfg, device)
+    if cfg.dataset == "isic2018_samples":
+        return _load_isic_samples(cfg, device)
+    if cfg.dataset == "acdc":
+        return _load_acdc(cfg, device)
+    return _load_synthetic_acdc(cfg, device)
+
+
+def _binary_data(cfg, device, train, val, test, split_rec) -> SegData:
+    """SegData from SegCaches of ISIC pairs (already at img_size)."""
+    def t(a):
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    return SegData(t(train.images), t(train.masks),
+                   EvalSet("val", images=t(val.images), masks=t(val.masks)) if val is not None else None,
+                   EvalSet("test", images=t(test.images), masks=t(test.masks)),
+                   in_chans=3, num_classes=1, normalization=NORMALIZATIONS["isic2018"],
+                   classes=("background", "lesion"), split_info=split_rec)
+
+
+def _load_isic2018(cfg: TrainConfig, device: torch.device) -> SegData:
+    split = DEFAULT_SPLIT["isic2018"] if cfg.split == "default" else cfg.split
+    parts = {"train": "train-sub", "val": "val", "test": "test"} if cfg.selection == "val" else \
+        {"train": "train", "test": "test"}
+    ids = {role: split_ids("isic2018", split, part) for role, part in parts.items()}
+    ids["train"] = _quick_subset(ids["train"], cfg.max_train_images)
+    for role in ("val", "test"):
+        if role in ids:
+            ids[role] = _quick_subset(ids[role], cfg.max_eval_items)
+    size = (cfg.img_size, cfg.img_size)
+    quick = cfg.max_train_images or cfg.max_eval_items
+    carried = cache_in(cfg.data_dir, f"isic2018_{size[0]}x{size[1]}.npz")
+    if carried is not None:
+        cache = load_cache(carried)
+    elif quick:                                   # decode only what is used: seconds, no file
+        folder = dataset_dir("isic2018", cfg.data_dir)
+        cache = load_isic(folder, ids=sorted({i for v in ids.values() for i in v}), size=size, dataset="isic2018")
+    else:
+        cache = isic2018_cache(cfg.data_dir, size=size)
+    parts_data = {role: cache.take(v) for role, v in ids.items()}
+    rec = _split_record("isic2018", split, parts)
+    rec.update(cache_sha256=cache.meta.get("sha256"), n_used={k: len(v) for k, v in ids.items()})
+    return _binary_data(cfg, device, parts_data["train"], parts_data.get("val"), parts_data["test"], rec)
+
+
+def _load_isic_samples(cfg: TrainConfig, device: torch.device) -> SegData:
+    """The 16 shipped ISIC 2018 pairs (no data needed): a seeded 10 / 3 / 3 split, for demos only."""
+    from rwkvseg.data.splits import random_split
+
+    cache = isic_samples()
+    if cache.images.shape[-1] != cfg.img_size:
+        x = F.interpolate(torch.from_numpy(cache.images).float(), size=cfg.img_size, mode="bilinear",
+                          antialias=True).round().clamp(0, 255).byte().numpy()
+        y = resize_label(cache.masks, (cfg.img_size, cfg.img_size)).numpy()
+        cache = SegCache(images=x, masks=y, ids=cache.ids, meta=cache.meta)
+    train, val, test = random_split(cache.ids, (0.625, 0.1875, 0.1875), seed=cfg.seed, salt="samples")
+    if cfg.selection != "val":
+        train, val = sorted(train + val), None
+    rec = {"name": f"isic2018_samples/seed{cfg.seed}", "dataset": "isic2018_samples", "split": f"seed{cfg.seed}"}
+    for role, v in (("train", train), ("val", val), ("test", test)):
+        if v is not None:
+            rec[role] = {"n": len(v), "sha256": split_sha256(v)}
+    rec["train_hash"], rec["test_hash"] = rec["train"]["sha256"], rec["test"]["sha256"]
+    train = _quick_subset(train, cfg.max_train_images)
+    return _binary_data(cfg, device, cache.take(train), cache.take(val) if val else None, cache.take(test), rec)
+
+
+def _acdc_data(cfg, device, train_images, train_masks, val_volumes, test_volumes, rec) -> SegData:
+    return SegData(torch.from_numpy(np.ascontiguousarray(train_images)).to(device),
+                   torch.from_numpy(np.ascontiguousarray(train_masks)).to(device),
+                   EvalSet("val", volumes=val_volumes) if val_volumes is not None else None,
+                   EvalSet("test", volumes=test_volumes), in_chans=1, num_classes=4,
+                   normalization=NORMALIZATIONS["acdc"], classes=ACDC_LABELS, split_info=rec)
+
+
+def _load_acdc(cfg: TrainConfig, device: torch.device) -> SegData:
+    split = DEFAULT_SPLIT["acdc"] if cfg.split == "default" else cfg.split
+    parts = {"train": "train", "val": "val", "test": "test"}
+    names = {role: split_ids("acdc", split, part) for role, part in parts.items()}
+    names["val"] = _quick_subset(names["val"], cfg.max_eval_items)
+    names["test"] = _quick_subset(names["test"], cfg.max_eval_items)
+    quick = cfg.max_train_images or cfg.max_eval_items
+    carried = cache_in(cfg.data_dir, f"acdc_{cfg.img_size}.npz")
+    if carried is not None:
+        cache = load_cache(carried)
+    elif quick:                                   # only the volumes used: seconds, no file
+        folder = dataset_dir("acdc", cfg.data_dir)
+        depths = volume_depths(folder)
+        train, n = [], 0
+        for name in names["train"]:
+            if cfg.max_train_images and n >= cfg.max_train_images:
+                break
+            train.append(name)
+            n += depths[name]
+        names["train"] = train
+        wanted = train + [v for v in names["val"] + names["test"] if v not in train]
+        cache = build_acdc_cache(folder, volumes=wanted, size=cfg.img_size)
+    else:
+        cache = acdc_cache(cfg.data_dir, size=cfg.img_size)
+    train_ids = _quick_subset(volume_slice_ids(cache, names["train"]), cfg.max_train_images)
+    train = cache.take(train_ids)
+    rec = _split_record("acdc", split, parts)
+    rec.update(cache_sha256=cache.meta.get("sha256"), n_train_slices=len(train_ids),
+               n_used={k: len(v) for k, v in names.items()})
+    val = cache_volumes(cache, names["val"]) if cfg.selection == "val" else None
+    return _acdc_data(cfg, device, train.images, train.masks, val, cache_volumes(cache, names["test"]), rec)
+
+
+def _load_synthetic_acdc(cfg: TrainConfig, device: torch.device) -> SegData:
+    """Synthetic cardiac-like slices and volumes (rwkvseg.data.synthetic): quick mode without ACDC."""
+    train = synthetic_acdc(n_slices=cfg.max_train_images or 64, size=cfg.img_size, seed=cfg.seed)
+    n_eval = cfg.max_eval_items or 4
+    val = synthetic_acdc_volumes(n_eval, size=cfg.img_size, seed=cfg.seed + 1) if cfg.selection == "val" else None
+    test = synthetic_acdc_volumes(n_eval, size=cfg.img_size, seed=cfg.seed + 2)
+    rec = {"name": f"synthetic_acdc/seed{cfg.seed}", "dataset": "synthetic_acdc", "split": f"seed{cfg.seed}",
+           "train": {"n": len(train)}, "test": {"n": len(test)}, "train_hash": None, "test_hash": None,
+           "note": "generated from the seed: train seed, val seed + 1, test seed + 2"}
+    return _acdc_data(cfg, device, train.images, train.masks, val, test, rec)
+
+
+def make_loader(cfg: TrainConfig, data: SegData, *, rank: int = 0, world_size: int = 1) -> GpuLoader:
+    """The device-resident loader: epoch e draws its permutation and augmentation from (seed, e)
+    (the same on every rank; rank r keeps its slice of each global batch), so a resumed run replays
+    exactly the batches it would have seen. The last incomplete batch is dropped (BatchNorm)."""
+    augment = None
+    if cfg.augment:
+        augment = IsicAugment() if cfg.is_binary else AcdcAugment()
+    return GpuLoader(images=data.train_images, masks=data.train_labels, batch_size=cfg.batch_size,
+                     device=data.train_images.device, normalization=data.normalization, augment=augment,
+                     shuffle=True, drop_last=True, seed=cfg.seed, rank=rank, world_size=world_size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,6 +545,7 @@ def train(cfg: TrainConfig, *, on_epoch_end=None) -> dict:
     # --- data: uint8 tensors on the device, split into train / val / test --------------------
     data = load_training_data(cfg, device=d.device)
     n_train = data.train_images.shape[0]
+    loader = make_loader(cfg, data, rank=d.rank, world_size=d.world_size)
     steps_per_epoch = n_train // cfg.batch_size              # drop_last: BatchNorm needs full batches
     if steps_per_epoch == 0:
         raise ValueError(f"only {n_train} training items for a global batch of {cfg.batch_size}: "
@@ -429,7 +583,7 @@ def train(cfg: TrainConfig, *, on_epoch_end=None) -> dict:
     if d.world_size > 1:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[d.device.index] if on_cuda else None)
-    if cfg.compile:
+    if cfg.compile and on_cuda:                               # CPU runs (quick mode, tests) stay eager
         model = torch.compile(model)
 
     # --- loop ---------------------------------------------------------------------------------
@@ -443,8 +597,7 @@ def train(cfg: TrainConfig, *, on_epoch_end=None) -> dict:
         if step >= total_steps_run:
             break
         torch.manual_seed(epoch_seed(cfg.seed, epoch))        # dropout / drop-path of this epoch
-        batches = epoch_batches(data, seed=epoch_seed(cfg.seed, epoch), batch_size=cfg.batch_size,
-                                rank=d.rank, world_size=d.world_size, augment=cfg.augment)
+        batches = loader.iter_epoch(epoch)                    # (seed, epoch): replayed on resume
         model.train()
         bar = None
         if show == "tqdm":
@@ -500,7 +653,7 @@ def train(cfg: TrainConfig, *, on_epoch_end=None) -> dict:
         if d.is_main:
             if cfg.selection == "val" and ((epoch + 1) % cfg.eval_every == 0 or last_epoch):
                 scores = ev.evaluate_split(raw_model, data.val, binary=cfg.is_binary,
-                                           img_size=cfg.img_size, tta=False, hd95=False, bf16=use_bf16)
+                                           normalization=data.normalization, tta=False, hd95=False, bf16=use_bf16)
                 rec["val_metric"], rec["val_score"] = scores["selection_metric"], scores["selection_score"]
                 if best is None or rec["val_score"] > best["score"]:
                     best = {"epoch": epoch, "step": step, "metric": rec["val_metric"], "score": rec["val_score"]}
@@ -532,21 +685,26 @@ def train(cfg: TrainConfig, *, on_epoch_end=None) -> dict:
             selected = {"rule": "best validation " + best["metric"], **best}
         else:
             selected = {"rule": "last epoch", "epoch": history[-1]["epoch"] if history else None, "step": step}
-        test = ev.evaluate_split(raw_model, data.test, binary=cfg.is_binary, img_size=cfg.img_size,
-                                 tta=False, hd95=True, bf16=use_bf16)
-        test_tta = (ev.evaluate_split(raw_model, data.test, binary=cfg.is_binary, img_size=cfg.img_size,
-                                      tta=True, hd95=True, bf16=use_bf16) if cfg.tta else None)
+        kw = dict(binary=cfg.is_binary, normalization=data.normalization, hd95=not cfg.is_binary, bf16=use_bf16)
+        test = ev.evaluate_split(raw_model, data.test, tta=False, **kw)
+        test_tta = ev.evaluate_split(raw_model, data.test, tta=True, **kw) if cfg.tta else None
         train_imgs = sum(r["img_per_s"] * r["epoch_time_s"] for r in history)
         train_time = sum(r["epoch_time_s"] for r in history)
+        prov = provenance(cfg, d, wall_time_s=time.time() - t_start, img_per_s=train_imgs / max(train_time, 1e-9),
+                          bf16=use_bf16, split=data.split_info, selection=selected,
+                          epochs_run=len(history), steps_run=step)
         results = {
             "dataset": cfg.dataset, "model": cfg.model,
             "params": sum(p.numel() for p in raw_model.parameters()),
             "split": data.split_info, "selection": selected,
+            "normalization": data.normalization.to_dict(), "classes": list(data.classes),
             "test": test, "test_tta": test_tta,
             "history": history, "config": cfg.to_dict(),
-            "provenance": provenance(cfg, d, wall_time_s=time.time() - t_start,
-                                     img_per_s=train_imgs / max(train_time, 1e-9), bf16=use_bf16),
+            "provenance": prov,
         }
+        if cfg.save_checkpoints:
+            results["export"] = str(export_model(raw_model, out / "model", cfg=cfg, data=data, test=test,
+                                                 test_tta=test_tta, selection=selected, provenance=prov))
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     if d.world_size > 1:
         dist.barrier()
@@ -564,8 +722,12 @@ def write_history(out: Path, history: list[dict]) -> None:
     (out / "history.json").write_text(json.dumps(history, indent=1))
 
 
-def provenance(cfg: TrainConfig, d: Dist, *, wall_time_s: float, img_per_s: float, bf16: bool) -> dict:
+def provenance(cfg: TrainConfig, d: Dist, *, wall_time_s: float, img_per_s: float, bf16: bool,
+               split: dict | None = None, selection: dict | None = None, epochs_run: int | None = None,
+               steps_run: int | None = None) -> dict:
     """Who, what, where, when: the record every result carries (spec book.md §4)."""
+    import platform
+
     import rwkvseg
     from rwkvseg.notebook import git_commit
 
@@ -581,145 +743,45 @@ def provenance(cfg: TrainConfig, d: Dist, *, wall_time_s: float, img_per_s: floa
         "device": torch.cuda.get_device_name(d.device) if on_cuda else f"cpu ({os.cpu_count()} cores)",
         "world_size": d.world_size,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__, "triton": triton_version, "rwkvseg": rwkvseg.__version__,
-        "mode": cfg.mode, "seed": cfg.seed, "bf16": bf16, "compile": cfg.compile,
+        "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+        "triton": triton_version, "numpy": np.__version__, "rwkvseg": rwkvseg.__version__,
+        "mode": cfg.mode, "seed": cfg.seed, "bf16": bf16, "compile": cfg.compile and on_cuda,
         "channels_last": cfg.channels_last and on_cuda,
+        "split": None if split is None else {k: split.get(k) for k in ("name", "train_hash", "test_hash")},
         "metric_conventions": ev.metric_conventions(binary=cfg.is_binary),
+        "epochs": epochs_run, "epochs_planned": cfg.epochs if cfg.iterations is None else None,
+        "steps": steps_run, "global_batch": cfg.batch_size,
+        "selection_rule": None if selection is None else selection["rule"],
         "wall_time_s": wall_time_s, "train_img_per_s": img_per_s,
         "peak_memory_gib": torch.cuda.max_memory_allocated(d.device) / 2**30 if on_cuda else None,
     }
 
 
-# --------------------------------------------------------------------------------------------
-# ADAPTER (temporary): minimal data access until rwkvseg.data provides it. Remove this section
-# and call rwkvseg.data's loader / GPU augmentation / normalisation once they exist.
-# --------------------------------------------------------------------------------------------
+def export_model(model: nn.Module, path: Path, *, cfg: TrainConfig, data: SegData, test: dict,
+                 test_tta: dict | None, selection: dict, provenance: dict) -> Path:
+    """The selected weights as a self-describing directory (rwkvseg.hub.save_pretrained): what a
+    user loads with rwkvseg.hub.from_pretrained, beside the resumable last.pt / best.pt."""
+    from rwkvseg.hub import save_pretrained
 
-def _default_data_dir(dataset: str) -> Path:
-    root = Path(os.environ.get("RWKVSEG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    return root / ("isic2018" if dataset.startswith("isic") else "acdc")
+    def headline(r: dict | None) -> dict | None:
+        if r is None:
+            return None
+        if cfg.is_binary:
+            return {"pooled": r["pooled"], "per_image": r["per_image"], "n_images": r["n_images"]}
+        return {"authors": {k: r[k] for k in ("dice", "hd95", "per_class", "n_volumes") if k in r},
+                "strict": {k: r["strict"][k] for k in ("dice", "hd95", "per_class") if k in r["strict"]}}
 
-
-def _list_hash(ids) -> str:
-    import hashlib
-
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-
-
-def _adapter_load(cfg: TrainConfig, device: torch.device) -> SegData:
-    import torch.nn.functional as F
-
-    root = Path(cfg.data_dir) if cfg.data_dir else _default_data_dir(cfg.dataset)
-    if cfg.dataset.startswith("isic"):
-        from PIL import Image
-
-        ids = sorted(p.stem for p in (root / "images").glob("ISIC_*.jpg"))
-        if not ids:
-            raise FileNotFoundError(f"expected {root}/images/ISIC_*.jpg and {root}/masks/ISIC_*_segmentation.png")
-        perm = np.random.default_rng(0).permutation(len(ids))
-        n_test = round(0.3 * len(ids))
-        test_ids = sorted(ids[i] for i in perm[:n_test])
-        train_ids = sorted(ids[i] for i in perm[n_test:])
-        split_info = {"name": "isic2018_7to3_seed0 (ADAPTER)", "train_hash": _list_hash(train_ids),
-                      "test_hash": _list_hash(test_ids)}
-        if cfg.max_train_images:
-            train_ids = train_ids[:cfg.max_train_images]
-        if cfg.max_eval_items:
-            test_ids = test_ids[:cfg.max_eval_items]
-
-        def read(id_list):
-            im = np.stack([np.asarray(Image.open(root / "images" / f"{i}.jpg").convert("RGB")) for i in id_list])
-            mk = np.stack([np.asarray(Image.open(root / "masks" / f"{i}_segmentation.png")) for i in id_list])
-            x = torch.from_numpy(im).permute(0, 3, 1, 2).contiguous()
-            y = torch.from_numpy((mk >= 128).astype(np.uint8))
-            if x.shape[-1] != cfg.img_size:
-                x = F.interpolate(x.float(), size=cfg.img_size, mode="bilinear").round().clamp(0, 255).byte()
-                y = F.interpolate(y[:, None].float(), size=cfg.img_size, mode="nearest")[:, 0].byte()
-            return x.to(device), y.to(device)
-
-        x, y = read(train_ids)
-        val = None
-        if cfg.selection == "val":
-            n_val = max(1, round(cfg.val_fraction * x.shape[0]))
-            p = torch.from_numpy(np.random.default_rng(cfg.seed).permutation(x.shape[0])).to(device)
-            val = EvalSet("val", images=x[p[:n_val]], masks=y[p[:n_val]])
-            x, y = x[p[n_val:]], y[p[n_val:]]
-        tx, ty = read(test_ids)
-        return SegData(x, y, val, EvalSet("test", images=tx, masks=ty), 3, 1, split_info)
-    return _adapter_load_acdc(cfg, root, device)
-
-
-def _adapter_synthetic_volume(rng, D: int, H: int, W: int):
-    """A cardiac-like label volume: LV disk (3), Myo ring (2), RV crescent (1); image = noisy shades."""
-    yy, xx = np.mgrid[0:H, 0:W]
-    cy, cx = H * rng.uniform(0.4, 0.6), W * rng.uniform(0.4, 0.6)
-    img = np.zeros((D, H, W), np.float32)
-    lab = np.zeros((D, H, W), np.uint8)
-    for z in range(D):
-        r = min(H, W) * (0.12 - 0.06 * z / max(1, D - 1)) * rng.uniform(0.9, 1.1)
-        d = np.hypot(yy - cy, xx - cx)
-        drv = np.hypot(yy - cy, xx - (cx - 1.6 * r))
-        lab[z][(drv < 1.5 * r) & (d > 1.4 * r)] = 1
-        lab[z][(d < 1.4 * r)] = 2
-        lab[z][(d < r)] = 3
-        img[z] = np.choose(lab[z], [0.1, 0.6, 0.35, 0.8]) + rng.normal(0, 0.05, (H, W))
-    return np.clip(img, 0, 1), lab
-
-
-def _adapter_load_acdc(cfg: TrainConfig, root: Path, device: torch.device) -> SegData:
-    import torch.nn.functional as F
-
-    S = cfg.img_size
-    if cfg.dataset == "synthetic_acdc":
-        rng = np.random.default_rng(cfg.seed)
-        vols = [("synthetic_%03d" % i, *_adapter_synthetic_volume(rng, 8, 120 + 8 * (i % 3), 112)) for i in range(14)]
-        train_v, val_v, test_v = vols[:8], vols[8:10], vols[10:]
-        slices = [(im[z], lb[z]) for _, im, lb in train_v for z in range(im.shape[0])]
-        split_info = {"name": "synthetic_acdc (ADAPTER)", "train_hash": None, "test_hash": None}
-    else:
-        import h5py
-
-        if not (root / "train_slices.list").is_file():
-            raise FileNotFoundError(f"expected ACDC at {root}: train_slices.list, val.list, test.list and data/*.h5")
-        names = (root / "train_slices.list").read_text().split()
-        if cfg.max_train_images:
-            names = names[:cfg.max_train_images]
-        slices = []
-        for n in names:
-            with h5py.File(root / "data" / f"{n}.h5") as f:
-                slices.append((f["image"][()], f["label"][()]))
-
-        def vols_of(listname):
-            ids = (root / listname).read_text().split()[:cfg.max_eval_items or None]
-            out = []
-            for n in ids:
-                with h5py.File(root / "data" / f"{n}.h5") as f:
-                    out.append((n, f["image"][()], f["label"][()]))
-            return out
-
-        val_v, test_v = vols_of("val.list"), vols_of("test.list")
-        split_info = {"name": "acdc_ssl4mis (ADAPTER)",
-                      "train_hash": _list_hash((root / "train.list").read_text().split()),
-                      "test_hash": _list_hash((root / "test.list").read_text().split())}
-    if cfg.max_train_images:
-        slices = slices[:cfg.max_train_images]
-    xs, ys = [], []
-    for im, lb in slices:
-        x = F.interpolate(torch.from_numpy(np.ascontiguousarray(im, np.float32))[None, None], size=(S, S),
-                          mode="bicubic", align_corners=False)
-        y = F.interpolate(torch.from_numpy(lb.astype(np.float32))[None, None], size=(S, S), mode="nearest")
-        xs.append((x.clamp(0, 1) * 255).round().byte()[0])
-        ys.append(y.byte()[0, 0])
-    if cfg.max_eval_items:
-        val_v, test_v = val_v[:cfg.max_eval_items], test_v[:cfg.max_eval_items]
-    return SegData(torch.stack(xs).to(device), torch.stack(ys).to(device),
-                   EvalSet("val", volumes=val_v) if cfg.selection == "val" else None,
-                   EvalSet("test", volumes=test_v), 1, 4, split_info)
-
-
-def _adapter_augment(x: Tensor, y: Tensor, *, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    flip = (torch.rand(x.shape[0], generator=g) < 0.5).to(x.device)
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    y = torch.where(flip[:, None, None], y.flip(-1), y)
-    return x, y
+    return save_pretrained(
+        model, path, model_name=cfg.model,
+        input_size=[data.in_chans, cfg.img_size, cfg.img_size],
+        normalization=data.normalization.to_dict(),
+        training_data={"dataset": cfg.dataset, "split": data.split_info.get("name"),
+                       "train_sha256": data.split_info.get("train_hash"),
+                       "test_sha256": data.split_info.get("test_hash"),
+                       "cache_sha256": data.split_info.get("cache_sha256")},
+        metrics={"test": headline(test), "test_tta": headline(test_tta),
+                 "conventions": ev.metric_conventions(binary=cfg.is_binary)},
+        classes=list(data.classes), selection=selection,
+        provenance={k: provenance[k] for k in ("command", "git_commit", "device", "date", "torch", "rwkvseg")},
+        train_config=cfg.to_dict(),
+    )

@@ -1,5 +1,6 @@
-"""The training engine on the CPU: a few steps on real ISIC images, resume after SIGKILL,
-command-line overrides, evaluate and predict."""
+"""The training engine on the CPU: a few steps on real ISIC images (committed split, data package),
+resume after SIGKILL, command-line overrides, the export, evaluate and predict, synthetic ACDC
+with both empty-mask rules."""
 import json
 import os
 import signal
@@ -70,7 +71,17 @@ def _train_kill_resume(tmp_path):
     for key in ("command", "git_commit", "device", "date", "torch", "rwkvseg", "seed",
                 "train_img_per_s", "metric_conventions", "wall_time_s"):
         assert key in prov
-    assert ref["split"]["test_hash"]
+    from rwkvseg.data import NORMALIZATIONS, split_info
+    assert ref["split"]["name"] == "isic2018/7-3_seed0"
+    assert ref["split"]["train_hash"] == split_info("isic2018", "7-3_seed0", "train-sub")["sha256"]
+    assert ref["split"]["test_hash"] == split_info("isic2018", "7-3_seed0", "test")["sha256"]
+    assert prov["split"]["test_hash"] == ref["split"]["test_hash"] and prov["epochs"] == 3
+    assert {"pooled", "per_image", "per_batch"} <= set(ref["test"])
+    exported = json.loads((tmp_path / "ref" / "model" / "config.json").read_text())
+    assert exported["model_name"] == "rwkv_unet_test" and exported["input_size"] == [3, 32, 32]
+    assert exported["normalization"]["mean"] == list(NORMALIZATIONS["isic2018"].mean)
+    assert exported["training_data"]["test_sha256"] == ref["split"]["test_hash"]
+    assert exported["metrics"]["test"]["pooled"] == ref["test"]["pooled"]
     assert (tmp_path / "ref" / "metrics.csv").read_text().count("\n") == 4    # header + 3 epochs
 
     out = tmp_path / "killed"
@@ -110,3 +121,20 @@ def test_evaluate_and_predict_from_the_command_line(tmp_path, capsys):
     mask = Image.open(tmp_path / "pred" / "odd_mask.png")
     assert mask.size == (90, 70) and set(np.unique(np.asarray(mask))) <= {0, 255}
     assert (tmp_path / "pred" / f"{src.stem}_overlay.png").exists()
+    # the exported directory works the same way as the checkpoint file
+    assert main(["predict", "--checkpoint", str(tmp_path / "run" / "model"), str(src), "--out",
+                 str(tmp_path / "pred2")]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "pred" / f"{src.stem}_mask.png")),
+                                  np.asarray(Image.open(tmp_path / "pred2" / f"{src.stem}_mask.png")))
+
+
+def test_synthetic_acdc_reports_both_empty_mask_rules(tmp_path):
+    res = train(TrainConfig(model="rwkv_unet_test", dataset="synthetic_acdc", img_size=32, batch_size=4, epochs=1,
+                            max_train_images=8, max_eval_items=2, progress="none", tta=False,
+                            out_dir=str(tmp_path / "acdc")))
+    t = res["test"]
+    assert t["rules"] == "authors" and t["strict"]["rules"] == "strict"
+    assert set(t["per_class"]) == set(t["strict"]["per_class"]) == {"RV", "Myo", "LV"}
+    assert list(res["normalization"]["mean"]) == [0.0] and res["classes"][0] == "background"
+    cfg = json.loads((tmp_path / "acdc" / "model" / "config.json").read_text())
+    assert cfg["num_classes"] == 4 and set(cfg["metrics"]["test"]) == {"authors", "strict"}
