@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     cmd, rest = argv[0], argv[1:]
+    if cmd == "train" and any(a in ("-h", "--help") for a in rest):
+        print("python -m rwkvseg train [--config configs/<experiment>.yaml] [--<field> <value> ...]\n\nfields "
+              "(rwkvseg.train.TrainConfig; the YAML fills them, the command line overrides them):")
+        for f in dataclasses.fields(TrainConfig):
+            print(f"  --{f.name:<18} {f.type}")
+        return 0
     if cmd == "train":
         config_path = None
         if "--config" in rest:

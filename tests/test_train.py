@@ -138,3 +138,11 @@ def test_synthetic_acdc_reports_both_empty_mask_rules(tmp_path):
     assert list(res["normalization"]["mean"]) == [0.0] and res["classes"][0] == "background"
     cfg = json.loads((tmp_path / "acdc" / "model" / "config.json").read_text())
     assert cfg["num_classes"] == 4 and set(cfg["metrics"]["test"]) == {"authors", "strict"}
+
+
+def test_train_help_lists_the_fields(capsys):
+    from rwkvseg.cli import main
+
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--epochs" in out and "--batch_size" in out
