@@ -15,9 +15,7 @@ of SSL4MIS training slices). The network consumes ~400-1000 img/s: the loader sh
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ import torch
 
 from rwkvseg.data import (AcdcAugment, GpuLoader, IsicAugment, NORMALIZATIONS, find_data_root, isic_samples,
                           load_isic, synthetic_acdc)
-from rwkvseg.notebook import default_device, git_commit
+from rwkvseg.notebook import default_device, provenance
 
 
 def isic_images(data: str | None, n_quick: int | None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -104,14 +102,7 @@ def main(argv=None) -> int:
                   max_batches=max_batches)
         rows.append(r)
         print(f"{name:<28} {batch:>5} {r['img_per_s']:>10.0f} {r['seconds'] / epochs:>8.3f}", flush=True)
-    import rwkvseg
-
-    out = {"results": rows, "provenance": {
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "git_commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
-        "torch": torch.__version__, "rwkvseg": rwkvseg.__version__, "mode": "quick" if a.quick else "full",
-        "seed": 0, "isic_source": source}}
+    out = {"results": rows, "provenance": provenance(mode="quick" if a.quick else "full", device=device, isic_source=source)}
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(out, indent=1))

@@ -11,9 +11,7 @@ median step time (CUDA-synchronised), img/s = batch / median, peak memory.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import statistics
 import sys
 import time
@@ -23,7 +21,7 @@ import torch
 
 from rwkvseg.losses import binary_bce_dice
 from rwkvseg.models import create_model
-from rwkvseg.notebook import git_commit
+from rwkvseg.notebook import provenance
 
 
 def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf16: bool,
@@ -95,18 +93,7 @@ def main(argv=None) -> int:
         print(f"{r['model']} {r['size']}^2 batch {r['batch']} compile={c}: median {r['median_step_ms']:.1f} ms"
               f" -> {r['img_per_s']:.0f} img/s, peak {r['peak_memory_gib'] or 0:.2f} GiB", flush=True)
         rows.append(r)
-    try:
-        import triton
-        tv = triton.__version__
-    except ImportError:
-        tv = None
-    import rwkvseg
-    out = {"results": rows, "provenance": {
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "git_commit": git_commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
-        "torch": torch.__version__, "triton": tv, "rwkvseg": rwkvseg.__version__,
-        "mode": "quick" if a.quick else "full", "seed": 0}}
+    out = {"results": rows, "provenance": provenance(mode="quick" if a.quick else "full", device=device)}
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(out, indent=1))

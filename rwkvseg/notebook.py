@@ -149,3 +149,26 @@ def results_path(*parts: str) -> Path:
         if (base / "results").is_dir() and (base / "_toc.yml").is_file():
             return base.joinpath("results", *parts)
     raise FileNotFoundError(f"no results/ folder above {Path.cwd()}: run the chapter from a clone of the repository")
+
+
+def provenance(*, mode: str, seed: int = 0, device: torch.device | None = None, **extra) -> dict:
+    """What every committed result records: command, commit, date, device and versions (book.md §4)."""
+    import datetime
+
+    import rwkvseg
+
+    device = device or default_device()
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "git_commit": git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+        "torch": torch.__version__, "triton": triton_version, "rwkvseg": rwkvseg.__version__,
+        "mode": mode, "seed": seed, **extra,
+    }
