@@ -25,7 +25,9 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rwkvseg.kernels import wkv_triton  # noqa: E402
+from wkv import time_fn  # noqa: E402  (benchmarks/wkv.py: the same CUDA-event timing)
 from rwkvseg.notebook import git_commit  # noqa: E402
 
 
@@ -63,19 +65,7 @@ def _probe(k_ptr, v_ptr, y_ptr, T, C, STAGE: tl.constexpr, BT: tl.constexpr, BC:
 
 
 def median_ms(fn, reps=30):
-    flush = torch.empty(64 * 2**20, dtype=torch.float32, device="cuda")
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        flush.zero_()
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        times.append(s.elapsed_time(e))
-    return statistics.median(times)
+    return statistics.median(time_fn(fn, reps=reps, flush=True))
 
 
 def main():

@@ -152,6 +152,37 @@ def _setup(w_ptr, u_ptr, cs, cmask, BT: tl.constexpr, BC: tl.constexpr, ALLOW_FA
 
 
 @triton.jit
+def _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink, rinv, fast, jpow, jpow_rev,
+                  CAUSAL: tl.constexpr):
+    """The forward of one tile: reference r = max(tile max, carry scales), e = 2^(k - r), and the
+    decayed sums at every token with the prefix carry 2^ps (pn, pd) and (Bi-WKV) the suffix carry
+    2^ss (sn, sd) added; N, D are the numerator and denominator of y = N / D (spec wkv.md §3).
+    The causal WKV has no suffix: its Sv, S1 are zeros that no caller reads."""
+    r = tl.maximum(m, ps)
+    if not CAUSAL:
+        r = tl.maximum(r, ss)
+    e = tl.exp2(k2 - r[None, :])                                        # (BT, BC) <= 1
+    ev = e * v
+    Pv, P1 = _intra(ev, e, rho, grow, shrink, rinv, fast, False)
+    fp = tl.exp2(ps - r)[None, :] * jpow                                # rho^j, rescaled
+    Pv += fp * pn[None, :]
+    P1 += fp * pd[None, :]
+    N = Pv + eu[None, :] * ev
+    D = P1 + eu[None, :] * e
+    if CAUSAL:
+        Sv = tl.zeros_like(Pv)
+        S1 = tl.zeros_like(P1)
+    else:
+        Sv, S1 = _intra(ev, e, rho, grow, shrink, rinv, fast, True)
+        fs = tl.exp2(ss - r)[None, :] * jpow_rev                        # rho^(BT-1-j), rescaled
+        Sv += fs * sn[None, :]
+        S1 += fs * sd[None, :]
+        N += Sv
+        D += S1
+    return r, e, ev, Pv, P1, Sv, S1, N, D
+
+
+@triton.jit
 def _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs, cmask, w2, jpow,
                     BT: tl.constexpr, BC: tl.constexpr):
     """Right to left: store the forward suffix carry entering tiles n_tiles-2 .. 0."""
@@ -197,21 +228,12 @@ def _wkv_fwd_kernel(
         k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
         v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
         m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
-        r = tl.maximum(m, ps)
-        if not CAUSAL:
+        if CAUSAL:
+            ss, sn, sd = ps, pn, pd                                     # no suffix: never read
+        else:
             ss, sn, sd = _load_carry(sx, n, C, cs, cmask & (n < n_tiles - 1))
-            r = tl.maximum(r, ss)
-        e = tl.exp2(k2 - r[None, :])                                    # (BT, BC) <= 1
-        ev = e * v
-        Pv, P1 = _intra(ev, e, rho, grow, shrink, rinv, fast, False)
-        fp = tl.exp2(ps - r)[None, :] * jpow                            # rho^j, rescaled
-        N = Pv + fp * pn[None, :] + eu[None, :] * ev
-        D = P1 + fp * pd[None, :] + eu[None, :] * e
-        if not CAUSAL:
-            Sv, S1 = _intra(ev, e, rho, grow, shrink, rinv, fast, True)
-            fs = tl.exp2(ss - r)[None, :] * jpow_rev
-            N += Sv + fs * sn[None, :]
-            D += S1 + fs * sd[None, :]
+        r, e, ev, Pv, P1, Sv, S1, N, D = _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink,
+                                                       rinv, fast, jpow, jpow_rev, CAUSAL)
         _store(y_ptr, N / D, syb, syt, syc, b, t, cs, tmask, cmask)
         ps, pn, pd = _carry(ps, pn, pd, tl.sum(jpow_rev * ev, axis=0), tl.sum(jpow_rev * e, axis=0), r, w2, BT)
 
@@ -253,20 +275,14 @@ def _wkv_bwd_kernel(
         k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
         v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
         m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
-        r = tl.maximum(m, ps)
-        if not CAUSAL:
+        if CAUSAL:
+            ss, sn, sd = ps, pn, pd                                     # no suffix: never read
+        else:
             ss, sn, sd = _load_carry(sx, n, C, cs, cmask)
-            r = tl.maximum(r, ss)
-        e = tl.exp2(k2 - r[None, :])
-        ev = e * v
+        r, e, ev, Pv, P1, Sv, S1, N, D = _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink,
+                                                       rinv, fast, jpow, jpow_rev, CAUSAL)
         if not CAUSAL:
             g = _load(g_ptr, sgb, sgt, sgc, b, t, cs, tmask, cmask, 0.0)
-            Pv, P1 = _intra(ev, e, rho, grow, shrink, rinv, fast, False)
-            Sv, S1 = _intra(ev, e, rho, grow, shrink, rinv, fast, True)
-            fp = tl.exp2(ps - r)[None, :] * jpow
-            fs = tl.exp2(ss - r)[None, :] * jpow_rev
-            N = Pv + fp * pn[None, :] + Sv + fs * sn[None, :] + eu[None, :] * ev
-            D = P1 + fp * pd[None, :] + S1 + fs * sd[None, :] + eu[None, :] * e
             inv = tl.where(tmask[:, None], 1.0 / D, 0.0)                # 0/0 beyond T
             q = g * inv                                                 # scale 2^-r
             qy = q * (N * inv)
@@ -295,22 +311,8 @@ def _wkv_bwd_kernel(
         g = _load(g_ptr, sgb, sgt, sgc, b, t, cs, tmask, cmask, 0.0)
         m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
         ps, pn, pd = _load_carry(px, n, C, cs, cmask & (n > 0))
-        r = tl.maximum(tl.maximum(m, ps), ss)
-        e = tl.exp2(k2 - r[None, :])
-        ev = e * v
-        Pv, P1 = _intra(ev, e, rho, grow, shrink, rinv, fast, False)
-        fp = tl.exp2(ps - r)[None, :] * jpow
-        Pv += fp * pn[None, :]
-        P1 += fp * pd[None, :]
-        N = Pv + eu[None, :] * ev
-        D = P1 + eu[None, :] * e
-        if not CAUSAL:
-            Sv, S1 = _intra(ev, e, rho, grow, shrink, rinv, fast, True)
-            fs = tl.exp2(ss - r)[None, :] * jpow_rev
-            Sv += fs * sn[None, :]
-            S1 += fs * sd[None, :]
-            N += Sv
-            D += S1
+        r, e, ev, Pv, P1, Sv, S1, N, D = _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink,
+                                                       rinv, fast, jpow, jpow_rev, CAUSAL)
         inv = tl.where(tmask[:, None], 1.0 / D, 0.0)                    # 0/0 beyond T
         y = N * inv
         q = g * inv                                                     # scale 2^-r
