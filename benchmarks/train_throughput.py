@@ -25,7 +25,7 @@ from rwkvseg.notebook import provenance
 
 
 def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf16: bool,
-          channels_last: bool, compile: bool, device: torch.device) -> dict:
+          channels_last: bool, compile: bool, device: torch.device, profile: str | None = None) -> dict:
     torch.manual_seed(0)
     model = create_model(model_name, in_chans=3, num_classes=1).to(device)
     on_cuda = device.type == "cuda"
@@ -61,12 +61,27 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     med = statistics.median(times)
+    if profile and on_cuda:
+        write_profile(one_step, profile)
     return {"model": model_name, "size": size, "batch": batch, "bf16": bf16 and on_cuda,
             "channels_last": channels_last and on_cuda, "compile": compile, "steps": steps,
             "warmup": warmup, "warmup_s": warm_s, "median_step_ms": 1e3 * med,
             "img_per_s": batch / med, "min_step_ms": 1e3 * min(times),
             "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if on_cuda else None,
             "params": sum(p.numel() for p in model.parameters())}
+
+
+def write_profile(one_step, path: str, steps: int = 3) -> None:
+    """Kernel time per step by CUDA kernel (torch.profiler): where the step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            one_step()
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(f"torch.profiler, {steps} steps\n" + table)
 
 
 def main(argv=None) -> int:
@@ -81,6 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", choices=("both", "on", "off"), default="both")
     ap.add_argument("--quick", action="store_true", help="CPU smoke test: tiny model, 64x64, 2 steps")
     ap.add_argument("--out", default=None, help="write the JSON here")
+    ap.add_argument("--profile", default=None, help="also write a torch.profiler kernel table here (CUDA)")
     a = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if a.quick:
@@ -89,7 +105,8 @@ def main(argv=None) -> int:
     rows = []
     for c in variants:
         r = bench(a.model, size=a.size, batch=a.batch, steps=a.steps, warmup=a.warmup,
-                  bf16=not a.no_bf16, channels_last=not a.no_channels_last, compile=c, device=device)
+                  bf16=not a.no_bf16, channels_last=not a.no_channels_last, compile=c, device=device,
+                  profile=a.profile and f"{a.profile}_{'compiled' if c else 'eager'}.txt")
         print(f"{r['model']} {r['size']}^2 batch {r['batch']} compile={c}: median {r['median_step_ms']:.1f} ms"
               f" -> {r['img_per_s']:.0f} img/s, peak {r['peak_memory_gib'] or 0:.2f} GiB", flush=True)
         rows.append(r)

@@ -70,20 +70,27 @@ def _exclusive_sums(rho, x, y, REVERSE: tl.constexpr):
 
 
 @triton.jit
-def _intra(z1, z2, rho, grow, shrink, rinv, fast, REVERSE: tl.constexpr):
+def _intra(z1, z2, rho, grow, shrink, rinv, fast, tight, REVERSE: tl.constexpr, TOTAL_SUFFIX: tl.constexpr):
     """Exclusive decayed sums of two (BT, BC) tiles inside one tile.
 
     fast (|w| BT <= 40 and u >= -8 in every channel of the program): the separable form
     rho^(t-1-i) = rinv * shrink_t * grow_i, one cumulative sum per sequence; the token's own
     term is taken out of the inclusive sum, harmless while e^u is not tiny.
+    TOTAL_SUFFIX and tight (|w| BT <= 2 / log2(e) as well): the suffix sums as the tile total minus
+    a forward cumulative sum (reversed scans cost more on the GPU); the cancellation this brings
+    is bounded by 2^(2 |w| BT log2 e) <= 16 ulps of y.
     Otherwise the segment-combine scan (no restriction on w beyond the tile's range).
     """
     if fast:
         if REVERSE:
             a1 = shrink * z1
             a2 = shrink * z2
-            e1 = (tl.cumsum(a1, 0, reverse=True) - a1) * grow * rinv
-            e2 = (tl.cumsum(a2, 0, reverse=True) - a2) * grow * rinv
+            if TOTAL_SUFFIX and tight:
+                e1 = (tl.sum(a1, 0)[None, :] - tl.cumsum(a1, 0)) * grow * rinv
+                e2 = (tl.sum(a2, 0)[None, :] - tl.cumsum(a2, 0)) * grow * rinv
+            else:
+                e1 = (tl.cumsum(a1, 0, reverse=True) - a1) * grow * rinv
+                e2 = (tl.cumsum(a2, 0, reverse=True) - a2) * grow * rinv
         else:
             a1 = grow * z1
             a2 = grow * z2
@@ -148,12 +155,13 @@ def _setup(w_ptr, u_ptr, cs, cmask, BT: tl.constexpr, BC: tl.constexpr, ALLOW_FA
     shrink = tl.exp2(-w2[None, :] * centred)
     rinv = tl.exp2(w2)[None, :]
     fast = (tl.max(tl.abs(w2), axis=0) * BT <= 40.0) & (tl.min(u2, axis=0) >= -8.0) & ALLOW_FAST
-    return w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast
+    tight = fast & (tl.max(tl.abs(w2), axis=0) * BT <= 2.0)
+    return w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight
 
 
 @triton.jit
-def _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink, rinv, fast, jpow, jpow_rev,
-                  CAUSAL: tl.constexpr):
+def _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink, rinv, fast, tight, jpow, jpow_rev,
+                  CAUSAL: tl.constexpr, TOTAL_SUFFIX: tl.constexpr):
     """The forward of one tile: reference r = max(tile max, carry scales), e = 2^(k - r), and the
     decayed sums at every token with the prefix carry 2^ps (pn, pd) and (Bi-WKV) the suffix carry
     2^ss (sn, sd) added; N, D are the numerator and denominator of y = N / D (spec wkv.md §3).
@@ -163,7 +171,7 @@ def _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink, rinv,
         r = tl.maximum(r, ss)
     e = tl.exp2(k2 - r[None, :])                                        # (BT, BC) <= 1
     ev = e * v
-    Pv, P1 = _intra(ev, e, rho, grow, shrink, rinv, fast, False)
+    Pv, P1 = _intra(ev, e, rho, grow, shrink, rinv, fast, tight, False, TOTAL_SUFFIX)
     fp = tl.exp2(ps - r)[None, :] * jpow                                # rho^j, rescaled
     Pv += fp * pn[None, :]
     P1 += fp * pd[None, :]
@@ -173,7 +181,7 @@ def _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink, rinv,
         Sv = tl.zeros_like(Pv)
         S1 = tl.zeros_like(P1)
     else:
-        Sv, S1 = _intra(ev, e, rho, grow, shrink, rinv, fast, True)
+        Sv, S1 = _intra(ev, e, rho, grow, shrink, rinv, fast, tight, True, TOTAL_SUFFIX)
         fs = tl.exp2(ss - r)[None, :] * jpow_rev                        # rho^(BT-1-j), rescaled
         Sv += fs * sn[None, :]
         S1 += fs * sd[None, :]
@@ -212,7 +220,7 @@ def _wkv_fwd_kernel(
     b = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BC + tl.arange(0, BC)
     cmask = cs < C
-    w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST)
+    w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST)
     jj = tl.arange(0, BT)
     n_tiles = tl.cdiv(T, BT)
     sx = sx_ptr + b * NT * 3 * C
@@ -233,7 +241,7 @@ def _wkv_fwd_kernel(
         else:
             ss, sn, sd = _load_carry(sx, n, C, cs, cmask & (n < n_tiles - 1))
         r, e, ev, Pv, P1, Sv, S1, N, D = _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink,
-                                                       rinv, fast, jpow, jpow_rev, CAUSAL)
+                                                       rinv, fast, tight, jpow, jpow_rev, CAUSAL, False)
         _store(y_ptr, N / D, syb, syt, syc, b, t, cs, tmask, cmask)
         ps, pn, pd = _carry(ps, pn, pd, tl.sum(jpow_rev * ev, axis=0), tl.sum(jpow_rev * e, axis=0), r, w2, BT)
 
@@ -248,7 +256,7 @@ def _wkv_bwd_kernel(
     b = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BC + tl.arange(0, BC)
     cmask = cs < C
-    w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST)
+    w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST)
     jj = tl.arange(0, BT)
     n_tiles = tl.cdiv(T, BT)
     sx = sx_ptr + b * NT * 3 * C
@@ -280,7 +288,7 @@ def _wkv_bwd_kernel(
         else:
             ss, sn, sd = _load_carry(sx, n, C, cs, cmask)
         r, e, ev, Pv, P1, Sv, S1, N, D = _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink,
-                                                       rinv, fast, jpow, jpow_rev, CAUSAL)
+                                                       rinv, fast, tight, jpow, jpow_rev, CAUSAL, False)
         if not CAUSAL:
             g = _load(g_ptr, sgb, sgt, sgc, b, t, cs, tmask, cmask, 0.0)
             inv = tl.where(tmask[:, None], 1.0 / D, 0.0)                # 0/0 beyond T
@@ -312,13 +320,13 @@ def _wkv_bwd_kernel(
         m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
         ps, pn, pd = _load_carry(px, n, C, cs, cmask & (n > 0))
         r, e, ev, Pv, P1, Sv, S1, N, D = _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink,
-                                                       rinv, fast, jpow, jpow_rev, CAUSAL)
+                                                       rinv, fast, tight, jpow, jpow_rev, CAUSAL, False)
         inv = tl.where(tmask[:, None], 1.0 / D, 0.0)                    # 0/0 beyond T
         y = N * inv
         q = g * inv                                                     # scale 2^-r
         qy = q * y
         # sums over q from the right (every token i is seen by the tokens t > i)
-        Sq, Sqy = _intra(q, qy, rho, grow, shrink, rinv, fast, True)
+        Sq, Sqy = _intra(q, qy, rho, grow, shrink, rinv, fast, tight, True, False)
         fqs = tl.exp2(qs + r)[None, :] * jpow_rev
         Sq += fqs * qa[None, :]
         Sqy += fqs * qb[None, :]
@@ -329,7 +337,7 @@ def _wkv_bwd_kernel(
         Gp = e * (v * Sq - Sqy)                                         # sum_{t>i} c(t, i)
         dw_t = (pos + 1.0) * Gp - pos * Rm
         if not CAUSAL:
-            Pq, Pqy = _intra(q, qy, rho, grow, shrink, rinv, fast, False)
+            Pq, Pqy = _intra(q, qy, rho, grow, shrink, rinv, fast, tight, False, False)
             qps, qpa, qpb = _load_carry(qx, n, C, cs, cmask & (n > 0))
             fqp = tl.exp2(qps + r)[None, :] * jpow
             Pq += fqp * qpa[None, :]
@@ -351,6 +359,92 @@ def _wkv_bwd_kernel(
     tl.store(du_ptr + b * C + cs, du_acc, mask=cmask)
 
 
+@triton.jit(do_not_specialize=["T", "NT"])
+def _bi_tile_totals_kernel(
+    w_ptr, k_ptr, v_ptr, agg_ptr, T, C, NT, skb, skt, skc, svb, svt, svc,
+    BT: tl.constexpr, BC: tl.constexpr,
+):
+    """Chunked Bi-WKV forward, phase 1 (grid: b, channel block, tile n, all in parallel): a
+    pure streaming read of k and v. Each tile writes its own sums weighted to its two edges,
+    with its own log2 scale m (the tile max of k), to agg[b, n] = (m, sum_j rho^(BT-1-j) e_j v_j,
+    sum_j rho^(BT-1-j) e_j, sum_j rho^j e_j v_j, sum_j rho^j e_j), e_j = 2^(k_j - m): the same
+    quantities that the sequential kernel's carries add tile by tile."""
+    b = tl.program_id(0).to(tl.int64)
+    cs = tl.program_id(1) * BC + tl.arange(0, BC)
+    n = tl.program_id(2)
+    cmask = cs < C
+    w2 = tl.load(w_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
+    jf = tl.arange(0, BT).to(tl.float32)[:, None]
+    t = n * BT + tl.arange(0, BT)
+    tmask = t < T
+    k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+    v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
+    m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
+    e = tl.exp2(k2 - m[None, :])
+    to_right = e * tl.exp2(-w2[None, :] * (BT - 1 - jf))       # rho^(BT-1-j): weight to the right edge
+    to_left = e * tl.exp2(-w2[None, :] * jf)                   # rho^j: weight to the left edge
+    base = agg_ptr + (b * NT + n) * 5 * C + cs
+    tl.store(base, m, mask=cmask)
+    tl.store(base + C, tl.sum(to_right * v, axis=0), mask=cmask)
+    tl.store(base + 2 * C, tl.sum(to_right, axis=0), mask=cmask)
+    tl.store(base + 3 * C, tl.sum(to_left * v, axis=0), mask=cmask)
+    tl.store(base + 4 * C, tl.sum(to_left, axis=0), mask=cmask)
+
+
+@triton.jit
+def _gather_carry(agg, NT, C, cs, cmask, n, w2, SUFFIX: tl.constexpr, BT: tl.constexpr, NTP: tl.constexpr):
+    """The carry entering tile n from all tiles on its left (or right, SUFFIX), straight from
+    phase 1's per-tile sums: tile i contributes 2^(m_i) x_i rho^(BT |n - i| - BT), rescaled to
+    the largest such scale. Returns (scale, x, y) as the sequential kernel's carries."""
+    i = tl.arange(0, NTP)
+    if SUFFIX:
+        valid = (i > n) & (i < NT)
+        dist = (i - n - 1).to(tl.float32)
+        off = 3
+    else:
+        valid = i < n
+        dist = (n - 1 - i).to(tl.float32)
+        off = 1
+    mask = valid[:, None] & cmask[None, :]
+    base = agg + i[:, None] * 5 * C + cs[None, :]
+    m = tl.load(base, mask=mask, other=0.0)
+    scale = tl.where(mask, m - w2[None, :] * BT * dist[:, None], float("-inf"))
+    s = tl.max(scale, axis=0)
+    f = tl.exp2(scale - tl.where(s == float("-inf"), 0.0, s)[None, :])          # 0 where masked
+    x = tl.sum(f * tl.load(base + off * C, mask=mask, other=0.0), axis=0)
+    y = tl.sum(f * tl.load(base + (off + 1) * C, mask=mask, other=0.0), axis=0)
+    return s, x, y
+
+
+@triton.jit(do_not_specialize=["T", "NT"])
+def _bi_chunked_fwd_kernel(
+    w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, agg_ptr, T, C, NT,
+    skb, skt, skc, svb, svt, svc, syb, syt, syc,
+    ALLOW_FAST: tl.constexpr, TOTAL_SUFFIX: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+    NTP: tl.constexpr,
+):
+    """Chunked Bi-WKV forward, phase 2 (grid: b, channel block, tile n, all in parallel): the
+    prefix and suffix carries of tile n from phase 1's sums of the other tiles, then the tile
+    exactly as in the sequential kernel (_tile_forward). k and v are read a second time (5N
+    elements of traffic against the floor's 3N) in exchange for B * C/BC * NT programs."""
+    b = tl.program_id(0).to(tl.int64)
+    cs = tl.program_id(1) * BC + tl.arange(0, BC)
+    n = tl.program_id(2)
+    cmask = cs < C
+    w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST)
+    agg = agg_ptr + b * NT * 5 * C
+    ps, pn, pd = _gather_carry(agg, NT, C, cs, cmask, n, w2, False, BT, NTP)
+    ss, sn, sd = _gather_carry(agg, NT, C, cs, cmask, n, w2, True, BT, NTP)
+    t = n * BT + tl.arange(0, BT)
+    tmask = t < T
+    k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+    v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
+    m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
+    r, e, ev, Pv, P1, Sv, S1, N, D = _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink,
+                                                   rinv, fast, tight, jpow, jpow_rev, False, TOTAL_SUFFIX)
+    _store(y_ptr, N / D, syb, syt, syc, b, t, cs, tmask, cmask)
+
+
 # B is an argument only so that the tuned tile shape is chosen per batch size too.
 _fwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST"])(_wkv_fwd_kernel)
 _bwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST"])(_wkv_bwd_kernel)
@@ -366,17 +460,54 @@ def _grid(B, C):
     return lambda meta: (B, triton.cdiv(C, meta["BC"]))
 
 
+# Chunked Bi-WKV forward (one program per tile): the tile shape is chosen here, not tuned, so
+# that both phases agree; tiles grow with T so that each program sums at most ~64 tile totals.
+CHUNKED_MIN_T = 512
+TOTAL_SUFFIX = True  # chunked kernel: suffix sums as total - prefix where |w| BT is small (see _intra)  # Bi-WKV forwards with T >= this use the chunked kernels ("auto" variant)
+
+
+def chunked_config(T: int) -> tuple[int, int, int]:
+    """(BT, BC, num_warps) of the chunked Bi-WKV forward at sequence length T."""
+    if INTERPRET:
+        return 16, 4, 1
+    bt = 64 if T <= 4096 else 128 if T <= 8192 else 256
+    return bt, 16, 4
+
+
 def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
-                allow_fast: bool = True) -> torch.Tensor:
+                allow_fast: bool = True, variant: str = "auto", config: tuple[int, int, int] | None = None,
+                total_suffix: bool = TOTAL_SUFFIX) -> torch.Tensor:
     """y (B, T, C) in k's dtype. k, v any strides (a (B, C, T) view works); w, u (C,) float32.
+
+    variant: "sequential" (one program per batch item and channel block walks all tiles),
+    "chunked" (Bi-WKV only: one program per tile, two launches), "auto" (chunked for Bi-WKV with
+    T >= CHUNKED_MIN_T). config (BT, BC, num_warps) overrides the chunked tile (benchmarks).
     allow_fast=False forces the segment scan everywhere (for benchmarks and tests)."""
     B, T, C = k.shape
     y = _empty((B, T, C), k.dtype, k.device)
     if y.numel() == 0:
         return y
+    w, u = w.float().contiguous(), u.float().contiguous()
+    if variant == "auto":
+        variant = "chunked" if (not causal and T >= CHUNKED_MIN_T) else "sequential"
+    if variant == "chunked":
+        if causal:
+            raise ValueError("the chunked forward is for the Bi-WKV only (causal=False)")
+        bt, bc, nw = config or chunked_config(T)
+        nt = triton.cdiv(T, bt)
+        agg = torch.empty((B, nt, 5, C), dtype=torch.float32, device=k.device)
+        grid = (B, triton.cdiv(C, bc), nt)
+        _bi_tile_totals_kernel[grid](w, k, v, agg, T, C, nt, *k.stride(), *v.stride(), BT=bt, BC=bc,
+                                     num_warps=nw)
+        _bi_chunked_fwd_kernel[grid](w, u, k, v, y, agg, T, C, nt, *k.stride(), *v.stride(), *y.stride(),
+                                     ALLOW_FAST=allow_fast, TOTAL_SUFFIX=total_suffix, BT=bt, BC=bc,
+                                     NTP=triton.next_power_of_2(nt),
+                                     num_warps=nw)
+        return y
+    if variant != "sequential":
+        raise ValueError(f"variant must be 'auto', 'sequential' or 'chunked', got {variant!r}")
     nt = triton.cdiv(T, MIN_BT)
     scratch = torch.empty((B, nt, 3, C), dtype=torch.float32, device=k.device)
-    w, u = w.float().contiguous(), u.float().contiguous()
     _fwd[_grid(B, C)](w, u, k, v, y, scratch, B, T, C, nt, *k.stride(), *v.stride(), *y.stride(), CAUSAL=causal,
                       ALLOW_FAST=allow_fast)
     return y
