@@ -70,20 +70,29 @@ def _exclusive_sums(rho, x, y, REVERSE: tl.constexpr):
 
 
 @triton.jit
-def _intra(z1, z2, rho, grow, shrink, rinv, fast, REVERSE: tl.constexpr):
+def _intra(z1, z2, rho, grow, shrink, rinv, fast, tight, REVERSE: tl.constexpr):
     """Exclusive decayed sums of two (BT, BC) tiles inside one tile.
 
     fast (|w| BT <= 40 and u >= -8 in every channel of the program): the separable form
     rho^(t-1-i) = rinv * shrink_t * grow_i, one cumulative sum per sequence; the token's own
     term is taken out of the inclusive sum, harmless while e^u is not tiny.
+    tight (fast and |w| BT log2(e) <= 2, every Vision-RWKV call at T >= 256): the suffix sums as the
+    tile total minus a forward cumulative sum. Triton lowers reverse=True scans with ~6x the warp
+    shuffles of forward ones. For the forward's sums (positive e, and e v measured against them)
+    the cancellation costs at most a factor 2^(2 |w| BT log2 e) <= 16 on the rounding error of y;
+    the backward's sums over q = g / D (signed, of any size) never take this path.
     Otherwise the segment-combine scan (no restriction on w beyond the tile's range).
     """
     if fast:
         if REVERSE:
             a1 = shrink * z1
             a2 = shrink * z2
-            e1 = (tl.cumsum(a1, 0, reverse=True) - a1) * grow * rinv
-            e2 = (tl.cumsum(a2, 0, reverse=True) - a2) * grow * rinv
+            if tight:
+                e1 = (tl.sum(a1, 0)[None, :] - tl.cumsum(a1, 0)) * grow * rinv
+                e2 = (tl.sum(a2, 0)[None, :] - tl.cumsum(a2, 0)) * grow * rinv
+            else:
+                e1 = (tl.cumsum(a1, 0, reverse=True) - a1) * grow * rinv
+                e2 = (tl.cumsum(a2, 0, reverse=True) - a2) * grow * rinv
         else:
             a1 = grow * z1
             a2 = grow * z2
@@ -141,25 +150,19 @@ def _setup(w_ptr, u_ptr, cs, cmask, BT: tl.constexpr, BC: tl.constexpr, ALLOW_FA
     eu = tl.exp2(u2)
     jf = tl.arange(0, BT).to(tl.float32)[:, None]
     rho = tl.broadcast_to(tl.exp2(-w2)[None, :], (BT, BC))
+    jpow = tl.exp2(-w2[None, :] * jf)                          # rho^j
+    jpow_rev = tl.exp2(-w2[None, :] * (BT - 1 - jf))           # rho^(BT-1-j)
+    centred = jf - (BT - 1) * 0.5
+    grow = tl.exp2(w2[None, :] * centred)                      # used only when fast
+    shrink = tl.exp2(-w2[None, :] * centred)
     rinv = tl.exp2(w2)[None, :]
     fast = (tl.max(tl.abs(w2), axis=0) * BT <= 40.0) & (tl.min(u2, axis=0) >= -8.0) & ALLOW_FAST
-    if fast:  # two exponentials per element instead of four
-        centred = jf - (BT - 1) * 0.5
-        grow = tl.exp2(w2[None, :] * centred)                  # rho^-(j - c), c the tile centre
-        shrink = tl.exp2(-w2[None, :] * centred)               # rho^(j - c)
-        half = tl.exp2(-w2 * ((BT - 1) * 0.5))[None, :]        # rho^c
-        jpow = shrink * half                                   # rho^j
-        jpow_rev = grow * half                                 # rho^(BT-1-j)
-    else:
-        jpow = tl.exp2(-w2[None, :] * jf)                      # rho^j
-        jpow_rev = tl.exp2(-w2[None, :] * (BT - 1 - jf))       # rho^(BT-1-j)
-        grow = jpow                                            # not used off the fast path
-        shrink = jpow_rev
-    return w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast
+    tight = fast & (tl.max(tl.abs(w2), axis=0) * BT <= 2.0)
+    return w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight
 
 
 @triton.jit
-def _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink, rinv, fast, jpow, jpow_rev,
+def _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink, rinv, fast, tight, jpow, jpow_rev,
                   CAUSAL: tl.constexpr):
     """The forward of one tile: reference r = max(tile max, carry scales), e = 2^(k - r), and the
     decayed sums at every token with the prefix carry 2^ps (pn, pd) and (Bi-WKV) the suffix carry
@@ -170,7 +173,7 @@ def _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink, rinv,
         r = tl.maximum(r, ss)
     e = tl.exp2(k2 - r[None, :])                                        # (BT, BC) <= 1
     ev = e * v
-    Pv, P1 = _intra(ev, e, rho, grow, shrink, rinv, fast, False)
+    Pv, P1 = _intra(ev, e, rho, grow, shrink, rinv, fast, tight, False)
     fp = tl.exp2(ps - r)[None, :] * jpow                                # rho^j, rescaled
     Pv += fp * pn[None, :]
     P1 += fp * pd[None, :]
@@ -180,7 +183,7 @@ def _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink, rinv,
         Sv = tl.zeros_like(Pv)
         S1 = tl.zeros_like(P1)
     else:
-        Sv, S1 = _intra(ev, e, rho, grow, shrink, rinv, fast, True)
+        Sv, S1 = _intra(ev, e, rho, grow, shrink, rinv, fast, tight, True)
         fs = tl.exp2(ss - r)[None, :] * jpow_rev                        # rho^(BT-1-j), rescaled
         Sv += fs * sn[None, :]
         S1 += fs * sd[None, :]
@@ -219,7 +222,7 @@ def _wkv_fwd_kernel(
     b = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BC + tl.arange(0, BC)
     cmask = cs < C
-    w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST)
+    w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST)
     jj = tl.arange(0, BT)
     n_tiles = tl.cdiv(T, BT)
     sx = sx_ptr + b * NT * 3 * C
@@ -240,7 +243,7 @@ def _wkv_fwd_kernel(
         else:
             ss, sn, sd = _load_carry(sx, n, C, cs, cmask & (n < n_tiles - 1))
         r, e, ev, Pv, P1, Sv, S1, N, D = _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink,
-                                                       rinv, fast, jpow, jpow_rev, CAUSAL)
+                                                       rinv, fast, tight, jpow, jpow_rev, CAUSAL)
         _store(y_ptr, N / D, syb, syt, syc, b, t, cs, tmask, cmask)
         ps, pn, pd = _carry(ps, pn, pd, tl.sum(jpow_rev * ev, axis=0), tl.sum(jpow_rev * e, axis=0), r, w2, BT)
 
@@ -255,7 +258,7 @@ def _wkv_bwd_kernel(
     b = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BC + tl.arange(0, BC)
     cmask = cs < C
-    w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST)
+    w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST)
     jj = tl.arange(0, BT)
     n_tiles = tl.cdiv(T, BT)
     sx = sx_ptr + b * NT * 3 * C
@@ -287,7 +290,7 @@ def _wkv_bwd_kernel(
         else:
             ss, sn, sd = _load_carry(sx, n, C, cs, cmask)
         r, e, ev, Pv, P1, Sv, S1, N, D = _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink,
-                                                       rinv, fast, jpow, jpow_rev, CAUSAL)
+                                                       rinv, fast, tight, jpow, jpow_rev, CAUSAL)
         if not CAUSAL:
             g = _load(g_ptr, sgb, sgt, sgc, b, t, cs, tmask, cmask, 0.0)
             inv = tl.where(tmask[:, None], 1.0 / D, 0.0)                # 0/0 beyond T
@@ -319,13 +322,13 @@ def _wkv_bwd_kernel(
         m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
         ps, pn, pd = _load_carry(px, n, C, cs, cmask & (n > 0))
         r, e, ev, Pv, P1, Sv, S1, N, D = _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink,
-                                                       rinv, fast, jpow, jpow_rev, CAUSAL)
+                                                       rinv, fast, tight, jpow, jpow_rev, CAUSAL)
         inv = tl.where(tmask[:, None], 1.0 / D, 0.0)                    # 0/0 beyond T
         y = N * inv
         q = g * inv                                                     # scale 2^-r
         qy = q * y
         # sums over q from the right (every token i is seen by the tokens t > i)
-        Sq, Sqy = _intra(q, qy, rho, grow, shrink, rinv, fast, True)
+        Sq, Sqy = _intra(q, qy, rho, grow, shrink, rinv, fast, False, True)  # q = g / D: signed, any size
         fqs = tl.exp2(qs + r)[None, :] * jpow_rev
         Sq += fqs * qa[None, :]
         Sqy += fqs * qb[None, :]
@@ -336,7 +339,7 @@ def _wkv_bwd_kernel(
         Gp = e * (v * Sq - Sqy)                                         # sum_{t>i} c(t, i)
         dw_t = (pos + 1.0) * Gp - pos * Rm
         if not CAUSAL:
-            Pq, Pqy = _intra(q, qy, rho, grow, shrink, rinv, fast, False)
+            Pq, Pqy = _intra(q, qy, rho, grow, shrink, rinv, fast, False, False)  # q = g / D: signed, any size
             qps, qpa, qpb = _load_carry(qx, n, C, cs, cmask & (n > 0))
             fqp = tl.exp2(qps + r)[None, :] * jpow
             Pq += fqp * qpa[None, :]
@@ -358,217 +361,6 @@ def _wkv_bwd_kernel(
     tl.store(du_ptr + b * C + cs, du_acc, mask=cmask)
 
 
-# --------------------------------------------------------------------------------------------
-# Chunked forward (v3): one program per chunk of L = NSUB * BT tokens, one channel per thread
-# --------------------------------------------------------------------------------------------
-# The strides are not specialised (do_not_specialize), so Triton cannot prove the channel axis
-# contiguous and does not vectorise along it: with BC = 32 * num_warps channels, each thread then
-# owns one channel and all BT rows of a sub-tile. Every max, sum and scan along the tokens runs
-# inside one thread (no shuffles, no shared memory, no barriers), and each row of a warp is one
-# coalesced 128-byte access. Three launches:
-#   1. _chunk_totals   every chunk in parallel: its sums weighted to its two edges (reads k, v)
-#   2. _chunk_carries  per (b, channel block), across chunks: the carries entering every chunk
-#   3. _chunk_forward  every chunk in parallel: (Bi-WKV) a right-to-left sweep over its sub-tiles
-#                      stores the suffix carry entering each one, then a left-to-right sweep
-#                      computes y with exact segment scans (any w, no separable fast path)
-# Traffic: k, v are read twice from memory (5N against the floor's 3N); the second sweep's
-# re-read of a chunk is recent enough to come from the caches.
-_CHUNK_SPECIALIZE = ["T", "NCH", "skb", "skt", "skc", "svb", "svt", "svc", "syb", "syt", "syc"]
-
-
-@triton.jit
-def _scans_with_powers(rho, x, y, REVERSE: tl.constexpr):
-    """Exclusive decayed sums of x and y along axis 0 (as _exclusive_sums), plus rho^j
-    (forward) or rho^(BT-1-j) (REVERSE) and the inclusive sums of x and y.
-    REVERSE flips, scans forward and flips back: with the rows in one thread a flip is free,
-    while Triton lowers reverse=True with warp shuffles whatever the layout."""
-    ones = tl.full(x.shape, 1.0, tl.float32)
-    zeros = tl.zeros(x.shape, tl.float32)
-    if REVERSE:
-        x = tl.flip(x, 0)
-        y = tl.flip(y, 0)
-    _, p, ix, ex, iy, ey = tl.associative_scan((rho, ones, x, zeros, y, zeros), 0, _combine)
-    if REVERSE:
-        p, ix, ex, iy, ey = tl.flip(p, 0), tl.flip(ix, 0), tl.flip(ex, 0), tl.flip(iy, 0), tl.flip(ey, 0)
-    return p, ix, ex, iy, ey
-
-
-@triton.jit
-def _tile_max(k2, cmask):
-    """Per-channel max of a tile, -1e30 for a sub-tile wholly past T (so that 2^(-inf - r) = 0
-    even when nothing else is finite), 0 for channels past C."""
-    return tl.where(cmask, tl.maximum(tl.max(k2, axis=0), -1e30), 0.0)
-
-
-@triton.jit
-def _row_scale(s, rows, j):
-    """Row j of a tile of log2 scales, floored at -1e30 so that an empty chunk (past NCH) adds
-    nothing to a carry without making it NaN."""
-    return tl.maximum(tl.max(tl.where(rows[:, None] == j, s, float("-inf")), axis=0), -1e30)
-
-
-@triton.jit
-def _row(x, rows, j):
-    """Row j of a (R, BC) tile whose rows all live in one thread (a select and an in-thread sum)."""
-    return tl.sum(tl.where(rows[:, None] == j, x, 0.0), axis=0)
-
-
-@triton.jit(do_not_specialize=_CHUNK_SPECIALIZE)
-def _chunk_totals(w_ptr, k_ptr, v_ptr, agg_ptr, T, C, NCH, skb, skt, skc, svb, svt, svc,
-                  BT: tl.constexpr, NSUB: tl.constexpr, BC: tl.constexpr):
-    """agg[b, c] = (scale, x, y) of the chunk's sums weighted to its right edge
-    (sum_j rho^(L-1-j) e^k_j (v_j, 1)) and (scale, x, y) of those weighted to its left edge
-    (sum_j rho^j e^k_j (v_j, 1)), j the position in the chunk."""
-    b = tl.program_id(0).to(tl.int64)
-    cs = tl.program_id(1) * BC + tl.arange(0, BC)
-    ch = tl.program_id(2)
-    cmask = cs < C
-    w2 = tl.load(w_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
-    jf = tl.arange(0, BT).to(tl.float32)[:, None]
-    rs = tl.full((BC,), float("-inf"), tl.float32)      # right-edge sums, rolled tile by tile
-    rx = tl.zeros((BC,), tl.float32)
-    ry = tl.zeros((BC,), tl.float32)
-    ls = tl.full((BC,), float("-inf"), tl.float32)      # left-edge sums
-    lx = tl.zeros((BC,), tl.float32)
-    ly = tl.zeros((BC,), tl.float32)
-    for s in range(NSUB):
-        t = (ch * NSUB + s) * BT + tl.arange(0, BT)
-        tmask = t < T
-        k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
-        v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
-        m = _tile_max(k2, cmask)
-        er = tl.exp2(k2 - m[None, :] - w2[None, :] * (BT - 1 - jf))     # e_j rho^(BT-1-j)
-        el = tl.exp2(k2 - m[None, :] - w2[None, :] * jf)                # e_j rho^j
-        rs, rx, ry = _carry(rs, rx, ry, tl.sum(er * v, axis=0), tl.sum(er, axis=0), m, w2, BT)
-        # left edge: this sub-tile sits s * BT tokens from it; no decay of what is already summed
-        sl = m - w2 * (s * BT)
-        ns = tl.maximum(ls, sl)
-        fo = tl.exp2(ls - ns)
-        fn = tl.exp2(sl - ns)
-        lx = lx * fo + tl.sum(el * v, axis=0) * fn
-        ly = ly * fo + tl.sum(el, axis=0) * fn
-        ls = ns
-    base = agg_ptr + (b * NCH + ch) * 6 * C + cs
-    tl.store(base, rs, mask=cmask)
-    tl.store(base + C, rx, mask=cmask)
-    tl.store(base + 2 * C, ry, mask=cmask)
-    tl.store(base + 3 * C, ls, mask=cmask)
-    tl.store(base + 4 * C, lx, mask=cmask)
-    tl.store(base + 5 * C, ly, mask=cmask)
-
-
-@triton.jit(do_not_specialize=_CHUNK_SPECIALIZE)
-def _chunk_carries(w_ptr, agg_ptr, carry_ptr, C, NCH, CAUSAL: tl.constexpr, L: tl.constexpr,
-                   BC: tl.constexpr, RB: tl.constexpr):
-    """carry[b, c] = the prefix carry entering chunk c (everything left of it, weighted to its
-    first token minus one) and (Bi-WKV) the suffix carry (everything right of it). Chunk totals
-    are read RB chunks at a time so that their loads overlap."""
-    b = tl.program_id(0).to(tl.int64)
-    cs = tl.program_id(1) * BC + tl.arange(0, BC)
-    cmask = cs < C
-    w2 = tl.load(w_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
-    rows = tl.arange(0, RB)
-    agg = agg_ptr + b * NCH * 6 * C
-    out = carry_ptr + b * NCH * 6 * C
-    ps = tl.full((BC,), float("-inf"), tl.float32)
-    pn = tl.zeros((BC,), tl.float32)
-    pd = tl.zeros((BC,), tl.float32)
-    for c0 in range(0, NCH, RB):
-        mask = ((c0 + rows) < NCH)[:, None] & cmask[None, :]
-        blk = agg + (c0 + rows)[:, None] * 6 * C + cs[None, :]
-        bs = tl.load(blk, mask=mask, other=float("-inf"))
-        bx = tl.load(blk + C, mask=mask, other=0.0)
-        by = tl.load(blk + 2 * C, mask=mask, other=0.0)
-        for j in tl.static_range(RB):
-            c = c0 + j
-            dst = out + c * 6 * C + cs
-            tl.store(dst, ps, mask=cmask & (c < NCH))
-            tl.store(dst + C, pn, mask=cmask & (c < NCH))
-            tl.store(dst + 2 * C, pd, mask=cmask & (c < NCH))
-            ps, pn, pd = _carry(ps, pn, pd, _row(bx, rows, j), _row(by, rows, j),
-                                _row_scale(bs, rows, j), w2, L)
-    if not CAUSAL:
-        ss = tl.full((BC,), float("-inf"), tl.float32)
-        sn = tl.zeros((BC,), tl.float32)
-        sd = tl.zeros((BC,), tl.float32)
-        n_blocks = tl.cdiv(NCH, RB)
-        for i in range(0, n_blocks):
-            c0 = (n_blocks - 1 - i) * RB
-            mask = ((c0 + rows) < NCH)[:, None] & cmask[None, :]
-            blk = agg + (c0 + rows)[:, None] * 6 * C + cs[None, :]
-            bs = tl.load(blk + 3 * C, mask=mask, other=float("-inf"))
-            bx = tl.load(blk + 4 * C, mask=mask, other=0.0)
-            by = tl.load(blk + 5 * C, mask=mask, other=0.0)
-            for jj in tl.static_range(RB):
-                j = RB - 1 - jj
-                c = c0 + j
-                dst = out + c * 6 * C + cs
-                tl.store(dst + 3 * C, ss, mask=cmask & (c < NCH))
-                tl.store(dst + 4 * C, sn, mask=cmask & (c < NCH))
-                tl.store(dst + 5 * C, sd, mask=cmask & (c < NCH))
-                ss, sn, sd = _carry(ss, sn, sd, _row(bx, rows, j), _row(by, rows, j),
-                                    _row_scale(bs, rows, j), w2, L)
-
-
-@triton.jit(do_not_specialize=_CHUNK_SPECIALIZE)
-def _chunk_forward(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, sx_ptr, T, C, NCH,
-                   skb, skt, skc, svb, svt, svc, syb, syt, syc,
-                   CAUSAL: tl.constexpr, BT: tl.constexpr, NSUB: tl.constexpr, BC: tl.constexpr):
-    """y for one chunk: the carries entering it (from _chunk_carries), then sub-tile by sub-tile."""
-    b = tl.program_id(0).to(tl.int64)
-    cs = tl.program_id(1) * BC + tl.arange(0, BC)
-    ch = tl.program_id(2)
-    cmask = cs < C
-    w2 = tl.load(w_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
-    eu = tl.exp2(tl.load(u_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634)[None, :]
-    rho = tl.broadcast_to(tl.exp2(-w2)[None, :], (BT, BC))
-    jf = tl.arange(0, BT).to(tl.float32)[:, None]
-    jj = tl.arange(0, BT)
-    cin = carry_ptr + (b * NCH + ch) * 6 * C + cs
-    ps = tl.load(cin, mask=cmask, other=float("-inf"))
-    pn = tl.load(cin + C, mask=cmask, other=0.0)
-    pd = tl.load(cin + 2 * C, mask=cmask, other=0.0)
-    sx = sx_ptr + (b * NCH + ch) * NSUB * 3 * C
-    if not CAUSAL:
-        # right to left: the suffix carry entering each sub-tile -> scratch (this thread's own
-        # channel: written and read back by the same thread)
-        ss = tl.load(cin + 3 * C, mask=cmask, other=float("-inf"))
-        sn = tl.load(cin + 4 * C, mask=cmask, other=0.0)
-        sd = tl.load(cin + 5 * C, mask=cmask, other=0.0)
-        for i in range(NSUB):
-            s = NSUB - 1 - i
-            _store_carry(sx, s, C, cs, cmask, ss, sn, sd)
-            t = (ch * NSUB + s) * BT + jj
-            tmask = t < T
-            k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
-            v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
-            m = _tile_max(k2, cmask)
-            el = tl.exp2(k2 - m[None, :] - w2[None, :] * jf)             # e_j rho^j
-            ss, sn, sd = _carry(ss, sn, sd, tl.sum(el * v, axis=0), tl.sum(el, axis=0), m, w2, BT)
-    for s in range(NSUB):
-        t = (ch * NSUB + s) * BT + jj
-        tmask = t < T
-        k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
-        v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
-        r = tl.maximum(_tile_max(k2, cmask), ps)
-        if not CAUSAL:
-            ss, sn, sd = _load_carry(sx, s, C, cs, cmask)
-            r = tl.maximum(r, ss)
-        e = tl.exp2(k2 - r[None, :])                                       # <= 1
-        ev = e * v
-        jpow, ix, Pv, iy, P1 = _scans_with_powers(rho, ev, e, False)
-        fp = tl.exp2(ps - r)[None, :] * jpow                              # prefix carry -> token j
-        N = Pv + fp * pn[None, :] + eu * ev
-        D = P1 + fp * pd[None, :] + eu * e
-        if not CAUSAL:
-            jrev, _, Sv, _, S1 = _scans_with_powers(rho, ev, e, True)
-            fs = tl.exp2(ss - r)[None, :] * jrev                          # suffix carry -> token j
-            N += Sv + fs * sn[None, :]
-            D += S1 + fs * sd[None, :]
-        _store(y_ptr, N / D, syb, syt, syc, b, t, cs, tmask, cmask)
-        ps, pn, pd = _carry(ps, pn, pd, _row(ix, jj, BT - 1), _row(iy, jj, BT - 1), r, w2, BT)
-
-
 # B is an argument only so that the tuned tile shape is chosen per batch size too.
 _fwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST"])(_wkv_fwd_kernel)
 _bwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST"])(_wkv_bwd_kernel)
@@ -584,46 +376,17 @@ def _grid(B, C):
     return lambda meta: (B, triton.cdiv(C, meta["BC"]))
 
 
-def chunk_config(T: int) -> tuple[int, int, int]:
-    """(BT, NSUB, num_warps) of the chunked forward: sub-tiles of BT tokens in registers, chunks
-    of NSUB sub-tiles per program, 32 * num_warps channels per program."""
-    if INTERPRET:
-        return 4, 2, 1
-    return 16, (4 if T <= 4096 else 8), 1
-
-
 def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
-                allow_fast: bool = True, variant: str = "chunked",
-                config: tuple[int, int, int] | None = None) -> torch.Tensor:
+                allow_fast: bool = True) -> torch.Tensor:
     """y (B, T, C) in k's dtype. k, v any strides (a (B, C, T) view works); w, u (C,) float32.
-
-    variant "chunked" (default): the three-launch chunked forward; "sequential": the v2 kernel
-    (one program per batch item and channel block walks every tile; allow_fast=False forces its
-    segment scan). config (BT, NSUB, num_warps) overrides chunk_config (benchmarks)."""
+    allow_fast=False forces the segment scan everywhere (for benchmarks and tests)."""
     B, T, C = k.shape
     y = _empty((B, T, C), k.dtype, k.device)
     if y.numel() == 0:
         return y
-    w, u = w.float().contiguous(), u.float().contiguous()
-    if variant == "chunked":
-        bt, nsub, nw = config or chunk_config(T)
-        bc = 32 * nw
-        nch = triton.cdiv(T, bt * nsub)
-        agg = torch.empty((B, nch, 6, C), dtype=torch.float32, device=k.device)
-        carry = torch.empty((B, nch, 6, C), dtype=torch.float32, device=k.device)
-        sx = torch.empty((B, nch, nsub, 3, C), dtype=torch.float32, device=k.device)
-        grid = (B, triton.cdiv(C, bc), nch)
-        _chunk_totals[grid](w, k, v, agg, T, C, nch, *k.stride(), *v.stride(), BT=bt, NSUB=nsub, BC=bc,
-                            num_warps=nw)
-        _chunk_carries[(B, triton.cdiv(C, 32))](w, agg, carry, C, nch, CAUSAL=causal, L=bt * nsub, BC=32, RB=8,
-                                               num_warps=1)
-        _chunk_forward[grid](w, u, k, v, y, carry, sx, T, C, nch, *k.stride(), *v.stride(), *y.stride(),
-                             CAUSAL=causal, BT=bt, NSUB=nsub, BC=bc, num_warps=nw)
-        return y
-    if variant != "sequential":
-        raise ValueError(f"variant must be 'chunked' or 'sequential', got {variant!r}")
     nt = triton.cdiv(T, MIN_BT)
     scratch = torch.empty((B, nt, 3, C), dtype=torch.float32, device=k.device)
+    w, u = w.float().contiguous(), u.float().contiguous()
     _fwd[_grid(B, C)](w, u, k, v, y, scratch, B, T, C, nt, *k.stride(), *v.stride(), *y.stride(), CAUSAL=causal,
                       ALLOW_FAST=allow_fast)
     return y
