@@ -27,6 +27,7 @@ from rwkvseg.notebook import provenance
 def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf16: bool,
           channels_last: bool, compile: bool, device: torch.device, profile: str | None = None) -> dict:
     torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = True  # as rwkvseg.train does (and the authors' code): cuDNN times its algorithms
     model = create_model(model_name, in_chans=3, num_classes=1).to(device)
     on_cuda = device.type == "cuda"
     if channels_last and on_cuda:

@@ -133,10 +133,10 @@ def bench_shape(kt, B, T, C, dtype, bw, reps, with_torch):
     if dtype == torch.float32 and (T, C) in ((1024, 560), (4096, 288)):
         # the same kernels with the segment scan everywhere: what the separable fast path buys
         def sfwd():
-            kt.wkv_forward(w, u, k, v, causal=False, variant="sequential", allow_fast=False)
+            kt.wkv_forward(w, u, k, v, causal=False, allow_fast=False)
 
         def sfwdbwd():
-            kt.wkv_forward(w, u, k, v, causal=False, variant="sequential", allow_fast=False)
+            kt.wkv_forward(w, u, k, v, causal=False, allow_fast=False)
             kt.wkv_backward(w, u, k, v, gy, causal=False, allow_fast=False)
 
         row["scan_only_fwd_ms"] = statistics.median(time_fn(sfwd, reps=reps, flush=True))

@@ -285,13 +285,14 @@ def _wkv_bwd_kernel(
         k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
         v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
         m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
-        if CAUSAL:
-            ss, sn, sd = ps, pn, pd                                     # no suffix: never read
+        if CAUSAL:  # only the prefix carry is needed here: no in-tile sums
+            r = tl.maximum(m, ps)
+            e = tl.exp2(k2 - r[None, :])
+            ev = e * v
         else:
             ss, sn, sd = _load_carry(sx, n, C, cs, cmask)
-        r, e, ev, Pv, P1, Sv, S1, N, D = _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink,
-                                                       rinv, fast, tight, jpow, jpow_rev, CAUSAL)
-        if not CAUSAL:
+            r, e, ev, Pv, P1, Sv, S1, N, D = _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink,
+                                                           rinv, fast, tight, jpow, jpow_rev, CAUSAL)
             g = _load(g_ptr, sgb, sgt, sgc, b, t, cs, tmask, cmask, 0.0)
             inv = tl.where(tmask[:, None], 1.0 / D, 0.0)                # 0/0 beyond T
             q = g * inv                                                 # scale 2^-r
