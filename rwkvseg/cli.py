@@ -3,13 +3,15 @@
     python -m rwkvseg train --config configs/isic2018_rwkv_unet_t.yaml --epochs 10 --seed 1
     torchrun --nproc_per_node 2 -m rwkvseg train --config configs/acdc_rwkv_unet_t.yaml
     python -m rwkvseg evaluate --checkpoint runs/x/best.pt [--data DIR] [--split test] [--json out.json]
+                               [--cases DIR [--n-cases 2]]
     python -m rwkvseg predict --checkpoint runs/x/model a.jpg b.png --out pred/
     python -m rwkvseg cache --dataset acdc --data_dir ../shared/data --out .carry/
 
 `cache` writes the uint8 cache file a training run reads (rwkvseg.data): `acdc_224.npz` (bzip2,
 ~49 MiB) or `isic2018_256x256.npz` (~291 MiB) in --out; `train --data_dir <that folder>` then
 loads it without the source files (e.g. on a remote GPU). `evaluate` and `predict` take a
-checkpoint file (best.pt / last.pt) or the exported directory out_dir/model.
+checkpoint file (best.pt / last.pt) or the exported directory out_dir/model; `evaluate --cases DIR`
+also writes the best, median and worst cases (cases.json, cases.png: rwkvseg.cases) to DIR.
 
 `train` fills the same TrainConfig dataclass as the notebooks' parameters: the YAML file first,
 then every `--field value` (or `--field=value`) on top. Values are read as YAML (`--tta false`,
@@ -134,11 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--max-items", type=int, default=None)
         ap.add_argument("--device", default=None)
         ap.add_argument("--json", default=None, help="also write the result to this file")
+        ap.add_argument("--cases", default=None, metavar="DIR",
+                        help="also write the best, median and worst cases (no TTA) to DIR: cases.json, cases.png")
+        ap.add_argument("--n-cases", type=int, default=2, help="cases per group (best, median, worst)")
         a = ap.parse_args(rest)
         from rwkvseg.evaluate import evaluate_checkpoint, format_table, write_json
 
         res = evaluate_checkpoint(a.checkpoint, data_dir=a.data, split=a.split, tta=not a.no_tta,
-                                  max_items=a.max_items, device=a.device)
+                                  max_items=a.max_items, device=a.device, cases_dir=a.cases, n_cases=a.n_cases,
+                                  command=" ".join(["python -m rwkvseg", *argv]))
         print(format_table(res))
         print(json.dumps(res, default=str))
         if a.json:

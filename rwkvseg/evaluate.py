@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rwkvseg.data import NORMALIZATIONS, Normalization, resize_label
-from rwkvseg.metrics import BinaryMetrics, VolumeMetrics
+from rwkvseg.metrics import BinaryMetrics, VolumeMetrics, scores_from_counts
 
 ACDC_CLASSES = ("RV", "Myo", "LV")     # labels 1, 2, 3 (0 is background)
 
@@ -82,8 +82,9 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 
 @torch.no_grad()
 def evaluate_binary(model, images: Tensor, masks: Tensor, *, normalization: Normalization, tta: bool = False,
-                    bf16: bool = False, batch_size: int = 32) -> dict:
-    """Pooled, per-image and per-batch DSC / IoU / Acc of uint8 images (N, C, H, W) against masks (N, H, W)."""
+                    bf16: bool = False, batch_size: int = 32, per_case: bool = False) -> dict:
+    """Pooled, per-image and per-batch DSC / IoU / Acc of uint8 images (N, C, H, W) against masks (N, H, W);
+    with per_case, also `per_case_dsc`: each image's DSC in order (their mean is per_image.dsc)."""
     was_training = model.training
     model.eval()
     dev = _device_of(model)
@@ -95,6 +96,8 @@ def evaluate_binary(model, images: Tensor, masks: Tensor, *, normalization: Norm
     model.train(was_training)
     out = metrics.compute()
     out.update(tta=tta)
+    if per_case:
+        out["per_case_dsc"] = scores_from_counts(torch.cat(metrics.counts))["dsc"].tolist()
     return out
 
 
@@ -118,9 +121,10 @@ def predict_volume(model, image, native_size: tuple[int, int], *, normalization:
 
 @torch.no_grad()
 def evaluate_volumes(model, volumes: list, *, normalization: Normalization, tta: bool = False,
-                     bf16: bool = False, hd95: bool = True, num_classes: int = 4) -> dict:
+                     bf16: bool = False, hd95: bool = True, num_classes: int = 4, per_case: bool = False) -> dict:
     """Per-class 3-D Dice (and HD95) over rwkvseg.data.AcdcVolume items, under both empty-mask rules:
-    the top level holds the authors' rules (the papers' numbers), `strict` the other."""
+    the top level holds the authors' rules (the papers' numbers), `strict` the other. With per_case,
+    also `per_case`: each volume's name, per-class Dice and their mean (authors' rules), in order."""
     was_training = model.training
     model.eval()
     names = ACDC_CLASSES if num_classes == 4 else tuple(f"class{c}" for c in range(1, num_classes))
@@ -135,18 +139,30 @@ def evaluate_volumes(model, volumes: list, *, normalization: Normalization, tta:
     out = by_rule["authors"].compute()
     out["strict"] = by_rule["strict"].compute()
     out["tta"] = tta
+    if per_case:
+        m = by_rule["authors"]
+        out["per_case"] = []
+        for i, name in enumerate(m.names):
+            dice = {c: m.cases[c][i].dice for c in names}
+            out["per_case"].append({"id": name, "dice": float(np.mean(list(dice.values()))), "per_class": dice})
     return out
 
 
 def evaluate_split(model, split, *, binary: bool, normalization: Normalization, tta: bool = False,
-                   hd95: bool = True, bf16: bool = False) -> dict:
+                   hd95: bool = True, bf16: bool = False, per_case: bool = False) -> dict:
     """Metrics of an EvalSet (rwkvseg.train.EvalSet), with the score used for model selection:
-    pooled DSC for ISIC, mean 3-D Dice over RV/Myo/LV (authors' rules) for ACDC."""
+    pooled DSC for ISIC, mean 3-D Dice over RV/Myo/LV (authors' rules) for ACDC. With per_case,
+    `per_case` lists {"id", "dice"} of every image (its DSC) or volume (mean over its classes)."""
     if binary:
-        out = evaluate_binary(model, split.images, split.masks, normalization=normalization, tta=tta, bf16=bf16)
+        out = evaluate_binary(model, split.images, split.masks, normalization=normalization, tta=tta, bf16=bf16,
+                              per_case=per_case)
         out.update(selection_metric="pooled_dsc", selection_score=out["pooled"]["dsc"])
+        if per_case:
+            ids = split.ids or [str(i) for i in range(len(split))]
+            out["per_case"] = [{"id": i, "dice": d} for i, d in zip(ids, out.pop("per_case_dsc"))]
     else:
-        out = evaluate_volumes(model, split.volumes, normalization=normalization, tta=tta, bf16=bf16, hd95=hd95)
+        out = evaluate_volumes(model, split.volumes, normalization=normalization, tta=tta, bf16=bf16, hd95=hd95,
+                               per_case=per_case)
         out.update(selection_metric="mean_dice", selection_score=out["dice"])
     out["split"] = split.name
     return out
@@ -186,12 +202,14 @@ def load_model(checkpoint: str | Path, *, device: torch.device | str | None = No
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, split: str = "test",
-                        tta: bool = True, max_items: int | None = None,
-                        device: str | None = None) -> dict:
+                        tta: bool = True, max_items: int | None = None, device: str | None = None,
+                        cases_dir: str | Path | None = None, n_cases: int = 2, command: str | None = None) -> dict:
     """Evaluate a checkpoint on the `split` ("test" or "val") of the data set it was trained on.
 
     `data_dir` defaults to the training run's; with `max_items`, only that many images / volumes
-    are decoded (no cache file), otherwise the data set's cache is used."""
+    are decoded (no cache file), otherwise the data set's cache is used. With `cases_dir`, the
+    n_cases best, median and worst cases of the plain (no-TTA) predictions are written there
+    (rwkvseg.cases.write_cases: cases.json with every case's Dice and provenance, cases.png)."""
     import dataclasses
 
     from rwkvseg.train import TrainConfig, load_training_data
@@ -205,11 +223,18 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
     data = load_training_data(cfg, device=_device_of(model))
     es = data.val if split == "val" else data.test
     kw = dict(binary=cfg.is_binary, normalization=data.normalization)
+    no_tta = evaluate_split(model, es, tta=False, per_case=cases_dir is not None, **kw)
     out = {"checkpoint": str(checkpoint), "dataset": cfg.dataset, "split_info": data.split_info,
-           "metric_conventions": metric_conventions(binary=cfg.is_binary),
-           "no_tta": evaluate_split(model, es, tta=False, **kw)}
+           "metric_conventions": metric_conventions(binary=cfg.is_binary), "no_tta": no_tta}
     if tta:
         out["tta"] = evaluate_split(model, es, tta=True, **kw)
+    if cases_dir is not None:
+        from rwkvseg.cases import write_cases
+
+        out["cases"] = write_cases(cases_dir, model, es, no_tta, k=n_cases, dataset=cfg.dataset,
+                                   checkpoint=str(checkpoint), split_info=data.split_info, command=command,
+                                   mode="quick" if max_items else "full", **kw)
+        del no_tta["per_case"]                                  # in cases.json, not in this result
     return out
 
 

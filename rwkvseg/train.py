@@ -258,12 +258,14 @@ def convert_batchnorm_for_ddp(module: nn.Module, device: torch.device) -> nn.Mod
 class EvalSet:
     """A split to evaluate. Binary (ISIC): images (N, C, H, W) uint8 and masks (N, H, W) uint8 {0, 1}
     at the training size. Volumes (ACDC): `volumes` is a list of rwkvseg.data.AcdcVolume (image
-    (D, 1, S, S) uint8 as trained, native_label (D, H, W) uint8 that the metrics compare against)."""
+    (D, 1, S, S) uint8 as trained, native_label (D, H, W) uint8 that the metrics compare against).
+    `ids` names the binary images in order (volumes carry their own names)."""
 
     name: str
     images: Tensor | None = None
     masks: Tensor | None = None
     volumes: list | None = None
+    ids: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.volumes) if self.volumes is not None else int(self.images.shape[0])
@@ -329,8 +331,9 @@ def _binary_data(cfg, device, train, val, test, split_rec) -> SegData:
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
     return SegData(t(train.images), t(train.masks),
-                   EvalSet("val", images=t(val.images), masks=t(val.masks)) if val is not None else None,
-                   EvalSet("test", images=t(test.images), masks=t(test.masks)),
+                   EvalSet("val", images=t(val.images), masks=t(val.masks), ids=list(val.ids)) if val is not None
+                   else None,
+                   EvalSet("test", images=t(test.images), masks=t(test.masks), ids=list(test.ids)),
                    in_chans=3, num_classes=1, normalization=NORMALIZATIONS["isic2018"],
                    classes=("background", "lesion"), split_info=split_rec)
 
