@@ -1,0 +1,390 @@
+"""Data-parallel scaling of RWKV-UNet-T training: 1 GPU against 2 GPUs of one machine.
+
+    python benchmarks/ddp.py --data_dir .carry --out results/ddp/rwkv_unet_t_isic2018.json
+    python benchmarks/ddp.py --quick --out /tmp/ddp_quick.json     # CPU smoke: gloo, 2 processes
+
+The driver launches `torchrun --standalone --nproc_per_node=N` on this same file, N = 1 then 2
+(--nprocs), and writes one JSON with both runs, the scaling efficiency and provenance.
+
+What is measured. Each process is the training engine's own pieces (rwkvseg.train): its process
+group and device set-up, its data (load_training_data: the committed split's train-sub part of
+ISIC 2018, the uint8 cache on the device; make_loader: the seeded GpuLoader with the papers'
+augmentation, every rank keeping its slice of each global batch), its model build (SyncBatchNorm,
+channels_last, DistributedDataParallel, optional torch.compile), AdamW, its loss, its lr schedule
+and the engine's step (bf16 autocast forward, loss, backward, optimizer step). The loop is written
+out here rather than calling rwkvseg.train.train(), because the engine times and logs per epoch,
+validates and checkpoints, and this benchmark needs a timer around a fixed number of steps and the
+loss of every step. The recipe is configs/isic2018_rwkv_unet_t.yaml with the batch replaced.
+
+Per run (same seed, same per-GPU batch b, default 32, so the global batch is N b):
+- img/s: --steps timed steps after --warmup steps, global images / wall time, between CUDA
+  synchronisations and a barrier (the slowest rank's time);
+- scaling efficiency: img/s(N GPUs) / (N x img/s(1 GPU));
+- peak memory of every rank: torch.cuda.max_memory_allocated / max_memory_reserved over the whole
+  run (the device-resident data set included; its size is recorded beside it);
+- the loss after the same number of SAMPLES. With the same per-GPU batch, one step of N GPUs sees
+  N times the images of one step of 1 GPU, so every run trains on the same number of samples,
+  (warmup + steps) x b x max(nprocs): the run on n GPUs makes (warmup + steps) x max(nprocs) / n
+  steps (1 GPU: twice as many as 2 GPUs), of which the same --steps are timed. The lr schedule (the recipe's cosine) runs over each run's own step
+  count, so the lr at a given sample count is the same in both. Compared are (a) the training
+  loss against samples seen, each run's per-step loss (mean over ranks) averaged over windows of
+  --loss_window x b x max(nprocs) samples, so every window holds the same number of images in both
+  runs (a single step's loss is too noisy), and (b) the loss of the final weights on the held-out
+  validation part (eval mode, chunks of b images), the same images for both: the cleanest
+  same-samples comparison. The runs need not agree exactly: N GPUs take half the optimizer steps
+  at twice the batch and the same lr, and the augmentation draws differ with the batch size.
+
+OMP_NUM_THREADS is set to 1 where unset (torchrun's own default for several processes), for both
+runs alike. No NCCL_* variable is set or changed: the machine's NCCL_NVLS_ENABLE=0 (NVLink
+multicast off) is inherited, and recorded in the provenance.
+
+The GPU session (kind nvidia-h200-x2; .carry/isic2018 holds the ISIC 2018 images and masks, 33 MB;
+the first ISIC run of a fresh machine builds the uint8 cache from them). The benchmark, expected
+to take a few minutes (two torchrun start-ups, the data load, 140 + 70 steps, the held-out loss):
+
+    run(kind="nvidia-h200-x2", carry=[".carry/isic2018"], timeout_s=600, command=
+        "set -o pipefail; export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD RWKVSEG_COMMIT=<hash>; nvidia-smi -L;
+         python3 benchmarks/ddp.py --data_dir .carry --out $OUT/ddp.json 2>&1 | tee $OUT/ddp.log")
+
+and, in its own call (40 epochs at ~165 img/s took 475 s on one H100), the committed 1-GPU ISIC
+schedule (results/train_isic2018/rwkv_unet_t_40ep.json: global batch 16, 40 epochs, eager) on 2
+GPUs. The engine's --batch_size is the GLOBAL batch (rwkvseg.train.TrainConfig.batch_size, split
+over the ranks), so the same global batch is --batch_size 16, i.e. 8 per GPU, with the same 102
+steps per epoch, 4080 steps and lr schedule as the 1-GPU run. Build the data cache in one process
+first: two ranks that find no cache would both build it and write the same temporary file.
+
+    set -o pipefail; export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD RWKVSEG_COMMIT=<hash>;
+    python3 -c "from rwkvseg.data import isic2018_cache; isic2018_cache('.carry', size=(256, 256))" &&
+    python3 -m torch.distributed.run --standalone --nproc_per_node=2 -m rwkvseg train
+        --config configs/isic2018_rwkv_unet_t.yaml --data_dir .carry --epochs 40 --batch_size 16
+        --compile false --out_dir runs/isic_t_e40_2gpu --progress line 2>&1 | tee $OUT/train.log;
+    cp runs/isic_t_e40_2gpu/results.json $OUT/rwkv_unet_t_40ep_2gpu.json;
+    cp runs/isic_t_e40_2gpu/history.json $OUT/rwkv_unet_t_40ep_2gpu_history.json;
+    cp runs/isic_t_e40_2gpu/metrics.csv $OUT/rwkv_unet_t_40ep_2gpu_metrics.csv
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:                     # `python benchmarks/ddp.py` from a plain checkout
+    sys.path.insert(0, str(ROOT))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "configs" / "isic2018_rwkv_unet_t.yaml"))
+    ap.add_argument("--data_dir", default=None, help="ISIC 2018 root (default: the engine's discovery)")
+    ap.add_argument("--synthetic", action="store_true", help="random images and blob masks instead of ISIC")
+    ap.add_argument("--model", default=None, help="default: the config's")
+    ap.add_argument("--img_size", type=int, default=None, help="default: the config's (256)")
+    ap.add_argument("--batch_per_gpu", type=int, default=32)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=60, help="timed steps of every run")
+    ap.add_argument("--loss_window", type=int, default=10,
+                    help="loss windows of this many steps of the largest run")
+    ap.add_argument("--nprocs", default="1,2", help="processes (GPUs) of each run")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    ap.add_argument("--device", choices=("auto", "cpu"), default="auto", help="cpu: gloo on the CPU")
+    ap.add_argument("--seed", type=int, default=None, help="default: the config's (0)")
+    ap.add_argument("--quick", action="store_true",
+                    help="CPU smoke test: gloo, 2 processes, rwkv_unet_test, 64x64 synthetic, a few steps")
+    ap.add_argument("--out", default=None, help="write the JSON here")
+    ap.add_argument("--_worker", default=None, help=argparse.SUPPRESS)   # set by the driver
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.synthetic, a.device, a.model, a.img_size = True, "cpu", "rwkv_unet_test", 64
+        a.batch_per_gpu, a.warmup, a.steps, a.loss_window = 2, 1, 3, 2
+    a.nprocs = [int(n) for n in str(a.nprocs).split(",")]
+    if any(max(a.nprocs) % n for n in a.nprocs) or a.steps < 1:
+        ap.error("every --nprocs entry must divide the largest (equal samples per run), and --steps >= 1")
+    return a
+
+
+# --------------------------------------------------------------------------------------------
+# The worker: one process of a torchrun job
+# --------------------------------------------------------------------------------------------
+
+def run_config(a, world_size: int):
+    """The recipe of --config with this benchmark's batch, model, size, data and seed."""
+    import yaml
+
+    from rwkvseg.train import TrainConfig
+
+    cfg = TrainConfig(**(yaml.safe_load(Path(a.config).read_text()) or {}))
+    changes = {"batch_size": a.batch_per_gpu * world_size, "data_dir": a.data_dir, "compile": a.compile,
+               "progress": "none", "save_checkpoints": False, "mode": "quick" if a.quick else "full"}
+    for name in ("model", "img_size", "seed"):
+        if getattr(a, name) is not None:
+            changes[name] = getattr(a, name)
+    return dataclasses.replace(cfg, **changes)
+
+
+def synthetic_data(cfg, device: torch.device, n_train: int, n_val: int):
+    """Smooth random RGB images; the mask is where the red channel is above 128 (learnable)."""
+    import torch.nn.functional as F
+
+    from rwkvseg.data import NORMALIZATIONS
+    from rwkvseg.train import EvalSet, SegData
+
+    g = torch.Generator().manual_seed(cfg.seed)
+    s = cfg.img_size
+    low = torch.rand(n_train + n_val, 3, max(2, s // 8), max(2, s // 8), generator=g)
+    images = (F.interpolate(low, size=(s, s), mode="bilinear", align_corners=False) * 255).round().byte()
+    masks = (images[:, 0] > 128).byte()
+    images, masks = images.to(device), masks.to(device)
+    val = EvalSet("val", images=images[n_train:], masks=masks[n_train:])
+    return SegData(images[:n_train], masks[:n_train], val, val, in_chans=3, num_classes=1,
+                   normalization=NORMALIZATIONS["isic2018"], classes=("background", "lesion"),
+                   split_info={"name": f"synthetic/seed{cfg.seed}", "train": {"n": n_train}, "val": {"n": n_val}})
+
+
+def worker(a) -> None:
+    import torch.distributed as dist
+    import torch.nn as nn
+
+    from rwkvseg import train as T
+    from rwkvseg.losses import build_loss
+    from rwkvseg.models import create_model
+
+    d = T.setup_distributed("cpu" if a.device == "cpu" else None)
+    cfg = run_config(a, d.world_size)
+    T.seed_everything(cfg.seed, cfg.deterministic)
+    on_cuda = d.device.type == "cuda"
+    use_bf16 = cfg.bf16 and on_cuda
+    b = a.batch_per_gpu
+    total_steps = (a.warmup + a.steps) * max(a.nprocs) // d.world_size      # same samples in every run
+    t_load = time.perf_counter()
+    if a.synthetic:
+        data = synthetic_data(cfg, d.device, n_train=64 if a.quick else 1634, n_val=16 if a.quick else 182)
+    else:
+        data = T.load_training_data(cfg, device=d.device)
+    if d.is_main:
+        print(f"  {d.world_size} rank(s) on {d.device}: {data.train_images.shape[0]} training images loaded in "
+              f"{time.perf_counter() - t_load:.1f} s; {total_steps} steps of global batch {b * d.world_size}",
+              flush=True)
+    heldout = data.val if data.val is not None else data.test
+    resident = [data.train_images, data.train_labels]                      # train, val, test on the device
+    for split in (data.val, data.test):
+        if split is not None and all(split.images is not t for t in resident):
+            resident += [split.images, split.masks]
+    data_bytes = sum(t.numel() * t.element_size() for t in resident)
+    loader = T.make_loader(cfg, data, rank=d.rank, world_size=d.world_size)
+
+    model = create_model(cfg.model, in_chans=data.in_chans, num_classes=data.num_classes,
+                         **cfg.model_kwargs).to(d.device)
+    if d.world_size > 1 and cfg.sync_bn:
+        model = T.convert_batchnorm_for_ddp(model, d.device)
+    if cfg.channels_last and on_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    raw_model = model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    loss_fn = build_loss(cfg.loss_config())
+    if d.world_size > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if on_cuda else None)
+    if cfg.compile and on_cuda:
+        model = torch.compile(model)
+
+    def sync():
+        if on_cuda:
+            torch.cuda.synchronize(d.device)
+        if d.world_size > 1:
+            dist.barrier()
+
+    def batches():                                   # the engine's epochs, chained
+        for epoch in itertools.count():
+            torch.manual_seed(T.epoch_seed(cfg.seed, epoch))
+            yield from loader.iter_epoch(epoch)
+
+    losses = torch.zeros(total_steps, device=d.device)
+    model.train()
+    t_start = time.perf_counter()
+    sync()
+    for step, (x, y) in zip(range(total_steps), batches()):
+        if step == a.warmup:
+            sync()
+            t0 = time.perf_counter()
+        lr = T.lr_at(step, total=total_steps, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup_iters,
+                     schedule=cfg.schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if cfg.channels_last and on_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        losses[step] = loss.detach()
+        if step == a.warmup + a.steps - 1:
+            sync()
+            timed_s = time.perf_counter() - t0
+    sync()
+    train_s = time.perf_counter() - t_start
+
+    if d.world_size > 1:                             # per-step loss: mean over the ranks
+        dist.all_reduce(losses)
+        losses /= d.world_size
+    held = heldout_loss(raw_model, heldout, data.normalization, loss_fn, chunk=b, bf16=use_bf16,
+                        channels_last=cfg.channels_last and on_cuda) if d.is_main else None
+    name = torch.cuda.get_device_name(d.device) if on_cuda else f"cpu ({os.cpu_count()} cores)"
+    me = {"rank": d.rank, "device": name, "timed_s": timed_s, "train_s": train_s,
+          "peak_allocated_gib": torch.cuda.max_memory_allocated(d.device) / 2**30 if on_cuda else None,
+          "peak_reserved_gib": torch.cuda.max_memory_reserved(d.device) / 2**30 if on_cuda else None}
+    ranks = [me]
+    if d.world_size > 1:
+        ranks = [None] * d.world_size
+        dist.all_gather_object(ranks, me)
+    if d.is_main:
+        wall = max(r["timed_s"] for r in ranks)      # the slowest rank's
+        global_batch = b * d.world_size
+        result = {
+            "world_size": d.world_size, "backend": dist.get_backend() if d.world_size > 1 else None,
+            "batch_per_gpu": b, "global_batch": global_batch, "warmup_steps": a.warmup,
+            "timed_steps": a.steps, "total_steps": total_steps, "samples": total_steps * global_batch,
+            "timed_s": wall, "img_per_s": a.steps * global_batch / wall,
+            "ranks": ranks, "resident_data_gib": data_bytes / 2**30,
+            "losses": losses.tolist(), "heldout": held,
+            "model": cfg.model, "img_size": cfg.img_size, "dataset": "synthetic" if a.synthetic else cfg.dataset,
+            "split": data.split_info, "n_train": int(data.train_images.shape[0]),
+            "bf16": use_bf16, "channels_last": cfg.channels_last and on_cuda, "compile": cfg.compile and on_cuda,
+            "lr": cfg.lr, "min_lr": cfg.min_lr, "schedule": cfg.schedule, "seed": cfg.seed,
+            "nccl": nccl_version() if on_cuda else None,
+        }
+        Path(a._worker).write_text(json.dumps(result, indent=1, default=str))
+    if d.world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def nccl_version() -> str | None:
+    try:
+        v = torch.cuda.nccl.version()
+    except (AttributeError, RuntimeError):
+        return None
+    return ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+
+@torch.no_grad()
+def heldout_loss(model, split, normalization, loss_fn, *, chunk: int, bf16: bool, channels_last: bool) -> dict:
+    """Mean loss of `model` (eval mode) on `split`, in chunks of `chunk` images, weighted by size."""
+    model.eval()
+    total, n = 0.0, 0
+    for xs, ys in zip(split.images.split(chunk), split.masks.split(chunk)):
+        x = normalization.from_uint8(xs)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        total += loss_fn(logits.float(), ys.long()).item() * xs.shape[0]
+        n += xs.shape[0]
+    model.train()
+    return {"split": split.name, "n_images": n, "loss": total / max(n, 1)}
+
+
+# --------------------------------------------------------------------------------------------
+# The driver: one torchrun job per process count, then the comparison
+# --------------------------------------------------------------------------------------------
+
+def launch(nproc: int, argv: list[str], result: Path, quick: bool) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           str(Path(__file__).resolve()), *argv, "--_worker", str(result)]
+    print(f"--- {nproc} process(es): {' '.join(cmd[1:])}", flush=True)
+    t = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, timeout=300 if quick else None)
+    run = json.loads(result.read_text())
+    run["launch_s"] = time.perf_counter() - t
+    return run
+
+
+def loss_vs_samples(runs: dict[int, dict], window_samples: int) -> dict:
+    """Each run's per-step losses averaged over windows of `window_samples` images (every run's
+    steps tile them exactly), at the window's end in samples seen."""
+    out = {"window_samples": window_samples}
+    for w, r in runs.items():
+        per = window_samples // r["global_batch"]
+        losses = r["losses"]
+        out[f"{w}"] = [sum(losses[i:i + per]) / per for i in range(0, len(losses) - per + 1, per)]
+    n = min(len(v) for k, v in out.items() if k != "window_samples")
+    out["samples"] = [window_samples * (i + 1) for i in range(n)]
+    return out
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = parse_args(argv)
+    if a._worker:
+        worker(a)
+        return 0
+    os.environ.setdefault("OMP_NUM_THREADS", "1")   # for both runs (torchrun sets it only for several)
+    if not a.synthetic:                              # one process builds the data cache (ranks would race)
+        from rwkvseg.data import isic2018_cache
+        from rwkvseg.data.cache import default_cache_dir
+        from rwkvseg.train import cache_in
+
+        size = a.img_size or run_config(a, 1).img_size
+        name = f"isic2018_{size}x{size}.npz"
+        if cache_in(a.data_dir, name) is None and not (default_cache_dir() / name).is_file():
+            isic2018_cache(a.data_dir, size=(size, size))
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in a.nprocs:
+            runs[n] = launch(n, argv, Path(tmp) / f"run{n}.json", a.quick)
+            r = runs[n]
+            mem = ", ".join(f"{x['peak_allocated_gib']:.2f}" if x["peak_allocated_gib"] is not None else "-"
+                            for x in r["ranks"])
+            print(f"{n} process(es), global batch {r['global_batch']}: {r['img_per_s']:.1f} img/s over "
+                  f"{r['timed_steps']} steps, peak GiB per rank [{mem}], held-out loss after {r['samples']} "
+                  f"samples {r['heldout']['loss']:.4f}", flush=True)
+    base = runs.get(1)
+    efficiency = {str(n): (r["img_per_s"] / (n * base["img_per_s"]) if base else None) for n, r in runs.items()}
+    window = a.loss_window * a.batch_per_gpu * max(a.nprocs)
+    curves = loss_vs_samples(runs, window)
+    from rwkvseg.notebook import provenance
+
+    device = torch.device("cpu") if a.device == "cpu" or not torch.cuda.is_available() else torch.device("cuda")
+    prov = provenance(mode="quick" if a.quick else "full", seed=runs[a.nprocs[0]]["seed"], device=device,
+                      world_sizes=a.nprocs, devices=sorted({x["device"] for r in runs.values() for x in r["ranks"]}),
+                      nccl=next((r["nccl"] for r in runs.values() if r["nccl"]), None),
+                      cuda=torch.version.cuda, python=sys.version.split()[0],
+                      env={k: os.environ.get(k) for k in ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST",
+                                                         "NVSHMEM_DISABLE_NVLS", "OMP_NUM_THREADS")})
+    out = {
+        "runs": {str(n): r for n, r in runs.items()},
+        "scaling_efficiency": efficiency,
+        "loss_vs_samples": curves,
+        "final_window_loss": {k: curves[k][-1] for k in map(str, runs)},
+        "heldout_loss": {str(n): r["heldout"]["loss"] for n, r in runs.items()},
+        "samples_per_run": runs[a.nprocs[0]]["samples"],
+        "provenance": prov,
+    }
+    for n in a.nprocs:
+        if n != 1 and base:
+            print(f"scaling efficiency {n} vs 1: {efficiency[str(n)]:.3f}; training loss over the last "
+                  f"{window} samples: 1 -> {out['final_window_loss']['1']:.4f}, {n} -> "
+                  f"{out['final_window_loss'][str(n)]:.4f}", flush=True)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(out, indent=1, default=str))
+        print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
