@@ -546,7 +546,13 @@ def train(cfg: TrainConfig, *, on_epoch_end=None) -> dict:
     local_bs = cfg.batch_size // d.world_size
 
     # --- data: uint8 tensors on the device, split into train / val / test --------------------
+    # Rank 0 loads first, so that a cache file missing on a fresh machine is built by one process
+    # (the others would race on the same temporary file), then the others read it.
+    if d.world_size > 1 and not d.is_main:
+        dist.barrier()
     data = load_training_data(cfg, device=d.device)
+    if d.world_size > 1 and d.is_main:
+        dist.barrier()
     n_train = data.train_images.shape[0]
     loader = make_loader(cfg, data, rank=d.rank, world_size=d.world_size)
     steps_per_epoch = n_train // cfg.batch_size              # drop_last: BatchNorm needs full batches
