@@ -169,3 +169,26 @@ def write_cases(out_dir: str | Path, model, split, result: dict, *, binary: bool
     }
     (out_dir / "cases.json").write_text(json.dumps(record, indent=1) + "\n")
     return {"dir": str(out_dir), "picked": picked, "agreement": agreement}
+
+
+def cases_markdown(record: dict) -> str:
+    """A cases.json record for a chapter: the picked cases as a Markdown table (id, Dice, and per class for
+    volumes), then what the Dice is, this run beside the checkpoint's card, and the provenance."""
+    per_class = {c["id"]: c.get("per_class") or {} for c in record["cases"]}
+    classes = list(next(iter(per_class.values())))
+    rows = ["| " + " | ".join(["group", "case", "Dice", *classes]) + " |", "|---" * (3 + len(classes)) + "|"]
+    for group, picked in record["picked"].items():
+        for c in picked:
+            cells = [group, c["id"], *(f"{100 * v:.2f}" for v in (c["dice"], *per_class[c["id"]].values()))]
+            rows.append("| " + " | ".join(cells) + " |")
+    s, a, p = record["summary"], record["agreement"], record["provenance"]
+    text = ["\n".join(rows),
+            f"Dice: {record['metric']}, {'flip TTA' if record['tta'] else 'no TTA'}; {s['n']} {record['split']} "
+            f"cases, mean {100 * s['mean_dice']:.2f}, median {100 * s['median_dice']:.2f}."]
+    if a and a.get("comparable"):
+        text.append(f"This run beside the weights' card ({a['reference_run']['device']}), in points: " + ", ".join(
+            f"{name.replace('_', ' ')} {100 * m['this_run']:.2f} vs {100 * m['reference']:.2f} "
+            f"({m['difference_points']:+.3f})" for name, m in a["metrics"].items()) + ".")
+    text.append(f"Provenance: `{p['command']}`; commit {p['git_commit'][:10]}, {p['device']}, {p['date']}, "
+                f"torch {p['torch']}.")
+    return "\n\n".join(text)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import rwkvseg
-from rwkvseg.cases import pick_cases, write_cases
+from rwkvseg.cases import cases_markdown, pick_cases, write_cases
 from rwkvseg.cli import main
 from rwkvseg.data import NORMALIZATIONS, isic_samples, resize_label
 from rwkvseg.evaluate import evaluate_split
@@ -55,6 +55,8 @@ def test_cases_of_the_shipped_isic_weights_on_the_samples(tmp_path):
     assert len(record["cases"]) == 16
     assert record["k"] == 2 and summary["picked"]["best"] == [c["id"] for c in record["picked"]["best"]]
     assert record["agreement"] is None                  # not the test split: nothing to compare against
+    table = cases_markdown(record)                      # what the training chapters show
+    assert all(c["id"] in table for g in record["picked"].values() for c in g) and "Provenance" in table
 
 
 def test_evaluate_cases_from_the_command_line(tmp_path):
