@@ -11,8 +11,9 @@ group and device set-up, its data (load_training_data: the committed split's tra
 ISIC 2018, the uint8 cache on the device; make_loader: the seeded GpuLoader with the papers'
 augmentation, every rank keeping its slice of each global batch), its model build (SyncBatchNorm,
 channels_last, DistributedDataParallel, optional torch.compile), AdamW, its loss, its lr schedule
-and the engine's step (bf16 autocast forward, loss, backward, optimizer step). The loop is written
-out here rather than calling rwkvseg.train.train(), because the engine times and logs per epoch,
+and the engine's step (rwkvseg.train.train_step: bf16 autocast forward, loss, backward, optimizer
+step). Only the loop around it is written out here rather than calling rwkvseg.train.train(),
+because the engine times and logs per epoch,
 validates and checkpoints, and this benchmark needs a timer around a fixed number of steps and the
 loss of every step. The recipe is configs/isic2018_rwkv_unet_t.yaml with the batch replaced.
 
@@ -217,19 +218,7 @@ def worker(a) -> None:
             t0 = time.perf_counter()
         lr = T.lr_at(step, total=total_steps, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup_iters,
                      schedule=cfg.schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        if cfg.channels_last and on_cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(x)
-        loss = loss_fn(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        losses[step] = loss.detach()
+        losses[step] = T.train_step(model, optimizer, loss_fn, x, y, lr=lr, cfg=cfg, bf16=use_bf16)
         if step == a.warmup + a.steps - 1:
             sync()
             timed_s = time.perf_counter() - t0

@@ -525,6 +525,26 @@ def format_epoch_line(rec: dict, epochs: int) -> str:
 # 7. The loop
 # --------------------------------------------------------------------------------------------
 
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, x: torch.Tensor, y: torch.Tensor, *,
+               lr: float, cfg: TrainConfig, bf16: bool) -> torch.Tensor:
+    """One optimizer step at learning rate lr on a batch x (b, C, H, W), y (labels): the forward
+    under bf16 autocast (if bf16), the loss in float32, backward, optional gradient clipping, the
+    optimizer step. Returns the loss, detached (no host sync)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if cfg.channels_last and x.is_cuda:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(x)
+    loss = loss_fn(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return loss.detach()
+
 def train(cfg: TrainConfig, *, on_epoch_end=None) -> dict:
     """Train per `cfg`; return the results dict also written to out_dir/results.json.
 
@@ -622,19 +642,8 @@ def train(cfg: TrainConfig, *, on_epoch_end=None) -> dict:
                 break
             lr = lr_at(step, total=total_steps, lr=cfg.lr, min_lr=cfg.min_lr,
                        warmup=cfg.warmup_iters, schedule=cfg.schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if cfg.channels_last and on_cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(x)
-            loss = loss_fn(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            loss_sum += loss.detach()
+            loss = train_step(model, optimizer, loss_fn, x, y, lr=lr, cfg=cfg, bf16=use_bf16)
+            loss_sum += loss
             n_steps += 1
             step += 1
             if bar is not None:
