@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+if "--quick" in sys.argv or not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports Triton's kernels
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rwkvseg.notebook import git_commit  # noqa: E402
 from rwkvseg.wkv import wkv_torch_backward, wkv_torch_forward  # noqa: E402
@@ -174,6 +176,42 @@ def plot(rows, path):
     fig.savefig(path, dpi=120)
 
 
+# A/B of kernel settings, one run (benchmarks/NOTES.md "Next"): the autotuner against fixed tiles,
+# and the forward's suffix sums by total - prefix ("tight") against reversed scans.
+AB_SHAPES = [(256, 960), (1024, 288), (1024, 560), (4096, 560), (16384, 288)]
+AB_VARIANTS = {
+    "autotuned": {},
+    "autotuned, no tight": {"allow_tight": False},
+    "tile 128x16x4": {"tile": (128, 16, 4)},
+    "tile 128x16x4, no tight": {"tile": (128, 16, 4), "allow_tight": False},
+    "tile 64x16x4": {"tile": (64, 16, 4)},
+    "tile 128x16x2": {"tile": (128, 16, 2)},
+}
+
+
+def ab(kt, bw, reps, out: Path, result: dict) -> None:
+    """Time fwd and fwd+bwd (fp32, B = 24, L2-flushed) of every AB_VARIANTS entry at AB_SHAPES;
+    write out/wkv_ab.json after every shape."""
+    result["ab_rows"] = []
+    for T, C in AB_SHAPES:
+        k, v, gy = (torch.randn(24, T, C, device="cuda") for _ in range(3))
+        w, u = torch.rand(C, device="cuda") / T * 5, torch.randn(C, device="cuda") / T
+        floor_f, floor_fb = (n * k.numel() * 4 / bw * 1e3 for n in (3, 8))
+        for name, kw in AB_VARIANTS.items():
+            fwd = statistics.median(time_fn(lambda: kt.wkv_forward(w, u, k, v, causal=False, **kw),
+                                            reps=reps, flush=True))
+            fb = statistics.median(time_fn(lambda: (kt.wkv_forward(w, u, k, v, causal=False, **kw),
+                                                    kt.wkv_backward(w, u, k, v, gy, causal=False, **kw)),
+                                           reps=reps, flush=True))
+            row = {"T": T, "C": C, "variant": name, "fwd_ms": fwd, "fwd_pct_floor": 100 * floor_f / fwd,
+                   "fwdbwd_ms": fb, "fwdbwd_pct_floor": 100 * floor_fb / fb}
+            result["ab_rows"].append(row)
+            print(f"A/B T={T:5d} C={C:3d} {name:26s} fwd {fwd:.3f} ms ({row['fwd_pct_floor']:.0f}%)  "
+                  f"fwd+bwd {fb:.3f} ms ({row['fwdbwd_pct_floor']:.0f}%)", flush=True)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "wkv_ab.json").write_text(json.dumps(result, indent=1))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/wkv_benchmark", help="folder for wkv_benchmark.json and .png")
@@ -181,10 +219,10 @@ def main():
     ap.add_argument("--quick", action="store_true", help="CPU smoke run: correctness only, small shapes")
     ap.add_argument("--commit", default=None, help="git commit to record (when .git is not present)")
     ap.add_argument("--skip-errors", action="store_true", help="time only (the accuracy check is a separate run)")
+    ap.add_argument("--ab", action="store_true", help="only the A/B of kernel settings (AB_VARIANTS) -> wkv_ab.json")
     args = ap.parse_args()
 
     if args.quick or not torch.cuda.is_available():
-        os.environ.setdefault("TRITON_INTERPRET", "1")
         from rwkvseg.kernels import wkv_triton as kt
         err = errors(kt, 24, 6, False, torch.float32, "cpu")
         print("quick (interpreter) errors vs float64:", {k: f"{v:.1e}" for k, v in err.items()})
@@ -209,6 +247,9 @@ def main():
         "errors": [],
         "rows": [],
     }
+    if args.ab:
+        ab(kt, bw, args.reps, Path(args.out), result)
+        return
     # accuracy at every T for one width (each new (B, T, C) autotunes the kernels: time)
     for T, C in [(T, C) for T, C in shapes if C == 560] if not args.skip_errors else []:
         for causal in (False, True):

@@ -143,7 +143,8 @@ def _store_carry(ptr, n, C, cs, cmask, s, cx, cy):
 
 
 @triton.jit
-def _setup(w_ptr, u_ptr, cs, cmask, BT: tl.constexpr, BC: tl.constexpr, ALLOW_FAST: tl.constexpr):
+def _setup(w_ptr, u_ptr, cs, cmask, BT: tl.constexpr, BC: tl.constexpr, ALLOW_FAST: tl.constexpr,
+           ALLOW_TIGHT: tl.constexpr):
     """Per-program constants: w, u in log2 units, e^u, and the (BT, BC) decay tables."""
     w2 = tl.load(w_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
     u2 = tl.load(u_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
@@ -157,7 +158,7 @@ def _setup(w_ptr, u_ptr, cs, cmask, BT: tl.constexpr, BC: tl.constexpr, ALLOW_FA
     shrink = tl.exp2(-w2[None, :] * centred)
     rinv = tl.exp2(w2)[None, :]
     fast = (tl.max(tl.abs(w2), axis=0) * BT <= 40.0) & (tl.min(u2, axis=0) >= -8.0) & ALLOW_FAST
-    tight = fast & (tl.max(tl.abs(w2), axis=0) * BT <= 2.0)
+    tight = fast & (tl.max(tl.abs(w2), axis=0) * BT <= 2.0) & ALLOW_TIGHT
     return w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight
 
 
@@ -217,12 +218,12 @@ def _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs,
 def _wkv_fwd_kernel(
     w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, sx_ptr, B, T, C, NT,
     skb, skt, skc, svb, svt, svc, syb, syt, syc,
-    CAUSAL: tl.constexpr, ALLOW_FAST: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+    CAUSAL: tl.constexpr, ALLOW_FAST: tl.constexpr, ALLOW_TIGHT: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BC + tl.arange(0, BC)
     cmask = cs < C
-    w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST)
+    w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST, ALLOW_TIGHT)
     jj = tl.arange(0, BT)
     n_tiles = tl.cdiv(T, BT)
     sx = sx_ptr + b * NT * 3 * C
@@ -253,12 +254,12 @@ def _wkv_bwd_kernel(
     w_ptr, u_ptr, k_ptr, v_ptr, g_ptr, dk_ptr, dv_ptr, dw_ptr, du_ptr,
     sx_ptr, px_ptr, qx_ptr, B, T, C, NT,
     skb, skt, skc, svb, svt, svc, sgb, sgt, sgc, sdb, sdt, sdc,
-    CAUSAL: tl.constexpr, ALLOW_FAST: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+    CAUSAL: tl.constexpr, ALLOW_FAST: tl.constexpr, ALLOW_TIGHT: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BC + tl.arange(0, BC)
     cmask = cs < C
-    w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST)
+    w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST, ALLOW_TIGHT)
     jj = tl.arange(0, BT)
     n_tiles = tl.cdiv(T, BT)
     sx = sx_ptr + b * NT * 3 * C
@@ -363,8 +364,8 @@ def _wkv_bwd_kernel(
 
 
 # B is an argument only so that the tuned tile shape is chosen per batch size too.
-_fwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST"])(_wkv_fwd_kernel)
-_bwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST"])(_wkv_bwd_kernel)
+_fwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST", "ALLOW_TIGHT"])(_wkv_fwd_kernel)
+_bwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST", "ALLOW_TIGHT"])(_wkv_bwd_kernel)
 
 
 def _empty(shape, dtype, device):
@@ -373,28 +374,37 @@ def _empty(shape, dtype, device):
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def _grid(B, C):
-    return lambda meta: (B, triton.cdiv(C, meta["BC"]))
+def _launch(tuned, kernel, tile, B, C, *args, **constexprs):
+    """Run a kernel with the autotuned tile, or with a fixed tile (BT, BC, num_warps)."""
+    if tile is None:
+        tuned[lambda meta: (B, triton.cdiv(C, meta["BC"]))](*args, **constexprs)
+    else:
+        bt, bc, nw = tile
+        kernel[(B, triton.cdiv(C, bc))](*args, **constexprs, BT=bt, BC=bc, num_warps=nw)
 
 
 def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
-                allow_fast: bool = True) -> torch.Tensor:
+                allow_fast: bool = True, allow_tight: bool = True, tile: tuple[int, int, int] | None = None
+                ) -> torch.Tensor:
     """y (B, T, C) in k's dtype. k, v any strides (a (B, C, T) view works); w, u (C,) float32.
-    allow_fast=False forces the segment scan everywhere (for benchmarks and tests)."""
+    For benchmarks and tests: allow_fast=False forces the segment scan everywhere, allow_tight=False
+    the reversed scans for the suffix sums, tile=(BT, BC, num_warps) a fixed tile instead of autotuning."""
     B, T, C = k.shape
     y = _empty((B, T, C), k.dtype, k.device)
     if y.numel() == 0:
         return y
-    nt = triton.cdiv(T, MIN_BT)
+    nt = triton.cdiv(T, tile[0] if tile else MIN_BT)
     scratch = torch.empty((B, nt, 3, C), dtype=torch.float32, device=k.device)
     w, u = w.float().contiguous(), u.float().contiguous()
-    _fwd[_grid(B, C)](w, u, k, v, y, scratch, B, T, C, nt, *k.stride(), *v.stride(), *y.stride(), CAUSAL=causal,
-                      ALLOW_FAST=allow_fast)
+    _launch(_fwd, _wkv_fwd_kernel, tile, B, C, w, u, k, v, y, scratch, B, T, C, nt, *k.stride(), *v.stride(),
+            *y.stride(), CAUSAL=causal, ALLOW_FAST=allow_fast, ALLOW_TIGHT=allow_tight)
     return y
 
 
-def wkv_backward(w, u, k, v, gy, *, causal: bool, allow_fast: bool = True):
-    """(dw, du, dk, dv): dw, du (C,) float32 summed over the batch in fixed order; dk, dv in k's dtype."""
+def wkv_backward(w, u, k, v, gy, *, causal: bool, allow_fast: bool = True, allow_tight: bool = True,
+                 tile: tuple[int, int, int] | None = None):
+    """(dw, du, dk, dv): dw, du (C,) float32 summed over the batch in fixed order; dk, dv in k's dtype.
+    allow_fast, allow_tight, tile: as in wkv_forward."""
     B, T, C = k.shape
     dk = _empty((B, T, C), k.dtype, k.device)
     dv = _empty((B, T, C), v.dtype, v.device)
@@ -402,11 +412,10 @@ def wkv_backward(w, u, k, v, gy, *, causal: bool, allow_fast: bool = True):
     du_part = _empty((B, C), torch.float32, k.device)
     if dk.numel() == 0:
         return dw_part.sum(0), du_part.sum(0), dk, dv
-    nt = triton.cdiv(T, MIN_BT)
+    nt = triton.cdiv(T, tile[0] if tile else MIN_BT)
     sx, px, qx = (torch.empty((B, nt, 3, C), dtype=torch.float32, device=k.device) for _ in range(3))
     w, u = w.float().contiguous(), u.float().contiguous()
-    _bwd[_grid(B, C)](
-        w, u, k, v, gy, dk, dv, dw_part, du_part, sx, px, qx, B, T, C, nt,
-        *k.stride(), *v.stride(), *gy.stride(), *dk.stride(), CAUSAL=causal, ALLOW_FAST=allow_fast,
-    )
+    _launch(_bwd, _wkv_bwd_kernel, tile, B, C, w, u, k, v, gy, dk, dv, dw_part, du_part, sx, px, qx, B, T, C, nt,
+            *k.stride(), *v.stride(), *gy.stride(), *dk.stride(), CAUSAL=causal, ALLOW_FAST=allow_fast,
+            ALLOW_TIGHT=allow_tight)
     return dw_part.sum(0), du_part.sum(0), dk, dv

@@ -88,6 +88,21 @@ def test_scan_path_matches_fast_path():
             assert torch.allclose(x, y, rtol=1e-4, atol=1e-5)
 
 
+def test_tight_switch_and_fixed_tile():
+    """The benchmark switches change the arithmetic path, not the result: suffix sums by total -
+    prefix (tight) or by reversed scans, and a fixed tile instead of the autotuned one."""
+    g = torch.Generator().manual_seed(13)
+    k, v, gy = (torch.randn(2, 50, 6, generator=g).to(DEVICE) for _ in range(3))
+    w, u = (torch.rand(6, generator=g) * 0.02).to(DEVICE), torch.randn(6, generator=g).to(DEVICE)  # tight
+    for causal in (False, True):
+        ref = wkv_triton.wkv_forward(w, u, k, v, causal=causal)
+        gref = wkv_triton.wkv_backward(w, u, k, v, gy, causal=causal)
+        for kw in (dict(allow_tight=False), dict(tile=(16, 4, 1)), dict(tile=(32, 8, 1), allow_tight=False)):
+            assert torch.allclose(wkv_triton.wkv_forward(w, u, k, v, causal=causal, **kw), ref, rtol=1e-5, atol=1e-6)
+            for a, b in zip(wkv_triton.wkv_backward(w, u, k, v, gy, causal=causal, **kw), gref):
+                assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_bct_view_and_bf16():
     check("bi", 2, 24, 8, layout="bct", seed=4)
     check("bi", 2, 24, 8, dtype=torch.bfloat16, tol=1e-2, seed=5)
