@@ -3,8 +3,9 @@
     python benchmarks/train_throughput.py --model rwkv_unet_t --size 256 --batch 32 --out results/bench/x.json
     python benchmarks/train_throughput.py --quick          # CPU smoke test (tiny model, 2 steps)
 
-One step = forward under bf16 autocast (CUDA), the 0.5 BCE + 1.0 Dice loss, backward, AdamW step,
-on a batch that already sits on the device (the engine's GPU-resident data; spec kernels.md §5).
+One step = rwkvseg.train.train_step (the engine's step): forward under bf16 autocast (CUDA), the
+0.5 BCE + 1.0 Dice loss, backward, AdamW step, on a batch that already sits on the device (the
+engine's GPU-resident data; spec kernels.md §5).
 Each variant (eager, torch.compile) runs --warmup steps, then --steps timed steps; reported: the
 median step time (CUDA-synchronised), img/s = batch / median, peak memory.
 """
@@ -22,6 +23,7 @@ import torch
 from rwkvseg.losses import binary_bce_dice
 from rwkvseg.models import create_model
 from rwkvseg.notebook import provenance
+from rwkvseg.train import TrainConfig, train_step
 
 
 def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf16: bool,
@@ -39,13 +41,10 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
         x = x.contiguous(memory_format=torch.channels_last)
     y = (torch.rand(batch, 1, size, size, device=device) > 0.7).float()
 
-    def one_step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and on_cuda):
-            logits = step_model(x)
-        loss = binary_bce_dice(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    cfg = TrainConfig(channels_last=channels_last)       # the fields train_step reads; no gradient clipping
+
+    def one_step():                                      # the engine's own step, at a constant learning rate
+        train_step(step_model, opt, binary_bce_dice, x, y, lr=1e-4, cfg=cfg, bf16=bf16 and on_cuda)
 
     t0 = time.perf_counter()
     for _ in range(warmup):
