@@ -176,38 +176,50 @@ def plot(rows, path):
     fig.savefig(path, dpi=120)
 
 
-# A/B of kernel settings, one run (benchmarks/NOTES.md "Next"): the autotuner against fixed tiles,
-# and the forward's suffix sums by total - prefix ("tight") against reversed scans.
+# A/B of kernel settings, one run (benchmarks/NOTES.md "Next"): the tiled kernel autotuned against
+# fixed tiles, the forward's suffix sums by total - prefix ("tight") against reversed scans, and the
+# single-pass forward (whole sequence on chip) at several tiles (TP, BC, num_warps).
+# Inputs as in the authors' kernel's measurement (spec kernels.md §2): w ~ U(0, 1) / T, u ~ N(0, 1) / T.
 AB_SHAPES = [(256, 960), (1024, 288), (1024, 560), (4096, 560), (16384, 288)]
 AB_VARIANTS = {
-    "autotuned": {},
-    "autotuned, no tight": {"allow_tight": False},
-    "tile 128x16x4": {"tile": (128, 16, 4)},
-    "tile 128x16x4, no tight": {"tile": (128, 16, 4), "allow_tight": False},
-    "tile 64x16x4": {"tile": (64, 16, 4)},
-    "tile 128x16x2": {"tile": (128, 16, 2)},
+    "tiled autotuned": {"allow_single": False},
+    "tiled 128x16x4": {"allow_single": False, "tile": (128, 16, 4)},
+    "tiled 128x16x4, no tight": {"allow_single": False, "tile": (128, 16, 4), "allow_tight": False},
+    "tiled 64x16x4": {"allow_single": False, "tile": (64, 16, 4)},
+    "default": {},
 }
+AB_SINGLE = {256: [(256, 16, 8), (256, 8, 4), (256, 16, 4), (256, 32, 16)],
+             1024: [(1024, 8, 16), (1024, 4, 8), (1024, 8, 8), (1024, 16, 16), (1024, 2, 4)],
+             4096: [(4096, 2, 16), (4096, 4, 16), (4096, 4, 32), (4096, 1, 8)]}
 
 
 def ab(kt, bw, reps, out: Path, result: dict) -> None:
-    """Time fwd and fwd+bwd (fp32, B = 24, L2-flushed) of every AB_VARIANTS entry at AB_SHAPES;
-    write out/wkv_ab.json after every shape."""
+    """Time fwd and fwd+bwd (fp32, B = 24, L2-flushed) of every AB_VARIANTS entry (and, forward only,
+    the single-pass tiles of AB_SINGLE) at AB_SHAPES; write out/wkv_ab.json after every shape."""
     result["ab_rows"] = []
+    result["ab_inputs"] = "k, v, g ~ N(0, 1); w ~ U(0, 1) / T; u ~ N(0, 1) / T"
     for T, C in AB_SHAPES:
         k, v, gy = (torch.randn(24, T, C, device="cuda") for _ in range(3))
-        w, u = torch.rand(C, device="cuda") / T * 5, torch.randn(C, device="cuda") / T
+        w, u = torch.rand(C, device="cuda") / T, torch.randn(C, device="cuda") / T
         floor_f, floor_fb = (n * k.numel() * 4 / bw * 1e3 for n in (3, 8))
-        for name, kw in AB_VARIANTS.items():
+        y_ref = kt.wkv_forward(w, u, k, v, causal=False, allow_single=False, tile=(128, 16, 4))
+        variants = dict(AB_VARIANTS)
+        variants.update({f"single {tp}x{bc}x{nw}": {"single_tile": (tp, bc, nw)} for tp, bc, nw in AB_SINGLE.get(T, [])})
+        for name, kw in variants.items():
+            err = rel(kt.wkv_forward(w, u, k, v, causal=False, **kw), y_ref)
             fwd = statistics.median(time_fn(lambda: kt.wkv_forward(w, u, k, v, causal=False, **kw),
                                             reps=reps, flush=True))
-            fb = statistics.median(time_fn(lambda: (kt.wkv_forward(w, u, k, v, causal=False, **kw),
-                                                    kt.wkv_backward(w, u, k, v, gy, causal=False, **kw)),
-                                           reps=reps, flush=True))
             row = {"T": T, "C": C, "variant": name, "fwd_ms": fwd, "fwd_pct_floor": 100 * floor_f / fwd,
-                   "fwdbwd_ms": fb, "fwdbwd_pct_floor": 100 * floor_fb / fb}
+                   "fwd_rel_diff_vs_tiled": err}
+            if not name.startswith("single"):
+                fb = statistics.median(time_fn(lambda: (kt.wkv_forward(w, u, k, v, causal=False, **kw),
+                                                        kt.wkv_backward(w, u, k, v, gy, causal=False, **kw)),
+                                               reps=reps, flush=True))
+                row.update(fwdbwd_ms=fb, fwdbwd_pct_floor=100 * floor_fb / fb)
             result["ab_rows"].append(row)
-            print(f"A/B T={T:5d} C={C:3d} {name:26s} fwd {fwd:.3f} ms ({row['fwd_pct_floor']:.0f}%)  "
-                  f"fwd+bwd {fb:.3f} ms ({row['fwdbwd_pct_floor']:.0f}%)", flush=True)
+            print(f"A/B T={T:5d} C={C:3d} {name:26s} fwd {fwd:.3f} ms ({row['fwd_pct_floor']:.0f}%) diff {err:.1e}"
+                  + (f"  fwd+bwd {row['fwdbwd_ms']:.3f} ms ({row['fwdbwd_pct_floor']:.0f}%)" if "fwdbwd_ms" in row else ""),
+                  flush=True)
         out.mkdir(parents=True, exist_ok=True)
         (out / "wkv_ab.json").write_text(json.dumps(result, indent=1))
 

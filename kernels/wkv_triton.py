@@ -214,15 +214,108 @@ def _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs,
         _store_carry(sx, n - 1, C, cs, cmask, s, cx, cy)
 
 
+# ---- variant S: the whole sequence of a channel block on chip (spec kernels.md §3) -----------------
+# Bi-WKV forward only. One read of k, v and one write of y: the memory floor. It needs one reference
+# per channel (the column max of k) and the suffix sums as total - prefix, so it takes only the
+# channels with |w| T log2(e) <= 2 and -8 <= u log2(e) <= 60 (every Vision-RWKV call: w = decay / T
+# with |decay| <= 1.39); a program with any other channel leaves its whole block to the tiled kernel,
+# which skips every block done here (SKIP_BC). Within these bounds every decay factor lies in
+# [1/4, 4] and D >= min(1/4, e^u) 2^(k_max - m) >= 2^-8: no term that matters can underflow.
+
+
+@triton.jit
+def _single_ok(w2, u2, T):
+    """Channels (w, u in log2 units) that the single-pass forward computes exactly."""
+    return (tl.abs(w2) * T <= 2.0) & (u2 >= -8.0) & (u2 <= 60.0)
+
+
+@triton.jit
+def _add2(a1, b1, a2, b2):
+    return a1 + a2, b1 + b2
+
+
+@triton.jit(do_not_specialize=["T"])
+def _wkv_fwd_single_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, T, C, skb, skt, skc, svb, svt, svc, syb, syt, syc,
+                           TP: tl.constexpr, BC: tl.constexpr):
+    """y for one batch item and BC channels, all T (<= TP) tokens at once (grid: C blocks fastest, then B).
+
+    With e_i = 2^(k_i - m) (m the column max) and the separable decay rho^(t-1-i) = rinv shrink_t grow_i,
+    grow_i = rho^-(i - c) around the centre c = (T-1)/2:
+        N_t = rinv (shrink_t sum_{i<t} grow_i e_i v_i + grow_t sum_{i>t} shrink_i e_i v_i) + e^u e_t v_t
+    and D_t the same with v = 1; y = N / D. Two 2-way cumulative sums give the four prefix sums; the
+    suffix sums are the totals minus the inclusive prefix sums (cancellation <= 2^(2 |w| T log2 e) <= 16).
+    """
+    cs = tl.program_id(0) * BC + tl.arange(0, BC)
+    b = tl.program_id(1).to(tl.int64)
+    cmask = cs < C
+    w2 = tl.load(w_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
+    u2 = tl.load(u_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
+    if tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 0:
+        return                                                         # left to the tiled kernel
+    t = tl.arange(0, TP)
+    tmask = t < T
+    k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+    v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
+    m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
+    e = tl.exp2(k2 - m[None, :])                                       # 0 on padding rows
+    ev = e * v
+    wd = w2[None, :] * (t.to(tl.float32) - (T - 1) * 0.5)[:, None]
+    rinv = tl.exp2(w2)[None, :]
+    eu = tl.exp2(u2)[None, :]
+    # prefix sums (weights grow), then suffix sums (weights shrink): two 2-way scans, fewer live tiles
+    grow = tl.exp2(wd)
+    gv = grow * ev
+    g1 = grow * e
+    cgv, cg1 = tl.associative_scan((gv, g1), 0, _add2)
+    shrink = tl.exp2(-wd)
+    N = (cgv - gv) * (shrink * rinv) + eu * ev
+    D = (cg1 - g1) * (shrink * rinv) + eu * e
+    sv = shrink * ev
+    s1 = shrink * e
+    csv, cs1 = tl.associative_scan((sv, s1), 0, _add2)
+    grow = tl.exp2(wd) * rinv
+    N += (tl.sum(sv, axis=0)[None, :] - csv) * grow
+    D += (tl.sum(s1, axis=0)[None, :] - cs1) * grow
+    _store(y_ptr, N / D, syb, syt, syc, b, t, cs, tmask, cmask)
+
+
+# Tile (TP, BC, num_warps) of the single-pass forward by sequence length: ~16 elements of each
+# (TP, BC) tensor per thread. Longer sequences take the tiled kernel.
+SINGLE_MAX_T = 4096
+
+
+def _single_tile(T: int) -> tuple[int, int, int]:
+    tp = max(16, triton.next_power_of_2(T))
+    if INTERPRET:
+        return tp, 4, 1
+    bc = max(1, min(16, 8192 // tp))
+    return tp, bc, max(1, min(16, tp * bc // 512))
+
+
+@triton.jit
+def _done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC: tl.constexpr):
+    """(BC,) mask of the channels whose single-pass block (SKIP_BC wide) was complete."""
+    blk = (cs // SKIP_BC)[:, None] * SKIP_BC + tl.arange(0, SKIP_BC)[None, :]
+    bm = blk < C
+    w2 = tl.load(w_ptr + blk, mask=bm, other=0.0) * 1.4426950408889634
+    u2 = tl.load(u_ptr + blk, mask=bm, other=0.0) * 1.4426950408889634
+    return tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=1) == 1
+
+
 @triton.jit(do_not_specialize=["T"])
 def _wkv_fwd_kernel(
     w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, sx_ptr, B, T, C, NT,
     skb, skt, skc, svb, svt, svc, syb, syt, syc,
     CAUSAL: tl.constexpr, ALLOW_FAST: tl.constexpr, ALLOW_TIGHT: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+    SKIP_BC: tl.constexpr = 0,
 ):
     b = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BC + tl.arange(0, BC)
     cmask = cs < C
+    if SKIP_BC > 0:                                   # the single-pass kernel ran first
+        cmask = cmask & ~_done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC)
+        if tl.max(cmask.to(tl.int32), axis=0) == 0:
+            return
     w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST, ALLOW_TIGHT)
     jj = tl.arange(0, BT)
     n_tiles = tl.cdiv(T, BT)
@@ -364,7 +457,7 @@ def _wkv_bwd_kernel(
 
 
 # B is an argument only so that the tuned tile shape is chosen per batch size too.
-_fwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST", "ALLOW_TIGHT"])(_wkv_fwd_kernel)
+_fwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST", "ALLOW_TIGHT", "SKIP_BC"])(_wkv_fwd_kernel)
 _bwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST", "ALLOW_TIGHT"])(_wkv_bwd_kernel)
 
 
@@ -384,27 +477,39 @@ def _launch(tuned, kernel, tile, B, C, *args, **constexprs):
 
 
 def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
-                allow_fast: bool = True, allow_tight: bool = True, tile: tuple[int, int, int] | None = None
+                allow_fast: bool = True, allow_tight: bool = True, allow_single: bool = True,
+                tile: tuple[int, int, int] | None = None, single_tile: tuple[int, int, int] | None = None
                 ) -> torch.Tensor:
     """y (B, T, C) in k's dtype. k, v any strides (a (B, C, T) view works); w, u (C,) float32.
-    For benchmarks and tests: allow_fast=False forces the segment scan everywhere, allow_tight=False
-    the reversed scans for the suffix sums, tile=(BT, BC, num_warps) a fixed tile instead of autotuning."""
+
+    Bi-WKV with T <= SINGLE_MAX_T: the single-pass kernel first, then the tiled kernel for the channel
+    blocks it declined (an early exit everywhere else). For benchmarks and tests: allow_fast=False
+    forces the segment scan everywhere, allow_tight=False the reversed scans for the suffix sums,
+    allow_single=False the tiled kernel alone, tile=(BT, BC, num_warps) a fixed tile instead of
+    autotuning, single_tile=(TP, BC, num_warps) the single-pass kernel's tile."""
     B, T, C = k.shape
     y = _empty((B, T, C), k.dtype, k.device)
     if y.numel() == 0:
         return y
+    w, u = w.float().contiguous(), u.float().contiguous()
+    skip = 0
+    if not causal and allow_single and allow_fast and allow_tight and (T <= SINGLE_MAX_T or single_tile):
+        tp, skip, nw = single_tile or _single_tile(T)
+        _wkv_fwd_single_kernel[(triton.cdiv(C, skip), B)](w, u, k, v, y, T, C, *k.stride(), *v.stride(), *y.stride(),
+                                                           TP=tp, BC=skip, num_warps=nw)
     nt = triton.cdiv(T, tile[0] if tile else MIN_BT)
     scratch = torch.empty((B, nt, 3, C), dtype=torch.float32, device=k.device)
-    w, u = w.float().contiguous(), u.float().contiguous()
     _launch(_fwd, _wkv_fwd_kernel, tile, B, C, w, u, k, v, y, scratch, B, T, C, nt, *k.stride(), *v.stride(),
-            *y.stride(), CAUSAL=causal, ALLOW_FAST=allow_fast, ALLOW_TIGHT=allow_tight)
+            *y.stride(), CAUSAL=causal, ALLOW_FAST=allow_fast, ALLOW_TIGHT=allow_tight, SKIP_BC=skip)
     return y
 
 
 def wkv_backward(w, u, k, v, gy, *, causal: bool, allow_fast: bool = True, allow_tight: bool = True,
-                 tile: tuple[int, int, int] | None = None):
+                 tile: tuple[int, int, int] | None = None, allow_single: bool = True,
+                 single_tile: tuple[int, int, int] | None = None):
     """(dw, du, dk, dv): dw, du (C,) float32 summed over the batch in fixed order; dk, dv in k's dtype.
-    allow_fast, allow_tight, tile: as in wkv_forward."""
+    allow_fast, allow_tight, tile: as in wkv_forward (the backward has no single-pass kernel yet:
+    allow_single and single_tile are accepted so that one set of switches drives both)."""
     B, T, C = k.shape
     dk = _empty((B, T, C), k.dtype, k.device)
     dv = _empty((B, T, C), v.dtype, v.device)

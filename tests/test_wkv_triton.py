@@ -141,3 +141,32 @@ def test_deterministic():
         bi_wkv(*leaves, backend="triton").sum().backward()
         runs.append([t.grad for t in leaves])
     assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+@pytest.mark.parametrize("T", [1, 2, 17, 64])
+def test_single_pass_forward(T):
+    """The single-pass Bi-WKV forward (whole sequence on chip) against the oracle in its regime
+    (|w| T log2 e <= 2: Vision-RWKV's w = decay / T), with large keys."""
+    check("bi", 2, T, 8, k_scale=20.0, w_lo=-1.0 / T, w_hi=1.3 / T, seed=20 + T)
+
+
+def test_single_pass_partition(monkeypatch):
+    """The single-pass kernel takes exactly the channel blocks inside its bounds and the tiled kernel
+    exactly the others: with the tiled kernel switched off, only the declined blocks stay unwritten."""
+    g = torch.Generator().manual_seed(21)
+    B, T, C = 2, 30, 14                       # blocks of 4 channels under the interpreter
+    k, v = (torch.randn(B, T, C, generator=g).to(DEVICE) for _ in range(2))
+    w, u = (torch.rand(C, generator=g) * 0.02).to(DEVICE), (torch.randn(C, generator=g) * 0.1).to(DEVICE)
+    w[1] = 0.5                                # |w| T log2 e > 2: block 0 declined
+    u[9] = -6.0                               # u log2 e < -8: block 2 declined
+    bs = wkv_triton._single_tile(T)[1]
+    full = wkv_triton.wkv_forward(w, u, k, v, causal=False)
+    tiled = wkv_triton.wkv_forward(w, u, k, v, causal=False, allow_single=False)
+    assert torch.allclose(full, tiled, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(wkv_triton, "_launch", lambda *a, **kw: None)
+    only_single = wkv_triton.wkv_forward(w, u, k, v, causal=False)
+    declined = torch.zeros(C, dtype=torch.bool)
+    for c in (1, 9):
+        declined[c // bs * bs:(c // bs + 1) * bs] = True
+    assert torch.isnan(only_single[..., declined]).all()
+    assert torch.allclose(only_single[..., ~declined], full[..., ~declined], rtol=1e-5, atol=1e-6)
