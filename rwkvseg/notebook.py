@@ -104,6 +104,21 @@ def show_source(obj) -> None:
         print(src)
 
 
+def glue(name: str, value, display: bool = True) -> None:
+    """myst_nb.glue where myst_nb is installed (the book build renders `{glue:}` roles from it);
+    elsewhere (a GPU machine running a chapter through papermill, a bare Colab runtime) only
+    displays `value` when `display` is true, so a chapter never needs the book's toolchain to run."""
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        if display:
+            from IPython.display import display as show
+
+            show(value)
+        return
+    myst_glue(name, value, display=display)
+
+
 def live_kernel() -> bool:
     """True in an interactive Jupyter kernel (widgets can be attached), False while building."""
     if in_book_build():
