@@ -61,6 +61,8 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     med = statistics.median(times)
+    print(f"{model_name} compile={compile}: warm-up {warm_s:.1f} s, median step {1e3 * med:.1f} ms, "
+          f"{batch / med:.0f} img/s", flush=True)
     if profile and on_cuda:
         write_profile(one_step, profile)
     return {"model": model_name, "size": size, "batch": batch, "bf16": bf16 and on_cuda,
@@ -71,7 +73,7 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
             "params": sum(p.numel() for p in model.parameters())}
 
 
-def write_profile(one_step, path: str, steps: int = 3) -> None:
+def write_profile(one_step, path: str, steps: int = 2) -> None:
     """Kernel time per step by CUDA kernel (torch.profiler): where the step's time goes."""
     from torch.profiler import ProfilerActivity, profile
 

@@ -279,17 +279,20 @@ def _wkv_fwd_single_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, T, C, skb, skt, sk
     _store(y_ptr, N / D, syb, syt, syc, b, t, cs, tmask, cmask)
 
 
-# Tile (TP, BC, num_warps) of the single-pass forward by sequence length: ~16 elements of each
-# (TP, BC) tensor per thread. Longer sequences take the tiled kernel.
-SINGLE_MAX_T = 4096
+# Tile (TP, BC, num_warps) of the single-pass forward by sequence length: 16 elements of each
+# (TP, BC) tile per thread. Chosen on the H100 (results/wkv_ab/: at T = 1024, 4 channels x 8 warps
+# beat 2, 8 and 16 channels; at T = 256, 16 channels x 4 warps). At T = 4096 the best single-pass
+# tile only matched the tiled kernel, so longer sequences take the tiled kernel.
+SINGLE_MAX_T = 1024
 
 
 def _single_tile(T: int) -> tuple[int, int, int]:
     tp = max(16, triton.next_power_of_2(T))
     if INTERPRET:
         return tp, 4, 1
-    bc = max(1, min(16, 8192 // tp))
-    return tp, bc, max(1, min(16, tp * bc // 512))
+    if tp <= 256:
+        return tp, 16, max(1, tp // 64)
+    return tp, 4096 // tp, 8
 
 
 @triton.jit
