@@ -1,9 +1,10 @@
-"""Command line: `python -m rwkvseg train | evaluate | predict | cache`.
+"""Command line: `python -m rwkvseg train | evaluate | record | predict | cache`.
 
     python -m rwkvseg train --config configs/isic2018_rwkv_unet_t.yaml --epochs 10 --seed 1
     torchrun --nproc_per_node 2 -m rwkvseg train --config configs/acdc_rwkv_unet_t.yaml
     python -m rwkvseg evaluate --checkpoint runs/x/best.pt [--data DIR] [--split test] [--json out.json]
                                [--cases DIR [--n-cases 2]]
+    python -m rwkvseg record --run runs/x --out results/train_isic2018/<name> [--n-cases 2]
     python -m rwkvseg predict --checkpoint runs/x/model a.jpg b.png --out pred/
     python -m rwkvseg cache --dataset acdc --data_dir ../shared/data --out .carry/
 
@@ -12,6 +13,9 @@
 loads it without the source files (e.g. on a remote GPU). `evaluate` and `predict` take a
 checkpoint file (best.pt / last.pt) or the exported directory out_dir/model; `evaluate --cases DIR`
 also writes the best, median and worst cases (cases.json, cases.png: rwkvseg.cases) to DIR.
+`record` turns a finished run directory into the folder a result is committed as (rwkvseg.record:
+results.json with provenance, metrics.csv, curves.png, cases.json, cases.png), as the training
+chapters do in full mode.
 
 `train` fills the same TrainConfig dataclass as the notebooks' parameters: the YAML file first,
 then every `--field value` (or `--field=value`) on top. Values are read as YAML (`--tta false`,
@@ -150,6 +154,22 @@ def main(argv: list[str] | None = None) -> int:
         if a.json:
             write_json(res, a.json)
         return 0
+    if cmd == "record":
+        ap = argparse.ArgumentParser(prog="python -m rwkvseg record")
+        ap.add_argument("--run", required=True, help="the run's out_dir (results.json, metrics.csv, model/)")
+        ap.add_argument("--out", required=True, help="the record folder to write, e.g. results/train_acdc/<name>")
+        ap.add_argument("--n-cases", type=int, default=2, help="cases per group (best, median, worst)")
+        a = ap.parse_args(rest)
+        from rwkvseg.record import write_record
+
+        run = Path(a.run)
+        if not (run / "results.json").is_file():
+            raise FileNotFoundError(f"{run / 'results.json'} not found: pass the out_dir of a finished "
+                                    "`python -m rwkvseg train` run")
+        summary = write_record(json.loads((run / "results.json").read_text()), a.out, run_dir=run,
+                               n_cases=a.n_cases, recorded_by=" ".join(["python -m rwkvseg", *argv]))
+        print(json.dumps(summary, default=str))
+        return 0
     if cmd == "predict":
         ap = argparse.ArgumentParser(prog="python -m rwkvseg predict")
         ap.add_argument("--checkpoint", required=True)
@@ -189,5 +209,5 @@ def main(argv: list[str] | None = None) -> int:
               f"sha256 {cache.meta.get('sha256', '')[:16]}")
         print(f"train with: python -m rwkvseg train ... --dataset {a.dataset} --img_size {size} --data_dir {a.out}")
         return 0
-    print(f"unknown command {cmd!r}: use train, evaluate, predict or cache\n{__doc__}", file=sys.stderr)
+    print(f"unknown command {cmd!r}: use train, evaluate, record, predict or cache\n{__doc__}", file=sys.stderr)
     return 2
