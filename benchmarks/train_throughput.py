@@ -27,7 +27,8 @@ from rwkvseg.train import TrainConfig, train_step
 
 
 def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf16: bool,
-          channels_last: bool, compile: bool, device: torch.device, profile: str | None = None) -> dict:
+          channels_last: bool, compile: bool, device: torch.device, profile: str | None = None,
+          profile_cpu: bool = True) -> dict:
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = True  # as rwkvseg.train does (and the authors' code): cuDNN times its algorithms
     model = create_model(model_name, in_chans=3, num_classes=1).to(device)
@@ -64,7 +65,7 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
     print(f"{model_name} compile={compile}: warm-up {warm_s:.1f} s, median step {1e3 * med:.1f} ms, "
           f"{batch / med:.0f} img/s", flush=True)
     if profile and on_cuda:
-        write_profile(one_step, profile)
+        write_profile(one_step, profile, cpu=profile_cpu)
     return {"model": model_name, "size": size, "batch": batch, "bf16": bf16 and on_cuda,
             "channels_last": channels_last and on_cuda, "compile": compile, "steps": steps,
             "warmup": warmup, "warmup_s": warm_s, "median_step_ms": 1e3 * med,
@@ -73,11 +74,12 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
             "params": sum(p.numel() for p in model.parameters())}
 
 
-def write_profile(one_step, path: str, steps: int = 2) -> None:
-    """Kernel time per step by CUDA kernel (torch.profiler): where the step's time goes."""
+def write_profile(one_step, path: str, steps: int = 2, cpu: bool = True) -> None:
+    """Kernel time per step by CUDA kernel (torch.profiler): where the step's time goes.
+    cpu=False records CUDA kernels only (kernel names, no aten ops): much faster on large models."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if cpu else [])) as prof:
         for _ in range(steps):
             one_step()
         torch.cuda.synchronize()
@@ -99,6 +101,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="CPU smoke test: tiny model, 64x64, 2 steps")
     ap.add_argument("--out", default=None, help="write the JSON here")
     ap.add_argument("--profile", default=None, help="also write a torch.profiler kernel table here (CUDA)")
+    ap.add_argument("--profile-kernels-only", action="store_true", help="profile CUDA kernels only (no aten ops)")
     a = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if a.quick:
@@ -108,7 +111,8 @@ def main(argv=None) -> int:
     for c in variants:
         r = bench(a.model, size=a.size, batch=a.batch, steps=a.steps, warmup=a.warmup,
                   bf16=not a.no_bf16, channels_last=not a.no_channels_last, compile=c, device=device,
-                  profile=a.profile and f"{a.profile}_{'compiled' if c else 'eager'}.txt")
+                  profile=a.profile and f"{a.profile}_{'compiled' if c else 'eager'}.txt",
+                  profile_cpu=not a.profile_kernels_only)
         print(f"{r['model']} {r['size']}^2 batch {r['batch']} compile={c}: median {r['median_step_ms']:.1f} ms"
               f" -> {r['img_per_s']:.0f} img/s, peak {r['peak_memory_gib'] or 0:.2f} GiB", flush=True)
         rows.append(r)
