@@ -119,6 +119,18 @@ def glue(name: str, value, display: bool = True) -> None:
     myst_glue(name, value, display=display)
 
 
+def show_figure(fig, *, dpi: int = 80) -> None:
+    """Display a matplotlib Figure as a PNG whatever the backend: a Figure made without pyplot (the
+    package's plotting functions) has no inline display of its own until pyplot has drawn once."""
+    import io
+
+    from IPython.display import Image, display
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    display(Image(data=buf.getvalue()))
+
+
 def live_kernel() -> bool:
     """True in an interactive Jupyter kernel (widgets can be attached), False while building."""
     if in_book_build():
@@ -164,6 +176,12 @@ def results_path(*parts: str) -> Path:
         if (base / "results").is_dir() and (base / "_toc.yml").is_file():
             return base.joinpath("results", *parts)
     raise FileNotFoundError(f"no results/ folder above {Path.cwd()}: run the chapter from a clone of the repository")
+
+
+def chapter_command(notebook: str, **parameters) -> str:
+    """What a chapter's record names as its command when it was not given one (papermill runs get the
+    exact line from scripts/gpu_chapter.sh): the notebook and the parameters that are set."""
+    return f"{notebook} with " + ", ".join(f"{k}={v!r}" for k, v in parameters.items() if v is not None)
 
 
 def provenance(*, mode: str, seed: int = 0, device: torch.device | None = None, **extra) -> dict:

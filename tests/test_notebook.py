@@ -36,3 +36,19 @@ def test_glue_uses_myst_nb_when_installed(monkeypatch):
     monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: calls.append((name, value, display)))
     notebook.glue("x", 3, display=False)
     assert calls == [("x", 3, False)]
+
+
+def test_show_figure_displays_a_png_without_pyplot(monkeypatch):
+    from matplotlib.figure import Figure
+
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: shown.extend(objs))
+    fig = Figure(figsize=(2, 1))
+    fig.subplots().plot([0, 1])
+    notebook.show_figure(fig)
+    assert len(shown) == 1 and shown[0].data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chapter_command_names_the_parameters_that_are_set():
+    line = notebook.chapter_command("book/09_train_acdc.ipynb", MODE="quick", EPOCHS=None, SEED=0)
+    assert line == "book/09_train_acdc.ipynb with MODE='quick', SEED=0"
