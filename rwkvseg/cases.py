@@ -36,7 +36,7 @@ def pick_cases(per_case: list[dict], k: int = 2) -> dict[str, list[str]]:
     return {"best": ids[:k], "median": ids[mid:mid + k], "worst": ids[n - k:]}
 
 
-def _agreement(model, result: dict, *, binary: bool) -> dict | None:
+def _agreement(model, result: dict, *, binary: bool, bf16: bool = False) -> dict | None:
     """This run's test numbers beside those in the checkpoint's config.json (metrics.test), when the
     checkpoint is an exported directory and the split is its test split."""
     record = getattr(model, "pretrained_record", None) or {}
@@ -64,7 +64,8 @@ def _agreement(model, result: dict, *, binary: bool) -> dict | None:
         "reference_run": {"device": extra.get("provenance", {}).get("device"),
                           "bf16": extra.get("train_config", {}).get("bf16"),
                           "weights": "the float32 model at the end of training"},
-        "this_run": {"weights": f"{record.get('dtype')} as shipped, upcast to float32; float32 compute"},
+        "this_run": {"weights": f"{record.get('dtype')} as shipped, upcast to float32; "
+                                f"{'bf16 autocast' if bf16 else 'float32 compute'}"},
         "n": n,
         "test_split_sha256_matches": (result.get("split_sha256") == record.get("training_data", {}).get("test_sha256")
                                       if result.get("split_sha256") else None),
@@ -74,17 +75,17 @@ def _agreement(model, result: dict, *, binary: bool) -> dict | None:
 
 
 @torch.no_grad()
-def _panels(model, split, index: int, *, binary: bool, normalization: Normalization):
+def _panels(model, split, index: int, *, binary: bool, normalization: Normalization, bf16: bool = False):
     """(image, ground truth, prediction) of case `index` as arrays for overlay(), plus a note."""
     dev = next(model.parameters()).device
     if binary:
         image = split.images[index:index + 1]
-        prob = torch.sigmoid(predict_logits(model, normalization.from_uint8(image.to(dev))))[0, 0]
+        prob = torch.sigmoid(predict_logits(model, normalization.from_uint8(image.to(dev)), bf16=bf16))[0, 0]
         return image[0].cpu().numpy(), split.masks[index].cpu().numpy(), (prob >= 0.5).cpu().numpy(), ""
     vol = split.volumes[index]
     z = vol.native_label.shape[0] // 2                                          # the middle slice
     size = tuple(vol.native_label.shape[-2:])
-    pred = predict_volume(model, vol.image[z:z + 1], size, normalization=normalization)[0].numpy()
+    pred = predict_volume(model, vol.image[z:z + 1], size, normalization=normalization, bf16=bf16)[0].numpy()
     image = resize_image(torch.as_tensor(vol.image[z]).float() / 255, size)[0].numpy()   # display only
     return image, vol.native_label[z], pred, f"slice {z + 1}/{vol.native_label.shape[0]}, cropped"
 
@@ -103,7 +104,7 @@ def _crop(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, margin: float 
 
 
 def case_figure(model, split, picked: dict[str, list[str]], dice: dict[str, float], *, binary: bool,
-                normalization: Normalization, panel_inches: float = 1.7):
+                normalization: Normalization, panel_inches: float = 1.7, bf16: bool = False):
     """A matplotlib Figure (no pyplot, Agg canvas): one row per picked case, best first."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -113,7 +114,8 @@ def case_figure(model, split, picked: dict[str, list[str]], dice: dict[str, floa
     fig = Figure(figsize=(3 * panel_inches, len(rows) * panel_inches + 0.5), layout="constrained")
     axes = fig.subplots(len(rows), 3, squeeze=False)
     for r, (group, case) in enumerate(rows):
-        image, truth, pred, note = _panels(model, split, ids.index(case), binary=binary, normalization=normalization)
+        image, truth, pred, note = _panels(model, split, ids.index(case), binary=binary, normalization=normalization,
+                                           bf16=bf16)
         truth, pred = np.asarray(truth), np.asarray(pred).astype(np.uint8)
         if not binary:
             image, truth, pred = _crop(image, truth, pred)
@@ -132,9 +134,10 @@ def case_figure(model, split, picked: dict[str, list[str]], dice: dict[str, floa
 
 def write_cases(out_dir: str | Path, model, split, result: dict, *, binary: bool, normalization: Normalization,
                 k: int = 2, dataset: str | None = None, checkpoint: str | None = None, split_info: dict | None = None,
-                command: str | None = None, mode: str = "full", dpi: int = 80) -> dict:
+                command: str | None = None, mode: str = "full", dpi: int = 80, bf16: bool = False) -> dict:
     """Write out_dir/cases.json and out_dir/cases.png from an evaluate_split(..., per_case=True) result
-    of `split`; returns the short summary that evaluate_checkpoint adds to its result."""
+    of `split`; returns the short summary that evaluate_checkpoint adds to its result. `bf16`: the figure's
+    predictions under bf16 autocast on CUDA, as the result's were (the training engine's evaluation)."""
     from rwkvseg.notebook import provenance
 
     per_case = result["per_case"]
@@ -142,11 +145,11 @@ def write_cases(out_dir: str | Path, model, split, result: dict, *, binary: bool
     dice = {c["id"]: c["dice"] for c in per_case}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig = case_figure(model, split, picked, dice, binary=binary, normalization=normalization)
+    fig = case_figure(model, split, picked, dice, binary=binary, normalization=normalization, bf16=bf16)
     fig.savefig(out_dir / "cases.png", dpi=dpi, pil_kwargs={"optimize": True})
 
     sha = (split_info or {}).get(split.name, {}).get("sha256")
-    agreement = _agreement(model, {**result, "split_sha256": sha}, binary=binary)
+    agreement = _agreement(model, {**result, "split_sha256": sha}, binary=binary, bf16=bf16)
     record = {
         "dataset": dataset, "split": split.name, "split_info": split_info, "checkpoint": checkpoint,
         "metric": ("per-image DSC (rwkvseg.metrics.BinaryMetrics, threshold 0.5)" if binary else

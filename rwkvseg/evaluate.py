@@ -203,13 +203,15 @@ def load_model(checkpoint: str | Path, *, device: torch.device | str | None = No
 
 def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, split: str = "test",
                         tta: bool = True, max_items: int | None = None, device: str | None = None,
-                        cases_dir: str | Path | None = None, n_cases: int = 2, command: str | None = None) -> dict:
+                        cases_dir: str | Path | None = None, n_cases: int = 2, command: str | None = None,
+                        bf16: bool = False) -> dict:
     """Evaluate a checkpoint on the `split` ("test" or "val") of the data set it was trained on.
 
     `data_dir` defaults to the training run's; with `max_items`, only that many images / volumes
     are decoded (no cache file), otherwise the data set's cache is used. With `cases_dir`, the
     n_cases best, median and worst cases of the plain (no-TTA) predictions are written there
-    (rwkvseg.cases.write_cases: cases.json with every case's Dice and provenance, cases.png)."""
+    (rwkvseg.cases.write_cases: cases.json with every case's Dice and provenance, cases.png). `bf16`:
+    predict under bf16 autocast on CUDA, as the training engine evaluates (default: float32)."""
     import dataclasses
 
     from rwkvseg.train import TrainConfig, load_training_data
@@ -222,7 +224,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
                          "max_train_images": 1 if max_items else None})
     data = load_training_data(cfg, device=_device_of(model))
     es = data.val if split == "val" else data.test
-    kw = dict(binary=cfg.is_binary, normalization=data.normalization)
+    kw = dict(binary=cfg.is_binary, normalization=data.normalization, bf16=bf16)
     no_tta = evaluate_split(model, es, tta=False, per_case=cases_dir is not None, **kw)
     out = {"checkpoint": str(checkpoint), "dataset": cfg.dataset, "split_info": data.split_info,
            "metric_conventions": metric_conventions(binary=cfg.is_binary), "no_tta": no_tta}

@@ -14,8 +14,10 @@ writes into the record folder
                             (rwkvseg.cases, as `python -m rwkvseg evaluate --no-tta --cases` writes them)
 
 The cases come from the weights the engine selected and exported (run_dir/model: best validation
-epoch, or the last), evaluated once more on the test split in float32 without TTA; cases.json sets
-that evaluation beside the engine's own test numbers (its bf16 autocast evaluation) under "agreement".
+epoch, or the last), evaluated once more on the test split without TTA as the engine evaluates (bf16
+autocast on CUDA when the run trained with it: the kernels compiled for training serve again, and the
+numbers are the engine's); cases.json sets that evaluation beside the engine's test numbers under
+"agreement".
 A papermill run adds executed.ipynb to the folder.
 """
 from __future__ import annotations
@@ -89,6 +91,7 @@ def write_record(results: dict, out_dir: str | Path, *, run_dir: str | Path, com
 
     evaluated = evaluate_checkpoint(model_dir, split="test", tta=False, cases_dir=out, n_cases=n_cases,
                                     max_items=results["config"].get("max_eval_items"),
+                                    bf16=bool(results["provenance"].get("bf16")),
                                     command=record["provenance"]["command"])
     files = sorted(p.name for p in out.iterdir() if p.is_file())
     return {"dir": str(out), "files": files, "cases": evaluated["cases"]}
