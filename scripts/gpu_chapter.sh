@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Run a training chapter in full mode through papermill on the project's GPU machine, from the
+# repository root, within one call of the device tool (10 minutes), and leave its record in RESULTS_DIR:
+#     executed.ipynb  results.json  metrics.csv  curves.png  cases.json  cases.png
+#
+#   bash scripts/gpu_chapter.sh CHAPTER DATA_DIR RESULTS_DIR [papermill args ...]
+#   bash scripts/gpu_chapter.sh --install-only
+#
+# CHAPTER is 08_train_isic or 09_train_acdc (or book/<chapter>.ipynb); DATA_DIR and RESULTS_DIR are
+# relative to the repository root or absolute. Papermill gets -p MODE full, DATA_DIR, RESULTS_DIR,
+# COMPILE False (the committed runs are eager; compiling costs minutes of the call) and COMMAND (this
+# command line, recorded in the provenance), then the extra arguments: a later -p NAME wins
+# (-p EPOCHS 35, -p COMPILE True). The kernel runs in book/, as in the book build.
+#
+# 1. Wheels: the GPU machine has torch, triton, numpy, matplotlib, pyyaml, tqdm, requests, ... but
+#    not papermill or a Jupyter kernel. When .whl/ holds wheels (scripts/device_wheels.txt lists them
+#    and how to download them), they are installed into $SITE (/tmp/site); a warm machine on which
+#    an earlier call installed them needs none (see the ACDC call below).
+# 2. PYTHONPATH=$SITE:$PWD; a python3 kernelspec whose argv is this python3 is written to
+#    /tmp/rwkvseg_jupyter and found through JUPYTER_PATH (the wheel's own kernel.json says "python",
+#    which the machine may not have; without any spec jupyter_client would fall back to ipykernel's
+#    built-in one, also this python3, but an explicit spec shadows any stale one on the machine).
+# 3. papermill runs under `timeout -s INT` so that the whole script ends by DEADLINE_S (570 s) after its
+#    start even if training is slow: SIGINT makes papermill save the notebook and stop the kernel; with
+#    --request-save-on-cell-execute (and papermill's 30 s autosave inside long cells) the executed
+#    notebook holds everything up to the cut. Exit status: papermill's (124: cut at the deadline).
+#
+# Environment: PYTHON (python3), SITE (/tmp/site; SITE= runs in the current environment, e.g. a local
+# venv with papermill), WHEELS (.whl), DEADLINE_S (570), RWKVSEG_COMMIT (the commit the provenance
+# records: the device copy has no .git), DRY_RUN=1 (print the papermill command, run nothing).
+#
+# Timing (RWKV-UNet-T, one H100, eager, bf16; results/train_*/rwkv_unet_t_*ep.json): ISIC 2018 trains
+# 40 epochs in 475 s of train() (first epoch ~140 s: kernel compilation and autotuning; then ~6.3 s
+# an epoch plus validation, ~7 s), ACDC 60 epochs in 357 s (first epoch ~73 s, then ~3.8 s). On top:
+# wheels ~10 s, papermill and kernel start ~15 s, the record (cases: the data loaded again, one test
+# pass under bf16, figures) ~15-30 s. Hence EPOCHS 35 for ISIC (~490-515 s in all, 55-80 s spare)
+# and 60 for ACDC (~420 s in all, the committed record's schedule).
+#
+# Device calls (the `run` tool; <sha> = git rev-parse HEAD of the committed tree that travels).
+# Run the two back to back, and add nothing to the working tree in between (the ISIC record, ~1 MB,
+# goes into results/ after both): the working tree travels with every call and counts towards its
+# 64 MiB. ACDC's cache (.carry/acdc/acdc_224.npz, 51.5 MB) plus the tree (14.7 MB on 2026-11-24) leave
+# ~1 MB, less than the wheels (3.9 MB), so the ACDC call carries no wheels: it reuses /tmp/site from
+# the ISIC call while the machine is still warm (it is given back 30 s after a call).
+#
+#   ISIC, kind nvidia-h100-x1, carry [".whl", ".carry/isic2018"], timeout_s 600:
+#     set -o pipefail; export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD RWKVSEG_COMMIT=<sha>; bash scripts/gpu_chapter.sh 08_train_isic .carry/isic2018 results/train_isic2018/notebook_rwkv_unet_t_35ep -p EPOCHS 35 2>&1 | tee $OUT/gpu_chapter.log; cp -r results/train_isic2018/notebook_rwkv_unet_t_35ep $OUT/
+#
+#   ACDC, right after it (same machine), carry [".carry/acdc"], timeout_s 600:
+#     set -o pipefail; export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD RWKVSEG_COMMIT=<sha>; bash scripts/gpu_chapter.sh 09_train_acdc .carry/acdc results/train_acdc/notebook_rwkv_unet_t_60ep -p EPOCHS 60 2>&1 | tee $OUT/gpu_chapter.log; cp -r results/train_acdc/notebook_rwkv_unet_t_60ep $OUT/
+#
+# If the ACDC call lands on a fresh machine, the script stops within seconds (exit 3, "no papermill"):
+# then call `bash scripts/gpu_chapter.sh --install-only` with carry [".whl"] and the ACDC call at once
+# after it. The files come back under $OUT/<record folder>/ (7 files with the log: within the tool's 8).
+set -uo pipefail
+
+PY=${PYTHON:-python3}
+SITE=${SITE-/tmp/site}
+WHEELS=${WHEELS:-.whl}
+DEADLINE_S=${DEADLINE_S:-570}
+START=$SECONDS
+cd "$(dirname "$0")/.." || exit 2
+ROOT=$PWD
+
+die() { echo "gpu_chapter: $1" >&2; exit "${2:-2}"; }
+
+install_wheels() {
+    [ -n "$SITE" ] || return 0
+    if compgen -G "$WHEELS/*.whl" >/dev/null; then
+        echo "gpu_chapter: installing $(ls "$WHEELS"/*.whl | wc -l) wheels from $WHEELS into $SITE"
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+            "$WHEELS"/*.whl || die "pip could not install $WHEELS/*.whl into $SITE" 3
+    elif [ -d "$SITE/papermill" ]; then
+        echo "gpu_chapter: no wheels in $WHEELS; using the papermill already installed in $SITE"
+    fi
+}
+
+if [ "${1:-}" = "--install-only" ]; then
+    install_wheels
+    PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c "import papermill, ipykernel; print('gpu_chapter: papermill', papermill.__version__, 'ipykernel', ipykernel.__version__, 'in $SITE')" \
+        || die "papermill or ipykernel not importable from $SITE" 3
+    exit 0
+fi
+
+[ $# -ge 3 ] || die "usage: bash scripts/gpu_chapter.sh CHAPTER DATA_DIR RESULTS_DIR [papermill args ...]
+       bash scripts/gpu_chapter.sh --install-only"
+CHAPTER=$(basename "${1%.ipynb}")
+DATA_DIR=$2
+RESULTS_DIR=$3
+shift 3
+NOTEBOOK=book/$CHAPTER.ipynb
+[ -f "$NOTEBOOK" ] || die "no chapter $NOTEBOOK (expected 08_train_isic or 09_train_acdc)"
+grep -q '"RESULTS_DIR = ' "$NOTEBOOK" || die "$NOTEBOOK has no RESULTS_DIR parameter: only the training chapters (08_train_isic, 09_train_acdc) write a record"
+[ -e "$DATA_DIR" ] || die "DATA_DIR $DATA_DIR does not exist (ISIC: a folder with images/ and masks/, e.g. .carry/isic2018; ACDC: a folder holding acdc_224.npz, e.g. .carry/acdc)"
+DATA_ABS=$(realpath -m -- "$DATA_DIR")
+RESULTS_ABS=$(realpath -m -- "$RESULTS_DIR")
+COMMAND="bash scripts/gpu_chapter.sh $CHAPTER $DATA_DIR $RESULTS_DIR${*:+ $*}"
+
+JUPYTER_DIR=${TMPDIR:-/tmp}/rwkvseg_jupyter
+export PYTHONPATH="${SITE:+$SITE:}$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export JUPYTER_PATH="$JUPYTER_DIR/share/jupyter" JUPYTER_PLATFORM_DIRS=1 IPYTHONDIR="$JUPYTER_DIR/ipython"
+export RWKVSEG_BOOK_BUILD=1          # no live frontend under papermill: one progress line per epoch, no tqdm bars
+
+PM=("$PY" -m papermill "$NOTEBOOK" "$RESULTS_ABS/executed.ipynb" --cwd book -k python3
+    -p MODE full -p DATA_DIR "$DATA_ABS" -p RESULTS_DIR "$RESULTS_ABS" -p COMPILE False -p COMMAND "$COMMAND"
+    "$@" --log-output --request-save-on-cell-execute)
+
+if [ "${DRY_RUN:-}" = 1 ]; then
+    printf '%q ' "${PM[@]}"; echo
+    exit 0
+fi
+
+install_wheels
+"$PY" -c "import papermill, ipykernel" 2>/dev/null || die "no papermill/ipykernel importable (PYTHONPATH=$PYTHONPATH): carry .whl (see scripts/device_wheels.txt) or run on the warm machine of a call that installed them" 3
+mkdir -p "$IPYTHONDIR"
+"$PY" -m ipykernel install --prefix "$JUPYTER_DIR" --name python3 >/dev/null || die "could not write the python3 kernelspec" 3
+"$PY" - <<'EOF'
+import os, platform, papermill, ipykernel, torch
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
+print(f"gpu_chapter: python {platform.python_version()}, torch {torch.__version__}, {gpu}, papermill {papermill.__version__}, "
+      f"ipykernel {ipykernel.__version__}, commit {os.environ.get('RWKVSEG_COMMIT', '(RWKVSEG_COMMIT unset)')}")
+EOF
+mkdir -p "$RESULTS_ABS"
+LEFT=$((DEADLINE_S - (SECONDS - START) - 25))       # 25 s: papermill's save after SIGINT, the listing
+[ "$LEFT" -ge 60 ] || die "only $LEFT s left before the deadline: not starting" 124
+echo "gpu_chapter: $(printf '%q ' "${PM[@]}")"
+echo "gpu_chapter: at most $LEFT s from now ($((SECONDS - START)) s spent)"
+timeout -s INT -k 20 "$LEFT" "${PM[@]}"
+STATUS=$?
+[ "$STATUS" -eq 124 ] && echo "gpu_chapter: cut at the deadline; the executed notebook holds what ran" >&2
+echo "gpu_chapter: papermill exit $STATUS after $((SECONDS - START)) s; $RESULTS_DIR holds:"
+ls -l "$RESULTS_ABS"
+for f in executed.ipynb results.json metrics.csv curves.png cases.json cases.png; do
+    [ -f "$RESULTS_ABS/$f" ] || { echo "gpu_chapter: missing $f" >&2; [ "$STATUS" -ne 0 ] || STATUS=4; }
+done
+exit "$STATUS"
