@@ -152,7 +152,7 @@ def test_single_pass_forward(T):
 
 def test_single_pass_partition(monkeypatch):
     """The single-pass kernel takes exactly the channel blocks inside its bounds and the tiled kernel
-    exactly the others: with the tiled kernel switched off, only the declined blocks stay unwritten."""
+    the others: with the tiled kernel switched off, only the declined blocks stay unwritten."""
     g = torch.Generator().manual_seed(21)
     B, T, C = 2, 30, 14                       # blocks of 4 channels under the interpreter
     k, v = (torch.randn(B, T, C, generator=g).to(DEVICE) for _ in range(2))
