@@ -5,6 +5,7 @@
 #
 #   bash scripts/gpu_chapter.sh CHAPTER DATA_DIR RESULTS_DIR [papermill args ...]
 #   bash scripts/gpu_chapter.sh --install-only
+#   bash scripts/gpu_chapter.sh --size CARRY...     (here, before a call: what it would carry, against 64 MiB)
 #
 # CHAPTER is 08_train_isic or 09_train_acdc (or book/<chapter>.ipynb); DATA_DIR and RESULTS_DIR are
 # relative to the repository root or absolute. Papermill gets -p MODE full, DATA_DIR, RESULTS_DIR,
@@ -39,9 +40,10 @@
 # Device calls (the `run` tool; <sha> = git rev-parse HEAD of the committed tree that travels).
 # Run the two back to back, and add nothing to the working tree in between (the ISIC record, ~1 MB,
 # goes into results/ after both): the working tree travels with every call and counts towards its
-# 64 MiB. ACDC's cache (.carry/acdc/acdc_224.npz, 51.5 MB) plus the tree (14.7 MB on 2026-11-24) leave
-# ~1 MB, less than the wheels (3.9 MB), so the ACDC call carries no wheels: it reuses /tmp/site from
-# the ISIC call while the machine is still warm (it is given back 30 s after a call).
+# 64 MiB. ACDC's cache (.carry/acdc/acdc_224.npz, 51.5 MB) plus the tree (15.1 MB on 2026-11-24) leave
+# ~0.5 MB, less than the wheels (3.9 MB), so the ACDC call carries no wheels: it reuses /tmp/site from
+# the ISIC call while the machine is still warm (it is given back 30 s after a call). Check first with
+# `bash scripts/gpu_chapter.sh --size .carry/acdc` (and `--size .whl .carry/isic2018`).
 #
 #   ISIC, kind nvidia-h100-x1, carry [".whl", ".carry/isic2018"], timeout_s 600:
 #     set -o pipefail; export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD RWKVSEG_COMMIT=<sha>; bash scripts/gpu_chapter.sh 08_train_isic .carry/isic2018 results/train_isic2018/notebook_rwkv_unet_t_35ep -p EPOCHS 35 2>&1 | tee $OUT/gpu_chapter.log; cp -r results/train_isic2018/notebook_rwkv_unet_t_35ep $OUT/
@@ -75,6 +77,17 @@ install_wheels() {
     fi
 }
 
+if [ "${1:-}" = "--size" ]; then
+    shift
+    # tracked and untracked-not-ignored files (what every call sends), then the carried paths
+    TREE=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | xargs -0 stat -c %s 2>/dev/null \
+            | awk '{s += $1} END {print s + 0}')
+    CARRY=$( [ $# -eq 0 ] || find "$@" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')
+    awk -v t="$TREE" -v c="${CARRY:-0}" 'BEGIN {
+        m = 2^20; printf "gpu_chapter: tree %.2f MiB + carry %.2f MiB = %.2f MiB of 64 MiB (%.2f MiB left)\n",
+        t / m, c / m, (t + c) / m, 64 - (t + c) / m; exit (t + c > 64 * m) }' || die "over the device call's 64 MiB" 5
+    exit 0
+fi
 if [ "${1:-}" = "--install-only" ]; then
     install_wheels
     PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c "import papermill, ipykernel; print('gpu_chapter: papermill', papermill.__version__, 'ipykernel', ipykernel.__version__, 'in $SITE')" \

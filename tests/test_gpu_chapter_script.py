@@ -50,3 +50,17 @@ def test_wheel_list_pins_one_version_each():
     lines = [x for x in (ROOT / "scripts" / "device_wheels.txt").read_text().splitlines() if x and not x.startswith("#")]
     names = [re.fullmatch(r"([A-Za-z0-9_.-]+)==[0-9][A-Za-z0-9.]*", x).group(1).lower().replace("_", "-") for x in lines]
     assert len(names) == len(set(names)) and "papermill" in names and "ipykernel" in names
+
+
+def test_size_adds_the_carried_paths_to_the_tree(tmp_path):
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs the git checkout")
+    (tmp_path / "a").write_bytes(b"x" * 2**20)
+    small, big = run("--size", str(tmp_path)), run("--size", str(tmp_path), str(tmp_path), str(tmp_path))
+    assert small.returncode == 0 and "+ carry 1.00 MiB" in small.stdout
+    assert "+ carry 3.00 MiB" in big.stdout
+    (tmp_path / "huge").write_bytes(b"")
+    with open(tmp_path / "huge", "wb") as f:
+        f.truncate(64 * 2**20)                              # sparse: the size counts, not the blocks
+    over = run("--size", str(tmp_path))
+    assert over.returncode == 5 and "over the device call's 64 MiB" in over.stderr
