@@ -54,6 +54,10 @@
 # If the ACDC call lands on a fresh machine, the script stops within seconds (exit 3, "no papermill"):
 # then call `bash scripts/gpu_chapter.sh --install-only` with carry [".whl"] and the ACDC call at once
 # after it. The files come back under $OUT/<record folder>/ (7 files with the log: within the tool's 8).
+# Without papermill at all, the same record but no executed notebook comes from the command line:
+#     python3 -m rwkvseg train --config configs/acdc_rwkv_unet_t.yaml --data_dir .carry/acdc --epochs 60
+#       --compile false --out_dir runs/acdc --progress line && python3 -m rwkvseg record --run runs/acdc
+#       --out results/train_acdc/rwkv_unet_t_60ep_cli
 set -uo pipefail
 
 PY=${PYTHON:-python3}
