@@ -65,18 +65,20 @@ class ScanOrder:
     def index(self, H: int, W: int, device: torch.device | str | None = None) -> Tensor:
         """The route: int64 [T'] with the flat source pixel of each slot, -1 at padding slots."""
         _check_size(H, W)
-        return _cached_index(self, H, W).to(device) if device is not None else _cached_index(self, H, W)
+        return _cached_index(self, H, W, torch.device(device or "cpu"))
 
     def length(self, H: int, W: int) -> int:
         """T', the sequence length including padding slots."""
-        return int(self.index(H, W).numel())
+        _check_size(H, W)
+        return len(_route(self, H, W)[0])
 
     def scan(self, x: Tensor, pad_token: Tensor | None = None) -> Tensor:
         """(B, C, H, W) -> (B, T', C). Padding slots hold ``pad_token`` ((C,)) or zeros."""
         if x.dim() != 4:
             raise ValueError(f"{self!r}.scan expects a (B, C, H, W) map, got shape {tuple(x.shape)}")
         B, C, H, W = x.shape
-        idx = self.index(H, W, x.device)                                    # (T',)
+        _check_size(H, W)
+        idx = _cached_index(self, H, W, x.device, pad_slot=H * W)           # (T',), padding slots -> H*W
         flat = x.flatten(2)                                                 # (B, C, H*W)
         if self.pad:
             if pad_token is None:
@@ -87,7 +89,6 @@ class ScanOrder:
                 )
             # Append the pad token as an extra "pixel" H*W so one gather builds the sequence.
             flat = torch.cat([flat, pad_token.to(flat.dtype).view(1, C, 1).expand(B, C, 1)], dim=2)
-            idx = torch.where(idx < 0, H * W, idx)
         return flat.index_select(2, idx).transpose(1, 2)                   # (B, T', C)
 
     def unscan(self, seq: Tensor, H: int, W: int) -> Tensor:
@@ -97,7 +98,7 @@ class ScanOrder:
             raise ValueError(
                 f"{self!r}.unscan expects (B, T'={T}, C) for an {H}x{W} map, got shape {tuple(seq.shape)}"
             )
-        inv = _cached_inverse(self, H, W).to(seq.device)                    # (H*W,) slot of pixel n
+        inv = _cached_inverse(self, H, W, seq.device)                       # (H*W,) slot of pixel n
         B, _, C = seq.shape
         return seq.index_select(1, inv).transpose(1, 2).reshape(B, C, H, W)
 
@@ -142,12 +143,24 @@ def _route(order: ScanOrder, H: int, W: int) -> tuple[tuple[int, ...], tuple[int
     return tuple(seq), tuple(inverse)
 
 
-def _cached_index(order: ScanOrder, H: int, W: int) -> Tensor:
-    return torch.tensor(_route(order, H, W)[0], dtype=torch.int64)
+# The routes as int64 tensors, built once per (order, size, device) and kept on the device: building
+# them per call cost a Python-to-tensor conversion each, and moving them to the GPU a host-device
+# synchronisation each (a blocking copy), which made MS-RWKV-UNet's eager step wait on the GPU 4x per
+# block and head. Callers must not modify them.
+@lru_cache(maxsize=1024)
+def _cached_index(order: ScanOrder, H: int, W: int, device: torch.device = torch.device("cpu"),
+                  pad_slot: int = -1) -> Tensor:
+    with torch.inference_mode(False):    # a normal tensor even when first asked for under inference mode
+        idx = torch.tensor(_route(order, H, W)[0], dtype=torch.int64)
+        if pad_slot != -1:
+            idx = torch.where(idx < 0, pad_slot, idx)
+        return idx.to(device)
 
 
-def _cached_inverse(order: ScanOrder, H: int, W: int) -> Tensor:
-    return torch.tensor(_route(order, H, W)[1], dtype=torch.int64)
+@lru_cache(maxsize=1024)
+def _cached_inverse(order: ScanOrder, H: int, W: int, device: torch.device = torch.device("cpu")) -> Tensor:
+    with torch.inference_mode(False):
+        return torch.tensor(_route(order, H, W)[1], dtype=torch.int64).to(device)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -115,3 +115,17 @@ def test_wkv_receptive_field():
     assert grid[2, 3:].abs().sum() == 0 and grid[3].abs().sum() == 0      # causal: nothing ahead
     grid, pad_share = wkv_receptive_field(WindowScan(window=2), 4, 4, pixel=(1, 1), w=0.5, causal=False)
     assert pad_share == 0 and bool((grid > 0).all())
+
+
+def test_routes_cached_per_device_and_usable_for_training():
+    """The route tensors are built once per (order, size, device), also when first asked for under
+    inference mode, and a model trained afterwards can still save them for its backward."""
+    order = RowMajor(pad=True)
+    with torch.inference_mode():
+        order.scan(torch.randn(1, 2, 3, 5))
+    x = torch.randn(2, 4, 3, 5, requires_grad=True)
+    seq = order.scan(x, pad_token=torch.zeros(4))
+    assert seq.shape == (2, order.length(3, 5), 4)
+    order.unscan(seq, 3, 5).sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+    assert order.index(3, 5) is order.index(3, 5, "cpu")
