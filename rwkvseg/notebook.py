@@ -6,6 +6,7 @@ imports the book.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import platform
 import subprocess
@@ -176,6 +177,36 @@ def results_path(*parts: str) -> Path:
         if (base / "results").is_dir() and (base / "_toc.yml").is_file():
             return base.joinpath("results", *parts)
     raise FileNotFoundError(f"no results/ folder above {Path.cwd()}: run the chapter from a clone of the repository")
+
+
+def committed_runs(folder: str) -> list[tuple[str, dict]]:
+    """The committed full-mode training records of a chapter (results/<folder>/), as (name, record)
+    pairs sorted by name: the engine's JSON files (results/<folder>/<name>.json) and the record
+    folders that rwkvseg.record writes (results/<folder>/<name>/results.json). Files without a
+    full-mode provenance (histories, quick runs) are left out."""
+    try:
+        root = results_path(folder)
+    except FileNotFoundError:
+        return []
+    if not root.is_dir():
+        return []
+    runs = [(p.name, p) for p in root.glob("*.json")] + [(p.parent.name, p) for p in root.glob("*/results.json")]
+    out = []
+    for name, path in sorted(runs):
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and record.get("provenance", {}).get("mode") == "full":
+            out.append((name, record))
+    return out
+
+
+def latest_run_per_model(runs: list[tuple[str, dict]]) -> dict[str, tuple[str, dict]]:
+    """model name -> its most recent record (by provenance date) among `runs`."""
+    latest: dict[str, tuple[str, dict]] = {}
+    for name, record in runs:
+        model = record["model"]
+        if model not in latest or record["provenance"]["date"] > latest[model][1]["provenance"]["date"]:
+            latest[model] = (name, record)
+    return latest
 
 
 def chapter_command(notebook: str, **parameters) -> str:

@@ -52,3 +52,17 @@ def test_show_figure_displays_a_png_without_pyplot(monkeypatch):
 def test_chapter_command_names_the_parameters_that_are_set():
     line = notebook.chapter_command("book/09_train_acdc.ipynb", MODE="quick", EPOCHS=None, SEED=0)
     assert line == "book/09_train_acdc.ipynb with MODE='quick', SEED=0"
+
+
+def test_committed_runs_reads_files_and_record_folders():
+    """Both layouts of a committed training record are found: the engine's <name>.json and the
+    record folder <name>/results.json that rwkvseg.record writes; histories are not records."""
+    from rwkvseg.notebook import committed_runs, latest_run_per_model
+
+    runs = dict(committed_runs("train_isic2018"))
+    assert "rwkv_unet_t_40ep.json" in runs and "notebook_rwkv_unet_t_35ep" in runs
+    assert not any(name.endswith("_history.json") for name in runs)
+    latest = latest_run_per_model(list(runs.items()))
+    assert set(latest) >= {"rwkv_unet_t", "unet", "ms_rwkv_unet"}
+    assert latest["rwkv_unet_t"][0] == "notebook_rwkv_unet_t_35ep"      # the most recent of the two
+    assert committed_runs("no_such_chapter") == []
