@@ -193,9 +193,13 @@ AB_VARIANTS = {
     "tiled 64x16x4": {"allow_single": False, "tile": (64, 16, 4)},
     "default": {},
 }
-AB_SINGLE = {256: [(256, 16, 8), (256, 8, 4), (256, 16, 4), (256, 32, 16)],
-             1024: [(1024, 8, 16), (1024, 4, 8), (1024, 8, 8), (1024, 16, 16), (1024, 2, 4)],
-             4096: [(4096, 2, 16), (4096, 4, 16), (4096, 4, 32), (4096, 1, 8)]}
+AB_SINGLE = {256: [(256, 16, 4), (256, 8, 4)],
+             1024: [(1024, 4, 8), (1024, 8, 8)],
+             4096: [(4096, 2, 16)]}
+# the matrix-product single pass (single_impl="dot"): tiles (L, NS, BC, num_warps)
+AB_DOT = {256: [(32, 8, 16, 8), (32, 8, 8, 4), (32, 8, 4, 2)],
+          1024: [(32, 32, 4, 8), (32, 32, 2, 4), (32, 32, 4, 16)],
+          4096: [(32, 128, 1, 8), (32, 128, 2, 16)]}
 
 
 def ab(kt, bw, reps, out: Path, result: dict) -> None:
@@ -210,13 +214,23 @@ def ab(kt, bw, reps, out: Path, result: dict) -> None:
         y_ref = kt.wkv_forward(w, u, k, v, causal=False, allow_single=False, tile=(128, 16, 4))
         variants = dict(AB_VARIANTS)
         variants.update({f"single {tp}x{bc}x{nw}": {"single_tile": (tp, bc, nw)} for tp, bc, nw in AB_SINGLE.get(T, [])})
+        variants.update({f"single dot {L}x{ns}x{bc}x{nw}": {"single_impl": "dot", "single_tile": (L, ns, bc, nw)}
+                         for L, ns, bc, nw in AB_DOT.get(T, [])})
+        variants["single dot default"] = {"single_impl": "dot"}
+        # wide decays (spatial_decay ~ U(0, 5)): the scan single pass declines them, the dot one does not
+        w_wide = torch.rand(C, device="cuda") / T * 5
+        y_wide = kt.wkv_forward(w_wide, u, k, v, causal=False, allow_single=False, tile=(128, 16, 4))
+        variants["wide decay: default"] = {"_wide": True}
+        variants["wide decay: single dot default"] = {"_wide": True, "single_impl": "dot"}
         for name, kw in variants.items():
-            err = rel(kt.wkv_forward(w, u, k, v, causal=False, **kw), y_ref)
-            fwd = statistics.median(time_fn(lambda: kt.wkv_forward(w, u, k, v, causal=False, **kw),
+            kw = dict(kw)
+            ww, ref = (w_wide, y_wide) if kw.pop("_wide", False) else (w, y_ref)
+            err = rel(kt.wkv_forward(ww, u, k, v, causal=False, **kw), ref)
+            fwd = statistics.median(time_fn(lambda: kt.wkv_forward(ww, u, k, v, causal=False, **kw),
                                             reps=reps, flush=True))
             row = {"T": T, "C": C, "variant": name, "fwd_ms": fwd, "fwd_pct_floor": 100 * floor_f / fwd,
                    "fwd_rel_diff_vs_tiled": err}
-            if not name.startswith("single"):
+            if not name.startswith(("single", "wide")):
                 fb = statistics.median(time_fn(lambda: (kt.wkv_forward(w, u, k, v, causal=False, **kw),
                                                         kt.wkv_backward(w, u, k, v, gy, causal=False, **kw)),
                                                reps=reps, flush=True))

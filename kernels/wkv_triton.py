@@ -225,9 +225,11 @@ def _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs,
 
 
 @triton.jit
-def _single_ok(w2, u2, T):
-    """Channels (w, u in log2 units) that the single-pass forward computes exactly."""
-    return (tl.abs(w2) * T <= 2.0) & (u2 >= -8.0) & (u2 <= 60.0)
+def _single_ok(w2, u2, T, WIDE: tl.constexpr = False):
+    """Channels (w, u in log2 units) that a single-pass forward computes exactly: |w| T log2 e <= 2 for
+    the scan version (suffix = total - prefix), <= 40 for the matrix-product version (WIDE: no
+    subtraction of sums, only the decay range of the separable form)."""
+    return (tl.abs(w2) * T <= (40.0 if WIDE else 2.0)) & (u2 >= -8.0) & (u2 <= 60.0)
 
 
 @triton.jit
@@ -296,14 +298,121 @@ def _single_tile(T: int) -> tuple[int, int, int]:
     return tp, 4096 // tp, 8
 
 
+# ---- variant S with the in-tile sums on the tensor cores (experimental, single_impl="dot") -----------
+# The sequence of BC channels is cut into NS sub-tiles of L tokens and held as one (L, NS * BC) tile:
+# column j = s * BC + c holds tokens s L .. s L + L - 1 of channel c. With the separable decay, every
+# in-sub-tile exclusive prefix (suffix) sum is one product with the strict lower (upper) triangular
+# 0/1 matrix, shared by all columns: a (L, L) @ (L, NS BC) tensor-core product. Each float32 operand
+# is split into a tf32-exact high part and the remainder (two products), which keeps ~2^-21 relative
+# accuracy. Across sub-tiles, the (NS, BC) sub-tile totals go through a small cumulative sum each
+# way. No sum is obtained by subtraction, so the bound is the decay range of the separable form:
+# |w| T log2 e <= 40 (spatial_decay up to ~27 for Vision-RWKV's w = decay / T).
+
+
 @triton.jit
-def _done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC: tl.constexpr):
+def _tf32_split(x):
+    """x = hi + lo with hi exactly representable in tf32 (low 13 mantissa bits cleared)."""
+    hi = (x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    return hi, x - hi
+
+
+@triton.jit
+def _tri_dot(tri, x):
+    """tri @ x in float32 accuracy on the tensor cores (tri: exact 0/1 matrix)."""
+    hi, lo = _tf32_split(x)
+    return tl.dot(tri, hi, input_precision="tf32") + tl.dot(tri, lo, input_precision="tf32")
+
+
+@triton.jit
+def _per_channel(x, NS: tl.constexpr, BC: tl.constexpr, OP: tl.constexpr):
+    """(J,) column values -> (J,) the sum or max over the NS sub-tiles of each channel, back per column."""
+    x2 = tl.reshape(x, (NS, BC))
+    r = tl.max(x2, axis=0) if OP == "max" else tl.sum(x2, axis=0)
+    return tl.reshape(tl.broadcast_to(r[None, :], (NS, BC)), (NS * BC,))
+
+
+@triton.jit
+def _carries(tot, NS: tl.constexpr, BC: tl.constexpr):
+    """(J,) sub-tile totals -> (J,) exclusive sums over the sub-tiles before (prefix) and after (suffix).
+    Summed directly over an (NS, NS, BC) mask, never as inclusive sum - own total: the totals of one
+    channel differ by up to 2^(|w| L log2 e) from one sub-tile to the next, and the subtraction lost
+    that many bits (1.6e-3 relative error at |w| T log2 e = 34)."""
+    t2 = tl.reshape(tot, (NS, BC))
+    si = tl.arange(0, NS)
+    before = tl.sum(tl.where((si[None, :] < si[:, None])[:, :, None], t2[None, :, :], 0.0), axis=1)
+    after = tl.sum(tl.where((si[None, :] > si[:, None])[:, :, None], t2[None, :, :], 0.0), axis=1)
+    return tl.reshape(before, (NS * BC,)), tl.reshape(after, (NS * BC,))
+
+
+@triton.jit(do_not_specialize=["T"])
+def _wkv_fwd_single_dot_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, T, C, skb, skt, skc, svb, svt, svc,
+                               syb, syt, syc, L: tl.constexpr, NS: tl.constexpr, BC: tl.constexpr):
+    """y for one batch item and BC channels, all T <= L * NS tokens (grid: C blocks fastest, then B).
+    Same sums as _wkv_fwd_single_kernel; the in-sub-tile ones are triangular matrix products."""
+    J: tl.constexpr = NS * BC
+    jj = tl.arange(0, J)
+    ch = tl.program_id(0) * BC + jj % BC                                # channel of each column
+    b = tl.program_id(1).to(tl.int64)
+    cmask = ch < C
+    w2 = tl.load(w_ptr + ch, mask=cmask, other=0.0) * 1.4426950408889634
+    u2 = tl.load(u_ptr + ch, mask=cmask, other=0.0) * 1.4426950408889634
+    if tl.min(_single_ok(w2, u2, T, True).to(tl.int32), axis=0) == 0:
+        return                                                         # left to the tiled kernel
+    ll = tl.arange(0, L)
+    t = (jj // BC)[None, :] * L + ll[:, None]                           # (L, J) token of each element
+    mask = (t < T) & cmask[None, :]
+    t64 = t.to(tl.int64)
+    k2 = tl.load(k_ptr + b * skb + t64 * skt + ch[None, :] * skc, mask=mask, other=float("-inf")) * 1.4426950408889634
+    v = tl.load(v_ptr + b * svb + t64 * svt + ch[None, :] * svc, mask=mask, other=0.0).to(tl.float32)
+    m = _per_channel(tl.max(k2, axis=0), NS, BC, "max")
+    m = tl.where(cmask, m, 0.0)
+    e = tl.exp2(k2 - m[None, :])                                        # 0 on padding
+    ev = e * v
+    # padding rows (t >= T) take the last token's decay: their e is 0, and their own distance to the
+    # centre could overflow 2^(|w| d) when the padded length is much longer than T
+    wd = w2[None, :] * (tl.minimum(t, T - 1).to(tl.float32) - (T - 1) * 0.5)
+    grow = tl.exp2(wd)
+    shrink = tl.exp2(-wd)
+    lower = (ll[None, :] < ll[:, None]).to(tl.float32)                  # [t, i] = 1 for i < t
+    upper = (ll[None, :] > ll[:, None]).to(tl.float32)                  # [t, i] = 1 for i > t
+    rinv = tl.exp2(w2)[None, :]
+    eu = tl.exp2(u2)[None, :]
+    # prefix sums, weights grow: in-sub-tile by the lower matrix, earlier sub-tiles by their totals
+    gv = grow * ev
+    g1 = grow * e
+    pv, _ = _carries(tl.sum(gv, axis=0), NS, BC)
+    p1, _ = _carries(tl.sum(g1, axis=0), NS, BC)
+    N = (_tri_dot(lower, gv) + pv[None, :]) * (shrink * rinv) + eu * ev
+    D = (_tri_dot(lower, g1) + p1[None, :]) * (shrink * rinv) + eu * e
+    # suffix sums, weights shrink: the upper matrix, later sub-tiles
+    sv = shrink * ev
+    s1 = shrink * e
+    _, qv = _carries(tl.sum(sv, axis=0), NS, BC)
+    _, q1 = _carries(tl.sum(s1, axis=0), NS, BC)
+    N += (_tri_dot(upper, sv) + qv[None, :]) * (grow * rinv)
+    D += (_tri_dot(upper, s1) + q1[None, :]) * (grow * rinv)
+    tl.store(y_ptr + b * syb + t64 * syt + ch[None, :] * syc, (N / D).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def _single_dot_tile(T: int) -> tuple[int, int, int, int]:
+    """(L, NS, BC, num_warps) of the matrix-product single pass: sub-tiles of 32 tokens (16 below 32),
+    a (L, NS BC) tile of 4096 elements (16 per thread)."""
+    L = 16 if T <= 16 else 32
+    ns = max(1, triton.next_power_of_2(T) // L)
+    if INTERPRET:
+        return L, ns, 4, 1
+    bc = max(1, min(16, 4096 // (L * ns)))
+    return L, ns, bc, max(1, min(16, L * ns * bc // 512))
+
+
+@triton.jit
+def _done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC: tl.constexpr, SKIP_WIDE: tl.constexpr):
     """(BC,) mask of the channels whose single-pass block (SKIP_BC wide) was complete."""
     blk = (cs // SKIP_BC)[:, None] * SKIP_BC + tl.arange(0, SKIP_BC)[None, :]
     bm = blk < C
     w2 = tl.load(w_ptr + blk, mask=bm, other=0.0) * 1.4426950408889634
     u2 = tl.load(u_ptr + blk, mask=bm, other=0.0) * 1.4426950408889634
-    return tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=1) == 1
+    return tl.min(_single_ok(w2, u2, T, SKIP_WIDE).to(tl.int32), axis=1) == 1
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -311,7 +420,7 @@ def _wkv_fwd_kernel(
     w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, sx_ptr, B, T, C, NT,
     skb, skt, skc, svb, svt, svc, syb, syt, syc,
     CAUSAL: tl.constexpr, ALLOW_FAST: tl.constexpr, ALLOW_TIGHT: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
-    SKIP_BC: tl.constexpr = 0,
+    SKIP_BC: tl.constexpr = 0, SKIP_WIDE: tl.constexpr = False,
 ):
     b = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BC + tl.arange(0, BC)
@@ -320,7 +429,7 @@ def _wkv_fwd_kernel(
         # Skip a block only when the single pass did all of it; otherwise redo the whole block (its
         # stores overwrite, in stream order). Narrowing cmask to the declined channels instead made
         # the mask data-dependent and cost the loads their vectorisation (2x slower on the H100).
-        if tl.min((_done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC) | ~cmask).to(tl.int32), axis=0) == 1:
+        if tl.min((_done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC, SKIP_WIDE) | ~cmask).to(tl.int32), axis=0) == 1:
             return
     w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST, ALLOW_TIGHT)
     jj = tl.arange(0, BT)
@@ -463,7 +572,7 @@ def _wkv_bwd_kernel(
 
 
 # B is an argument only so that the tuned tile shape is chosen per batch size too.
-_fwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST", "ALLOW_TIGHT", "SKIP_BC"])(_wkv_fwd_kernel)
+_fwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST", "ALLOW_TIGHT", "SKIP_BC", "SKIP_WIDE"])(_wkv_fwd_kernel)
 _bwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST", "ALLOW_TIGHT"])(_wkv_bwd_kernel)
 
 
@@ -484,8 +593,8 @@ def _launch(tuned, kernel, tile, B, C, *args, **constexprs):
 
 def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
                 allow_fast: bool = True, allow_tight: bool = True, allow_single: bool = True,
-                tile: tuple[int, int, int] | None = None, single_tile: tuple[int, int, int] | None = None
-                ) -> torch.Tensor:
+                tile: tuple[int, int, int] | None = None, single_tile: tuple | None = None,
+                single_impl: str = "scan") -> torch.Tensor:
     """y (B, T, C) in k's dtype. k, v any strides (a (B, C, T) view works); w, u (C,) float32.
 
     Bi-WKV with T <= SINGLE_MAX_T: the single-pass kernel first, then the tiled kernel for the channel
@@ -498,15 +607,21 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
     if y.numel() == 0:
         return y
     w, u = w.float().contiguous(), u.float().contiguous()
-    skip = 0
+    skip, wide = 0, single_impl == "dot"
     if not causal and allow_single and allow_fast and allow_tight and (T <= SINGLE_MAX_T or single_tile):
-        tp, skip, nw = single_tile or _single_tile(T)
-        _wkv_fwd_single_kernel[(triton.cdiv(C, skip), B)](w, u, k, v, y, T, C, *k.stride(), *v.stride(), *y.stride(),
-                                                           TP=tp, BC=skip, num_warps=nw)
+        if wide:     # experimental: in-tile sums as triangular matrix products (tensor cores)
+            L, ns, skip, nw = single_tile or _single_dot_tile(T)
+            _wkv_fwd_single_dot_kernel[(triton.cdiv(C, skip), B)](w, u, k, v, y, T, C, *k.stride(), *v.stride(),
+                                                                   *y.stride(), L=L, NS=ns, BC=skip, num_warps=nw)
+        else:
+            tp, skip, nw = single_tile or _single_tile(T)
+            _wkv_fwd_single_kernel[(triton.cdiv(C, skip), B)](w, u, k, v, y, T, C, *k.stride(), *v.stride(),
+                                                               *y.stride(), TP=tp, BC=skip, num_warps=nw)
     nt = triton.cdiv(T, tile[0] if tile else MIN_BT)
     scratch = torch.empty((B, nt, 3, C), dtype=torch.float32, device=k.device)
     _launch(_fwd, _wkv_fwd_kernel, tile, B, C, w, u, k, v, y, scratch, B, T, C, nt, *k.stride(), *v.stride(),
-            *y.stride(), CAUSAL=causal, ALLOW_FAST=allow_fast, ALLOW_TIGHT=allow_tight, SKIP_BC=skip)
+            *y.stride(), CAUSAL=causal, ALLOW_FAST=allow_fast, ALLOW_TIGHT=allow_tight, SKIP_BC=skip,
+            SKIP_WIDE=wide)
     return y
 
 

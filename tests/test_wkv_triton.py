@@ -150,21 +150,42 @@ def test_single_pass_forward(T):
     check("bi", 2, T, 8, k_scale=20.0, w_lo=-1.0 / T, w_hi=1.3 / T, seed=20 + T)
 
 
-def test_single_pass_partition(monkeypatch):
+@pytest.mark.parametrize("T", [1, 17, 40, 100])
+@pytest.mark.parametrize("decay", [(-20.0, 0.0), (0.0, 1.0), (0.0, 27.0)], ids=["negative", "small", "large"])
+def test_single_pass_dot_forward(T, decay):
+    """The matrix-product single pass (experimental, single_impl="dot") against the float64 oracle
+    over its whole regime, |w| T log2 e <= 40, with several sub-tiles (T = 40, 100) and large keys.
+    The interpreter multiplies in float32; the tf32 split is checked on the GPU by benchmarks/wkv.py."""
+    g = torch.Generator().manual_seed(30 + T)
+    k = torch.randn(2, T, 8, generator=g, dtype=torch.float64) * 8
+    v = torch.randn(2, T, 8, generator=g, dtype=torch.float64)
+    w = (decay[0] + (decay[1] - decay[0]) * torch.rand(8, generator=g, dtype=torch.float64)) / T
+    u = torch.randn(8, generator=g, dtype=torch.float64) / T
+    y_ref = wkv_dense(w, u, k, v, causal=False)
+    f32 = [t.to(DEVICE, torch.float32) for t in (w, u, k, v)]
+    y = wkv_triton.wkv_forward(*f32, causal=False, single_impl="dot")
+    assert (y.double().cpu() - y_ref).norm() / y_ref.norm() < 1e-5
+    with pytest.MonkeyPatch.context() as mp:              # and the dot kernel took every channel
+        mp.setattr(wkv_triton, "_launch", lambda *a, **kw: None)
+        assert not torch.isnan(wkv_triton.wkv_forward(*f32, causal=False, single_impl="dot")).any()
+
+
+@pytest.mark.parametrize("impl", ["scan", "dot"])
+def test_single_pass_partition(monkeypatch, impl):
     """The single-pass kernel takes exactly the channel blocks inside its bounds and the tiled kernel
     the others: with the tiled kernel switched off, only the declined blocks stay unwritten."""
     g = torch.Generator().manual_seed(21)
     B, T, C = 2, 30, 14                       # blocks of 4 channels under the interpreter
     k, v = (torch.randn(B, T, C, generator=g).to(DEVICE) for _ in range(2))
     w, u = (torch.rand(C, generator=g) * 0.02).to(DEVICE), (torch.randn(C, generator=g) * 0.1).to(DEVICE)
-    w[1] = 0.5                                # |w| T log2 e > 2: block 0 declined
+    w[1] = 2.0                                # |w| T log2 e > 40: block 0 declined (by both versions)
     u[9] = -6.0                               # u log2 e < -8: block 2 declined
-    bs = wkv_triton._single_tile(T)[1]
-    full = wkv_triton.wkv_forward(w, u, k, v, causal=False)
+    bs = wkv_triton._single_tile(T)[1] if impl == "scan" else wkv_triton._single_dot_tile(T)[2]
+    full = wkv_triton.wkv_forward(w, u, k, v, causal=False, single_impl=impl)
     tiled = wkv_triton.wkv_forward(w, u, k, v, causal=False, allow_single=False)
     assert torch.allclose(full, tiled, rtol=1e-5, atol=1e-6)
     monkeypatch.setattr(wkv_triton, "_launch", lambda *a, **kw: None)
-    only_single = wkv_triton.wkv_forward(w, u, k, v, causal=False)
+    only_single = wkv_triton.wkv_forward(w, u, k, v, causal=False, single_impl=impl)
     declined = torch.zeros(C, dtype=torch.bool)
     for c in (1, 9):
         declined[c // bs * bs:(c // bs + 1) * bs] = True
