@@ -6,6 +6,7 @@
 #   bash scripts/gpu_chapter.sh CHAPTER DATA_DIR RESULTS_DIR [papermill args ...]
 #   bash scripts/gpu_chapter.sh --install-only
 #   bash scripts/gpu_chapter.sh --size CARRY...     (here, before a call: what it would carry, against 64 MiB)
+#   bash scripts/gpu_chapter.sh --split FILE DIR | --join DIR FILE   (a data file in parts over two calls)
 #
 # CHAPTER is 08_train_isic or 09_train_acdc (or book/<chapter>.ipynb); DATA_DIR and RESULTS_DIR are
 # relative to the repository root or absolute. Papermill gets -p MODE full, DATA_DIR, RESULTS_DIR,
@@ -38,22 +39,24 @@
 # and 60 for ACDC (~420 s in all, the committed record's schedule).
 #
 # Device calls (the `run` tool; <sha> = git rev-parse HEAD of the committed tree that travels).
-# Run the two back to back, and add nothing to the working tree in between (the ISIC record, ~1 MB,
-# goes into results/ after both): the working tree travels with every call and counts towards its
-# 64 MiB. ACDC's cache (.carry/acdc/acdc_224.npz, 51.5 MB) plus the tree (15.1 MB on 2026-11-24) leave
-# ~0.5 MB, less than the wheels (3.9 MB), so the ACDC call carries no wheels: it reuses /tmp/site from
-# the ISIC call while the machine is still warm (it is given back 30 s after a call). Check first with
-# `bash scripts/gpu_chapter.sh --size .carry/acdc` (and `--size .whl .carry/isic2018`).
+# The working tree travels with every call and counts towards its 64 MiB (15.9 MB on 2026-11-24, most
+# of it weights/); check a call with `bash scripts/gpu_chapter.sh --size <carried paths>`.
 #
 #   ISIC, kind nvidia-h100-x1, carry [".whl", ".carry/isic2018"], timeout_s 600:
 #     set -o pipefail; export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD RWKVSEG_COMMIT=<sha>; bash scripts/gpu_chapter.sh 08_train_isic .carry/isic2018 results/train_isic2018/notebook_rwkv_unet_t_35ep -p EPOCHS 35 2>&1 | tee $OUT/gpu_chapter.log; cp -r results/train_isic2018/notebook_rwkv_unet_t_35ep $OUT/
 #
-#   ACDC, right after it (same machine), carry [".carry/acdc"], timeout_s 600:
-#     set -o pipefail; export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD RWKVSEG_COMMIT=<sha>; bash scripts/gpu_chapter.sh 09_train_acdc .carry/acdc results/train_acdc/notebook_rwkv_unet_t_60ep -p EPOCHS 60 2>&1 | tee $OUT/gpu_chapter.log; cp -r results/train_acdc/notebook_rwkv_unet_t_60ep $OUT/
+#   ACDC: the cache (.carry/acdc/acdc_224.npz, 49 MiB) and the tree no longer fit one call, so it
+#   travels in two parts (once, here: `bash scripts/gpu_chapter.sh --split .carry/acdc/acdc_224.npz
+#   .carry/acdc_parts`), over two calls back to back on the same warm machine:
+#   call 1, carry [".whl", ".carry/acdc_parts/manifest", ".carry/acdc_parts/part_00"]:
+#     bash scripts/gpu_chapter.sh --install-only
+#   call 2, at once, carry [".carry/acdc_parts/part_01"], timeout_s 600:
+#     set -o pipefail; export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD RWKVSEG_COMMIT=<sha>; bash scripts/gpu_chapter.sh --join .carry/acdc_parts .carry/acdc/acdc_224.npz && bash scripts/gpu_chapter.sh 09_train_acdc .carry/acdc results/train_acdc/notebook_rwkv_unet_t_60ep -p EPOCHS 60 2>&1 | tee $OUT/gpu_chapter.log; cp -r results/train_acdc/notebook_rwkv_unet_t_60ep $OUT/
+#   (The committed ACDC record of 2026-11-24 was made when the tree was 15.1 MB: one call carrying
+#   [".carry/acdc"] right after the ISIC call, reusing its /tmp/site.)
 #
-# If the ACDC call lands on a fresh machine, the script stops within seconds (exit 3, "no papermill"):
-# then call `bash scripts/gpu_chapter.sh --install-only` with carry [".whl"] and the ACDC call at once
-# after it. The files come back under $OUT/<record folder>/ (7 files with the log: within the tool's 8).
+# If call 2 lands on a fresh machine, `--join` stops at once (exit 6, "missing part"): repeat both
+# calls. The files come back under $OUT/<record folder>/ (7 files with the log: within the tool's 8).
 # Without papermill at all, the same record but no executed notebook comes from the command line:
 #     python3 -m rwkvseg train --config configs/acdc_rwkv_unet_t.yaml --data_dir .carry/acdc --epochs 60
 #       --compile false --out_dir runs/acdc --progress line && python3 -m rwkvseg record --run runs/acdc
@@ -90,6 +93,29 @@ if [ "${1:-}" = "--size" ]; then
     awk -v t="$TREE" -v c="${CARRY:-0}" 'BEGIN {
         m = 2^20; printf "gpu_chapter: tree %.2f MiB + carry %.2f MiB = %.2f MiB of 64 MiB (%.2f MiB left)\n",
         t / m, c / m, (t + c) / m, 64 - (t + c) / m; exit (t + c > 64 * m) }' || die "over the device call's 64 MiB" 5
+    exit 0
+fi
+# A data file too large for one call (the ACDC cache beside the tree) travels in parts over two
+# back-to-back calls: here `--split FILE DIR` (parts of 30 MB + a manifest with the whole file's sha256);
+# call 1 carries DIR/manifest and DIR/part_00, call 2 carries DIR/part_01 (call 1's part stays on the
+# warm machine: carried paths not named again are kept) and runs `--join DIR FILE` before its work.
+if [ "${1:-}" = "--split" ]; then
+    [ $# -eq 3 ] && [ -f "$2" ] || die "usage: bash scripts/gpu_chapter.sh --split FILE DIR (FILE must exist)"
+    mkdir -p "$3" && rm -f "$3"/part_* && split -b 30M -d "$2" "$3/part_" || die "could not split $2 into $3"
+    { sha256sum "$2" | cut -d' ' -f1; (cd "$3" && ls part_*); } > "$3/manifest"
+    echo "gpu_chapter: $2 -> $(ls "$3"/part_* | wc -l) parts in $3 (manifest: sha256, then the parts)"
+    exit 0
+fi
+if [ "${1:-}" = "--join" ]; then
+    [ $# -eq 3 ] && [ -f "$2/manifest" ] || die "usage: bash scripts/gpu_chapter.sh --join DIR FILE (no $2/manifest)" 6
+    SUM=$(head -n 1 "$2/manifest")
+    mapfile -t PARTS < <(tail -n +2 "$2/manifest")
+    for part in "${PARTS[@]}"; do
+        [ -f "$2/$part" ] || die "missing part $2/$part (carried by an earlier call on a machine since given back?)" 6
+    done
+    mkdir -p "$(dirname "$3")" && (cd "$2" && cat "${PARTS[@]}") > "$3" || die "could not write $3" 6
+    [ "$(sha256sum "$3" | cut -d' ' -f1)" = "$SUM" ] || { rm -f "$3"; die "$3: sha256 differs from $2/manifest" 6; }
+    echo "gpu_chapter: joined ${#PARTS[@]} parts into $3 (sha256 ${SUM:0:12} checked)"
     exit 0
 fi
 if [ "${1:-}" = "--install-only" ]; then
