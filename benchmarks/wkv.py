@@ -255,8 +255,9 @@ def ab(kt, bw, reps, out: Path, result: dict) -> None:
             row = {"T": T, "C": C, "variant": name, "fwd_ms": fwd, "fwd_pct_floor": 100 * floor_f / fwd,
                    "fwd_rel_diff_vs_tiled": err}
             if not name.startswith(("single", "wide")):
+                bkw = {key: val for key, val in kw.items() if key in ("allow_fast", "allow_tight", "tile")}
                 fb = statistics.median(time_fn(lambda: (kt.wkv_forward(w, u, k, v, causal=False, **kw),
-                                                        kt.wkv_backward(w, u, k, v, gy, causal=False, **kw)),
+                                                        kt.wkv_backward(w, u, k, v, gy, causal=False, **bkw)),
                                                reps=reps, flush=True))
                 row.update(fwdbwd_ms=fb, fwdbwd_pct_floor=100 * floor_fb / fb)
             result["ab_rows"].append(row)

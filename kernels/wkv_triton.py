@@ -143,11 +143,17 @@ def _store_carry(ptr, n, C, cs, cmask, s, cx, cy):
 
 
 @triton.jit
+def _load_wu(w_ptr, u_ptr, idx, mask):
+    """w and u at channel indices idx (any shape), in log2 units (times log2 e); 0 where masked."""
+    return (tl.load(w_ptr + idx, mask=mask, other=0.0) * 1.4426950408889634,
+            tl.load(u_ptr + idx, mask=mask, other=0.0) * 1.4426950408889634)
+
+
+@triton.jit
 def _setup(w_ptr, u_ptr, cs, cmask, BT: tl.constexpr, BC: tl.constexpr, ALLOW_FAST: tl.constexpr,
            ALLOW_TIGHT: tl.constexpr):
     """Per-program constants: w, u in log2 units, e^u, and the (BT, BC) decay tables."""
-    w2 = tl.load(w_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
-    u2 = tl.load(u_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
+    w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
     eu = tl.exp2(u2)
     jf = tl.arange(0, BT).to(tl.float32)[:, None]
     rho = tl.broadcast_to(tl.exp2(-w2)[None, :], (BT, BC))
@@ -251,8 +257,7 @@ def _wkv_fwd_single_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, T, C, skb, skt, sk
     cs = tl.program_id(0) * BC + tl.arange(0, BC)
     b = tl.program_id(1).to(tl.int64)
     cmask = cs < C
-    w2 = tl.load(w_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
-    u2 = tl.load(u_ptr + cs, mask=cmask, other=0.0) * 1.4426950408889634
+    w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
     if tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 0:
         return                                                         # left to the tiled kernel
     t = tl.arange(0, TP)
@@ -324,24 +329,22 @@ def _tri_dot(tri, x):
 
 
 @triton.jit
-def _per_channel(x, NS: tl.constexpr, BC: tl.constexpr, OP: tl.constexpr):
-    """(J,) column values -> (J,) the sum or max over the NS sub-tiles of each channel, back per column."""
-    x2 = tl.reshape(x, (NS, BC))
-    r = tl.max(x2, axis=0) if OP == "max" else tl.sum(x2, axis=0)
+def _channel_max(x, NS: tl.constexpr, BC: tl.constexpr):
+    """(J,) column values -> (J,) the max over the NS sub-tiles of each channel, back per column."""
+    r = tl.max(tl.reshape(x, (NS, BC)), axis=0)
     return tl.reshape(tl.broadcast_to(r[None, :], (NS, BC)), (NS * BC,))
 
 
 @triton.jit
-def _carries(tot, NS: tl.constexpr, BC: tl.constexpr):
-    """(J,) sub-tile totals -> (J,) exclusive sums over the sub-tiles before (prefix) and after (suffix).
+def _carry_in(tot, NS: tl.constexpr, BC: tl.constexpr, AFTER: tl.constexpr):
+    """(J,) sub-tile totals -> (J,) exclusive sums over the sub-tiles before (or AFTER) each one.
     Summed directly over an (NS, NS, BC) mask, never as inclusive sum - own total: the totals of one
     channel differ by up to 2^(|w| L log2 e) from one sub-tile to the next, and the subtraction lost
     that many bits (1.6e-3 relative error at |w| T log2 e = 34)."""
     t2 = tl.reshape(tot, (NS, BC))
     si = tl.arange(0, NS)
-    before = tl.sum(tl.where((si[None, :] < si[:, None])[:, :, None], t2[None, :, :], 0.0), axis=1)
-    after = tl.sum(tl.where((si[None, :] > si[:, None])[:, :, None], t2[None, :, :], 0.0), axis=1)
-    return tl.reshape(before, (NS * BC,)), tl.reshape(after, (NS * BC,))
+    take = (si[None, :] > si[:, None]) if AFTER else (si[None, :] < si[:, None])    # [s, s'] s' after / before s
+    return tl.reshape(tl.sum(tl.where(take[:, :, None], t2[None, :, :], 0.0), axis=1), (NS * BC,))
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -354,8 +357,7 @@ def _wkv_fwd_single_dot_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, T, C, skb, skt
     ch = tl.program_id(0) * BC + jj % BC                                # channel of each column
     b = tl.program_id(1).to(tl.int64)
     cmask = ch < C
-    w2 = tl.load(w_ptr + ch, mask=cmask, other=0.0) * 1.4426950408889634
-    u2 = tl.load(u_ptr + ch, mask=cmask, other=0.0) * 1.4426950408889634
+    w2, u2 = _load_wu(w_ptr, u_ptr, ch, cmask)
     if tl.min(_single_ok(w2, u2, T, True).to(tl.int32), axis=0) == 0:
         return                                                         # left to the tiled kernel
     ll = tl.arange(0, L)
@@ -364,7 +366,7 @@ def _wkv_fwd_single_dot_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, T, C, skb, skt
     t64 = t.to(tl.int64)
     k2 = tl.load(k_ptr + b * skb + t64 * skt + ch[None, :] * skc, mask=mask, other=float("-inf")) * 1.4426950408889634
     v = tl.load(v_ptr + b * svb + t64 * svt + ch[None, :] * svc, mask=mask, other=0.0).to(tl.float32)
-    m = _per_channel(tl.max(k2, axis=0), NS, BC, "max")
+    m = _channel_max(tl.max(k2, axis=0), NS, BC)
     m = tl.where(cmask, m, 0.0)
     e = tl.exp2(k2 - m[None, :])                                        # 0 on padding
     ev = e * v
@@ -380,15 +382,15 @@ def _wkv_fwd_single_dot_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, T, C, skb, skt
     # prefix sums, weights grow: in-sub-tile by the lower matrix, earlier sub-tiles by their totals
     gv = grow * ev
     g1 = grow * e
-    pv, _ = _carries(tl.sum(gv, axis=0), NS, BC)
-    p1, _ = _carries(tl.sum(g1, axis=0), NS, BC)
+    pv = _carry_in(tl.sum(gv, axis=0), NS, BC, False)
+    p1 = _carry_in(tl.sum(g1, axis=0), NS, BC, False)
     N = (_tri_dot(lower, gv) + pv[None, :]) * (shrink * rinv) + eu * ev
     D = (_tri_dot(lower, g1) + p1[None, :]) * (shrink * rinv) + eu * e
     # suffix sums, weights shrink: the upper matrix, later sub-tiles
     sv = shrink * ev
     s1 = shrink * e
-    _, qv = _carries(tl.sum(sv, axis=0), NS, BC)
-    _, q1 = _carries(tl.sum(s1, axis=0), NS, BC)
+    qv = _carry_in(tl.sum(sv, axis=0), NS, BC, True)
+    q1 = _carry_in(tl.sum(s1, axis=0), NS, BC, True)
     N += (_tri_dot(upper, sv) + qv[None, :]) * (grow * rinv)
     D += (_tri_dot(upper, s1) + q1[None, :]) * (grow * rinv)
     tl.store(y_ptr + b * syb + t64 * syt + ch[None, :] * syc, (N / D).to(y_ptr.dtype.element_ty), mask=mask)
@@ -410,8 +412,7 @@ def _done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC: tl.constexpr, SKIP_WIDE: tl
     """(BC,) mask of the channels whose single-pass block (SKIP_BC wide) was complete."""
     blk = (cs // SKIP_BC)[:, None] * SKIP_BC + tl.arange(0, SKIP_BC)[None, :]
     bm = blk < C
-    w2 = tl.load(w_ptr + blk, mask=bm, other=0.0) * 1.4426950408889634
-    u2 = tl.load(u_ptr + blk, mask=bm, other=0.0) * 1.4426950408889634
+    w2, u2 = _load_wu(w_ptr, u_ptr, blk, bm)
     return tl.min(_single_ok(w2, u2, T, SKIP_WIDE).to(tl.int32), axis=1) == 1
 
 
@@ -626,11 +627,9 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
 
 
 def wkv_backward(w, u, k, v, gy, *, causal: bool, allow_fast: bool = True, allow_tight: bool = True,
-                 tile: tuple[int, int, int] | None = None, allow_single: bool = True,
-                 single_tile: tuple[int, int, int] | None = None):
+                 tile: tuple[int, int, int] | None = None):
     """(dw, du, dk, dv): dw, du (C,) float32 summed over the batch in fixed order; dk, dv in k's dtype.
-    allow_fast, allow_tight, tile: as in wkv_forward (the backward has no single-pass kernel yet:
-    allow_single and single_tile are accepted so that one set of switches drives both)."""
+    allow_fast, allow_tight, tile: as in wkv_forward (the backward has no single-pass kernel yet)."""
     B, T, C = k.shape
     dk = _empty((B, T, C), k.dtype, k.device)
     dv = _empty((B, T, C), v.dtype, v.device)

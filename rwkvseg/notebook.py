@@ -132,6 +132,19 @@ def show_figure(fig, *, dpi: int = 80) -> None:
     display(Image(data=buf.getvalue()))
 
 
+def live_training_curves():
+    """An on_epoch_end callback for rwkvseg.train.train: redraw the training curves
+    (rwkvseg.record.curves_figure) after each epoch; a static page keeps the last frame."""
+    from IPython.display import clear_output
+
+    from rwkvseg.record import curves_figure
+
+    def on_epoch_end(rec, history):
+        clear_output(wait=True)
+        show_figure(curves_figure(history, title=f"epoch {rec['epoch'] + 1}"))
+    return on_epoch_end
+
+
 def live_kernel() -> bool:
     """True in an interactive Jupyter kernel (widgets can be attached), False while building."""
     if in_book_build():
