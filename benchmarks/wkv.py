@@ -205,25 +205,28 @@ def plot(rows, path):
     fig.savefig(path, dpi=120)
 
 
-# A/B of kernel settings, one run (benchmarks/NOTES.md "Next"): the tiled kernel autotuned against
-# fixed tiles, the forward's suffix sums by total - prefix ("tight") against reversed scans, and the
-# single-pass forward (whole sequence on chip) at several tiles (TP, BC, num_warps).
+# A/B of kernel settings, one run (benchmarks/NOTES.md "Next"): the current default against the tiled
+# kernel alone, the single pass (whole sequence on chip) and its matrix-product version at their best
+# tiles so far, and the chunked two-launch kernel (variant C) at several tiles (CT, R, BC, num_warps).
 # Inputs as in the authors' kernel's measurement (spec kernels.md §2): w ~ U(0, 1) / T, u ~ N(0, 1) / T.
-AB_SHAPES = [(256, 960), (1024, 288), (1024, 560), (4096, 560), (16384, 288)]
+AB_SHAPES = [(256, 960), (1024, 288), (1024, 560), (1024, 960), (4096, 560), (16384, 288), (16384, 960)]
 AB_VARIANTS = {
     "tiled autotuned": {"allow_single": False},
-    "tiled 128x16x4": {"allow_single": False, "tile": (128, 16, 4)},
-    "tiled 128x16x4, no tight": {"allow_single": False, "tile": (128, 16, 4), "allow_tight": False},
-    "tiled 64x16x4": {"allow_single": False, "tile": (64, 16, 4)},
     "default": {},
 }
-AB_SINGLE = {256: [(256, 16, 4), (256, 8, 4)],
-             1024: [(1024, 4, 8), (1024, 8, 8)],
-             4096: [(4096, 2, 16)]}
+AB_SINGLE = {256: [(256, 16, 4)], 1024: [(1024, 4, 8)]}
 # the matrix-product single pass (single_impl="dot"): tiles (L, NS, BC, num_warps)
-AB_DOT = {256: [(32, 8, 16, 8), (32, 8, 8, 4), (32, 8, 4, 2)],
-          1024: [(32, 32, 4, 8), (32, 32, 2, 4), (32, 32, 4, 16)],
-          4096: [(32, 128, 1, 8), (32, 128, 2, 16)]}
+AB_DOT = {256: [(32, 8, 16, 8), (32, 8, 8, 4)],
+          1024: [(32, 32, 4, 8), (32, 32, 2, 4)]}
+
+
+def ab_chunk_tiles(T: int) -> list[tuple[int, int, int, int]]:
+    """Variant C tiles (CT, R, BC, num_warps): 8, 16 and 32 chunks a sequence; 2, 4 or 8 rows a sub-tile;
+    128 or 256 channels."""
+    n = max(64, T)
+    return sorted({(max(16, n // 16), 4, 128, 1), (max(16, n // 16), 2, 128, 1), (max(16, n // 32), 4, 128, 1),
+                   (max(16, n // 8), 4, 128, 1), (max(16, n // 16), 4, 256, 2), (max(16, n // 16), 8, 128, 1),
+                   (max(16, n // 16), 4, 128, 2)})
 
 
 def ab(kt, bw, reps, out: Path, result: dict) -> None:
@@ -241,6 +244,8 @@ def ab(kt, bw, reps, out: Path, result: dict) -> None:
         variants.update({f"single dot {L}x{ns}x{bc}x{nw}": {"single_impl": "dot", "single_tile": (L, ns, bc, nw)}
                          for L, ns, bc, nw in AB_DOT.get(T, [])})
         variants["single dot default"] = {"single_impl": "dot"}
+        variants.update({f"chunk {ct}x{r}x{bc}x{nw}": {"single_impl": "chunk", "single_tile": (ct, r, bc, nw)}
+                         for ct, r, bc, nw in ab_chunk_tiles(T)})
         # wide decays (spatial_decay ~ U(0, 5)): the scan single pass declines them, the dot one does not
         w_wide = torch.rand(C, device="cuda") / T * 5
         y_wide = kt.wkv_forward(w_wide, u, k, v, causal=False, allow_single=False, tile=(128, 16, 4))
@@ -252,16 +257,20 @@ def ab(kt, bw, reps, out: Path, result: dict) -> None:
             err = rel(kt.wkv_forward(ww, u, k, v, causal=False, **kw), ref)
             fwd = statistics.median(time_fn(lambda: kt.wkv_forward(ww, u, k, v, causal=False, **kw),
                                             reps=reps, flush=True))
+            # the same forward replayed from a CUDA graph: the GPU's time without the host's launch cost
+            graph = statistics.median(time_fn(cuda_graph(lambda: kt.wkv_forward(ww, u, k, v, causal=False, **kw)),
+                                              reps=reps, flush=True))
             row = {"T": T, "C": C, "variant": name, "fwd_ms": fwd, "fwd_pct_floor": 100 * floor_f / fwd,
-                   "fwd_rel_diff_vs_tiled": err}
-            if not name.startswith(("single", "wide")):
+                   "fwd_graph_ms": graph, "fwd_graph_pct_floor": 100 * floor_f / graph, "fwd_rel_diff_vs_tiled": err}
+            if name == "default":
                 bkw = {key: val for key, val in kw.items() if key in ("allow_fast", "allow_tight", "tile")}
                 fb = statistics.median(time_fn(lambda: (kt.wkv_forward(w, u, k, v, causal=False, **kw),
                                                         kt.wkv_backward(w, u, k, v, gy, causal=False, **bkw)),
                                                reps=reps, flush=True))
                 row.update(fwdbwd_ms=fb, fwdbwd_pct_floor=100 * floor_fb / fb)
             result["ab_rows"].append(row)
-            print(f"A/B T={T:5d} C={C:3d} {name:26s} fwd {fwd:.3f} ms ({row['fwd_pct_floor']:.0f}%) diff {err:.1e}"
+            print(f"A/B T={T:5d} C={C:3d} {name:26s} fwd {fwd:.3f} ms ({row['fwd_pct_floor']:.0f}%) "
+                  f"graph {graph:.3f} ms ({row['fwd_graph_pct_floor']:.0f}%) diff {err:.1e}"
                   + (f"  fwd+bwd {row['fwdbwd_ms']:.3f} ms ({row['fwdbwd_pct_floor']:.0f}%)" if "fwdbwd_ms" in row else ""),
                   flush=True)
         out.mkdir(parents=True, exist_ok=True)

@@ -292,6 +292,7 @@ def _wkv_fwd_single_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, T, C, skb, skt, sk
 # beat 2, 8 and 16 channels; at T = 256, 16 channels x 4 warps). At T = 4096 the best single-pass
 # tile only matched the tiled kernel, so longer sequences take the tiled kernel.
 SINGLE_MAX_T = 1024
+CHUNK_MIN_T = 512        # from here on the chunked kernel (variant C, below) is the default
 
 
 def _single_tile(T: int) -> tuple[int, int, int]:
@@ -405,6 +406,188 @@ def _single_dot_tile(T: int) -> tuple[int, int, int, int]:
         return L, ns, 4, 1
     bc = max(1, min(16, 4096 // (L * ns)))
     return L, ns, bc, max(1, min(16, L * ns * bc // 512))
+
+
+# ---- variant C: chunked two-launch Bi-WKV forward (spec kernels.md §3) -----------------------------
+# The same channels as the single pass (one reference per channel: the column max of k; suffix sums as
+# totals minus prefix sums), for any T and with T-parallelism. Programs own (batch item, BC channels,
+# chunk of CT tokens) and walk their chunk in sub-tiles of R tokens, each thread holding all R rows of
+# its channels, so the in-sub-tile cumulative sums are additions in registers (no shuffles).
+#   launch 1 (_wkv_fwd_sums_kernel): each chunk's max of k and its four weighted sums (summaries); the
+#            last program of a sequence to finish (atomic counter) turns the NCH summaries into each
+#            chunk's reference and carries.
+#   launch 2 (_wkv_fwd_chunk_kernel): y, one sub-tile after another, from the carries.
+# k, v are read twice and y written once: 5/3 of the single-read floor, in exchange for no limit on T and
+# short register lifetimes.
+
+
+@triton.jit
+def _chunk_weights(w2, t0, centre, rp, rpi):
+    """(R, BC) grow_t = 2^(w2 (t - centre)) and shrink_t = 1 / grow_t for the rows t0 .. t0 + R - 1."""
+    g0 = tl.exp2(w2 * (t0 - centre))
+    return g0[None, :] * rp, (1.0 / g0)[None, :] * rpi
+
+
+@triton.jit(do_not_specialize=["T"])
+def _wkv_fwd_sums_kernel(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, T, C, NCB, NCH,
+                         skb, skt, skc, svb, svt, svc,
+                         CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr):
+    """Launch 1 of variant C. Grid (B * NCB * NCH,): channel blocks fastest, then chunks, then batch.
+    sums / carry: (B * NCB, NCHP, 5, BC) float32; cnt: (B * NCB,) int32 zeros."""
+    pid = tl.program_id(0)
+    cb = pid % NCB
+    chunk = (pid // NCB) % NCH
+    b = pid // (NCB * NCH)
+    seq = b * NCB + cb
+    cs = cb * BC + tl.arange(0, BC)
+    cmask = cs < C
+    w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
+    if tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 0:
+        return                                                         # left to the tiled kernel
+    rr = tl.arange(0, R)
+    rp = tl.exp2(w2[None, :] * rr[:, None].to(tl.float32))
+    rpi = tl.exp2(-w2[None, :] * rr[:, None].to(tl.float32))
+    centre = (T - 1) * 0.5
+    m = tl.full((BC,), float("-inf"), tl.float32)
+    gv = tl.zeros((BC,), tl.float32)
+    g1 = tl.zeros((BC,), tl.float32)
+    sv = tl.zeros((BC,), tl.float32)
+    s1 = tl.zeros((BC,), tl.float32)
+    for s in range(0, CT // R):
+        t0 = chunk * CT + s * R
+        t = t0 + rr
+        tmask = t < T
+        k2 = _load(k_ptr, skb, skt, skc, b.to(tl.int64), t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+        v = _load(v_ptr, svb, svt, svc, b.to(tl.int64), t, cs, tmask, cmask, 0.0)
+        nm = tl.maximum(m, tl.max(k2, axis=0))
+        nm = tl.where(nm == float("-inf"), 0.0, nm)                    # no token yet (or a padding channel)
+        f = tl.exp2(m - nm)
+        e = tl.exp2(k2 - nm[None, :])
+        ev = e * v
+        grow, shrink = _chunk_weights(w2, t0, centre, rp, rpi)
+        gv = gv * f + tl.sum(grow * ev, axis=0)
+        g1 = g1 * f + tl.sum(grow * e, axis=0)
+        sv = sv * f + tl.sum(shrink * ev, axis=0)
+        s1 = s1 * f + tl.sum(shrink * e, axis=0)
+        m = nm
+    cc = tl.arange(0, BC)
+    out = sums_ptr + (seq * NCHP + chunk) * 5 * BC + cc
+    tl.store(out, m)
+    tl.store(out + BC, gv)
+    tl.store(out + 2 * BC, g1)
+    tl.store(out + 3 * BC, sv)
+    tl.store(out + 4 * BC, s1)
+    tl.debug_barrier()                                                 # every thread's summary is written
+    if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == NCH - 1:      # the sequence's last chunk to finish
+        # every chunk's reference M (the sequence max) and carries, from the NCH summaries (L2: .cg)
+        sp = sums_ptr + seq * NCHP * 5 * BC + cc
+        cp = carry_ptr + seq * NCHP * 5 * BC + cc
+        M = tl.full((BC,), float("-inf"), tl.float32)
+        for j in tl.static_range(NCHP):
+            if j < NCH:
+                M = tl.maximum(M, tl.load(sp + j * 5 * BC, cache_modifier=".cg"))
+        M = tl.where(M == float("-inf"), 0.0, M)
+        a = tl.zeros((BC,), tl.float32)
+        a1 = tl.zeros((BC,), tl.float32)
+        for j in tl.static_range(NCHP):                              # prefix: the chunks before
+            if j < NCH:
+                f = tl.exp2(tl.load(sp + j * 5 * BC, cache_modifier=".cg") - M)
+                tl.store(cp + j * 5 * BC, M)
+                tl.store(cp + j * 5 * BC + BC, a)
+                tl.store(cp + j * 5 * BC + 2 * BC, a1)
+                a += f * tl.load(sp + j * 5 * BC + BC, cache_modifier=".cg")
+                a1 += f * tl.load(sp + j * 5 * BC + 2 * BC, cache_modifier=".cg")
+        a = tl.zeros((BC,), tl.float32)
+        a1 = tl.zeros((BC,), tl.float32)
+        for i in tl.static_range(NCHP):                              # suffix: this chunk and those after
+            j = NCHP - 1 - i
+            if j < NCH:
+                f = tl.exp2(tl.load(sp + j * 5 * BC, cache_modifier=".cg") - M)
+                a += f * tl.load(sp + j * 5 * BC + 3 * BC, cache_modifier=".cg")
+                a1 += f * tl.load(sp + j * 5 * BC + 4 * BC, cache_modifier=".cg")
+                tl.store(cp + j * 5 * BC + 3 * BC, a)
+                tl.store(cp + j * 5 * BC + 4 * BC, a1)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _wkv_fwd_chunk_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, T, C, NCB, NCH,
+                          skb, skt, skc, svb, svt, svc, syb, syt, syc,
+                          CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr):
+    """Launch 2 of variant C: y for one chunk, sub-tile by sub-tile. With e = 2^(k - M) (M the
+    sequence's reference), the prefix sums run forward from the carry (chunks before), and the suffix
+    sums are the carry (this chunk and after) minus the sums so far: the single pass's formula."""
+    pid = tl.program_id(0)
+    cb = pid % NCB
+    chunk = (pid // NCB) % NCH
+    b = pid // (NCB * NCH)
+    seq = b * NCB + cb
+    cs = cb * BC + tl.arange(0, BC)
+    cmask = cs < C
+    w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
+    if tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 0:
+        return
+    rr = tl.arange(0, R)
+    rp = tl.exp2(w2[None, :] * rr[:, None].to(tl.float32))
+    rpi = tl.exp2(-w2[None, :] * rr[:, None].to(tl.float32))
+    centre = (T - 1) * 0.5
+    rinv = tl.exp2(w2)[None, :]
+    eu = tl.exp2(u2)[None, :]
+    cp = carry_ptr + (seq * NCHP + chunk) * 5 * BC + tl.arange(0, BC)
+    M = tl.load(cp)
+    pv = tl.load(cp + BC)
+    p1 = tl.load(cp + 2 * BC)
+    qv = tl.load(cp + 3 * BC)
+    q1 = tl.load(cp + 4 * BC)
+    b64 = b.to(tl.int64)
+    for s in range(0, CT // R):
+        t0 = chunk * CT + s * R
+        t = t0 + rr
+        tmask = t < T
+        k2 = _load(k_ptr, skb, skt, skc, b64, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+        v = _load(v_ptr, svb, svt, svc, b64, t, cs, tmask, cmask, 0.0)
+        e = tl.exp2(k2 - M[None, :])
+        ev = e * v
+        grow, shrink = _chunk_weights(w2, t0, centre, rp, rpi)
+        a = grow * ev
+        a1 = grow * e
+        ca, ca1 = tl.associative_scan((a, a1), 0, _add2)
+        N = (pv[None, :] + ca - a) * (shrink * rinv) + eu * ev
+        D = (p1[None, :] + ca1 - a1) * (shrink * rinv) + eu * e
+        pv += tl.sum(a, axis=0)
+        p1 += tl.sum(a1, axis=0)
+        a = shrink * ev
+        a1 = shrink * e
+        ca, ca1 = tl.associative_scan((a, a1), 0, _add2)
+        N += (qv[None, :] - ca) * (grow * rinv)
+        D += (q1[None, :] - ca1) * (grow * rinv)
+        qv -= tl.sum(a, axis=0)
+        q1 -= tl.sum(a1, axis=0)
+        _store(y_ptr, N / D, syb, syt, syc, b64, t, cs, tmask, cmask)
+
+
+def _chunk_tile(T: int) -> tuple[int, int, int, int]:
+    """(CT, R, BC, num_warps) of variant C: about 16 chunks per sequence, sub-tiles of R rows,
+    128 channels a warp (4 a thread: 16-byte loads)."""
+    if INTERPRET:
+        return 8, 4, 4, 1
+    return max(64, triton.next_power_of_2(T) // 16), 4, 128, 1
+
+
+def _chunk_forward(w, u, k, v, y, tile=None) -> int:
+    """Variant C into y (the channel blocks outside its bounds untouched); returns its BC."""
+    B, T, C = k.shape
+    ct, r, bc, nw = tile or _chunk_tile(T)
+    ncb, nch = triton.cdiv(C, bc), triton.cdiv(T, ct)
+    nchp = triton.next_power_of_2(nch)
+    sums = torch.empty((B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
+    carry = torch.empty_like(sums)
+    cnt = torch.zeros((B * ncb,), dtype=torch.int32, device=k.device)
+    grid = (B * ncb * nch,)
+    _wkv_fwd_sums_kernel[grid](w, u, k, v, sums, carry, cnt, T, C, ncb, nch, *k.stride(), *v.stride(),
+                               CT=ct, R=r, BC=bc, NCHP=nchp, num_warps=nw)
+    _wkv_fwd_chunk_kernel[grid](w, u, k, v, y, carry, T, C, ncb, nch, *k.stride(), *v.stride(), *y.stride(),
+                                CT=ct, R=r, BC=bc, NCHP=nchp, num_warps=nw)
+    return bc
 
 
 @triton.jit
@@ -595,21 +778,27 @@ def _launch(tuned, kernel, tile, B, C, *args, **constexprs):
 def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
                 allow_fast: bool = True, allow_tight: bool = True, allow_single: bool = True,
                 tile: tuple[int, int, int] | None = None, single_tile: tuple | None = None,
-                single_impl: str = "scan") -> torch.Tensor:
+                single_impl: str = "auto") -> torch.Tensor:
     """y (B, T, C) in k's dtype. k, v any strides (a (B, C, T) view works); w, u (C,) float32.
 
-    Bi-WKV with T <= SINGLE_MAX_T: the single-pass kernel first, then the tiled kernel for the channel
-    blocks it declined (an early exit everywhere else). For benchmarks and tests: allow_fast=False
-    forces the segment scan everywhere, allow_tight=False the reversed scans for the suffix sums,
-    allow_single=False the tiled kernel alone, tile=(BT, BC, num_warps) a fixed tile instead of
-    autotuning, single_tile=(TP, BC, num_warps) the single-pass kernel's tile."""
+    Bi-WKV: a one-reference kernel first (single_impl "auto": the chunked two-launch kernel when
+    T >= CHUNK_MIN_T, else the single pass), then the tiled kernel for the channel blocks it declined
+    (an early exit everywhere else). For benchmarks and tests: allow_fast=False forces the segment scan
+    everywhere, allow_tight=False the reversed scans for the suffix sums, allow_single=False the tiled
+    kernel alone, tile=(BT, BC, num_warps) a fixed tile instead of autotuning, single_impl "scan" (the
+    single pass, T <= SINGLE_MAX_T), "dot" (its matrix-product version) or "chunk", and single_tile
+    their tile: (TP, BC, num_warps), (L, NS, BC, num_warps) or (CT, R, BC, num_warps)."""
     B, T, C = k.shape
     y = _empty((B, T, C), k.dtype, k.device)
     if y.numel() == 0:
         return y
     w, u = w.float().contiguous(), u.float().contiguous()
+    if single_impl == "auto":
+        single_impl = "chunk" if T >= CHUNK_MIN_T else "scan"
     skip, wide = 0, single_impl == "dot"
-    if not causal and allow_single and allow_fast and allow_tight and (T <= SINGLE_MAX_T or single_tile):
+    if not causal and allow_single and allow_fast and allow_tight and single_impl == "chunk":
+        skip = _chunk_forward(w, u, k, v, y, single_tile)
+    elif not causal and allow_single and allow_fast and allow_tight and (T <= SINGLE_MAX_T or single_tile):
         if wide:     # experimental: in-tile sums as triangular matrix products (tensor cores)
             L, ns, skip, nw = single_tile or _single_dot_tile(T)
             _wkv_fwd_single_dot_kernel[(triton.cdiv(C, skip), B)](w, u, k, v, y, T, C, *k.stride(), *v.stride(),
