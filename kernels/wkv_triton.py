@@ -515,8 +515,9 @@ def _wkv_fwd_chunk_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, T, C, NC
                           CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr):
     """Launch 2 of variant C: y for one chunk, sub-tile by sub-tile. With e = 2^(k - M) (M the
     sequence's reference), the prefix sums run forward from the carry (chunks before), and the suffix
-    sums are the carry (this chunk and after) minus the sums so far: the single pass's formula."""
-    pid = tl.program_id(0)
+    sums are the carry (this chunk and after) minus the sums so far: the single pass's formula.
+    Programs run in the reverse order of launch 1: the chunks launch 1 read last are still in L2."""
+    pid = tl.num_programs(0) - 1 - tl.program_id(0)
     cb = pid % NCB
     chunk = (pid // NCB) % NCH
     b = pid // (NCB * NCH)
