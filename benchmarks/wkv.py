@@ -205,33 +205,27 @@ def plot(rows, path):
     fig.savefig(path, dpi=120)
 
 
-# A/B of kernel settings, one run (benchmarks/NOTES.md "Next"): the current default against the tiled
-# kernel alone, the single pass (whole sequence on chip) and its matrix-product version at their best
-# tiles so far, and the chunked two-launch kernel (variant C) at several tiles (CT, R, BC, num_warps).
+# A/B of kernel settings, one run (benchmarks/NOTES.md "Next"): the default against the chunked
+# two-launch kernel (variant C) at several tiles. (Earlier rounds, with the tiled kernel, the single pass
+# and its matrix-product version: results/wkv_ab/ of commits e0905fe and 90151dc.)
 # Inputs as in the authors' kernel's measurement (spec kernels.md §2): w ~ U(0, 1) / T, u ~ N(0, 1) / T.
-AB_SHAPES = [(256, 960), (1024, 288), (1024, 560), (1024, 960), (4096, 560), (16384, 288), (16384, 960)]
-AB_VARIANTS = {
-    "tiled autotuned": {"allow_single": False},
-    "default": {},
-}
-AB_SINGLE = {256: [(256, 16, 4)], 1024: [(1024, 4, 8)]}
-# the matrix-product single pass (single_impl="dot"): tiles (L, NS, BC, num_warps)
-AB_DOT = {256: [(32, 8, 16, 8), (32, 8, 8, 4)],
-          1024: [(32, 32, 4, 8), (32, 32, 2, 4)]}
+AB_SHAPES = [(T, C) for T in (1024, 4096, 16384) for C in (288, 560, 960)]
+AB_VARIANTS = {"default": {}}
 
 
-def ab_chunk_tiles(T: int) -> list[tuple[int, int, int, int]]:
-    """Variant C tiles (CT, R, BC, num_warps): 8, 16 and 32 chunks a sequence; 2, 4 or 8 rows a sub-tile;
-    128 or 256 channels."""
+def ab_chunk_tiles(T: int) -> list[tuple[int, int, int, int, int]]:
+    """Variant C tiles (CT, R, BC, num_warps, num_stages): 8, 16 and 32 chunks a sequence; 2, 4 or 8
+    rows a sub-tile; 128 or 256 channels; loads pipelined or not."""
     n = max(64, T)
-    return sorted({(max(16, n // 16), 4, 128, 1), (max(16, n // 16), 2, 128, 1), (max(16, n // 32), 4, 128, 1),
-                   (max(16, n // 8), 4, 128, 1), (max(16, n // 16), 4, 256, 2), (max(16, n // 16), 8, 128, 1),
-                   (max(16, n // 16), 4, 128, 2)})
+    return sorted({(n // 16, 4, 128, 1, 1), (n // 16, 4, 128, 1, 3), (n // 16, 4, 128, 1, 4), (n // 32, 4, 128, 1, 3),
+                   (n // 8, 4, 128, 1, 3), (n // 16, 2, 128, 1, 3), (n // 16, 8, 128, 1, 3),
+                   (n // 16, 4, 256, 2, 3), (n // 32, 2, 128, 1, 3)})
 
 
-def ab(kt, bw, reps, out: Path, result: dict) -> None:
-    """Time fwd and fwd+bwd (fp32, B = 24, L2-flushed) of every AB_VARIANTS entry (and, forward only,
-    the single-pass tiles of AB_SINGLE) at AB_SHAPES; write out/wkv_ab.json after every shape."""
+def ab(kt, bw, reps, out: Path, result: dict, with_backward: bool = False) -> None:
+    """Time the forward (fp32, B = 24, L2-flushed; eager and CUDA-graph replay) of every AB_VARIANTS
+    entry and variant C tile at AB_SHAPES (and the default's fwd+bwd when with_backward); write
+    out/wkv_ab.json after every shape."""
     result["ab_rows"] = []
     result["ab_inputs"] = "k, v, g ~ N(0, 1); w ~ U(0, 1) / T; u ~ N(0, 1) / T"
     for T, C in AB_SHAPES:
@@ -240,20 +234,10 @@ def ab(kt, bw, reps, out: Path, result: dict) -> None:
         floor_f, floor_fb = (n * k.numel() * 4 / bw * 1e3 for n in (3, 8))
         y_ref = kt.wkv_forward(w, u, k, v, causal=False, allow_single=False, tile=(128, 16, 4))
         variants = dict(AB_VARIANTS)
-        variants.update({f"single {tp}x{bc}x{nw}": {"single_tile": (tp, bc, nw)} for tp, bc, nw in AB_SINGLE.get(T, [])})
-        variants.update({f"single dot {L}x{ns}x{bc}x{nw}": {"single_impl": "dot", "single_tile": (L, ns, bc, nw)}
-                         for L, ns, bc, nw in AB_DOT.get(T, [])})
-        variants["single dot default"] = {"single_impl": "dot"}
-        variants.update({f"chunk {ct}x{r}x{bc}x{nw}": {"single_impl": "chunk", "single_tile": (ct, r, bc, nw)}
-                         for ct, r, bc, nw in ab_chunk_tiles(T)})
-        # wide decays (spatial_decay ~ U(0, 5)): the scan single pass declines them, the dot one does not
-        w_wide = torch.rand(C, device="cuda") / T * 5
-        y_wide = kt.wkv_forward(w_wide, u, k, v, causal=False, allow_single=False, tile=(128, 16, 4))
-        variants["wide decay: default"] = {"_wide": True}
-        variants["wide decay: single dot default"] = {"_wide": True, "single_impl": "dot"}
+        variants.update({"chunk " + "x".join(map(str, tile)): {"single_impl": "chunk", "single_tile": tile}
+                         for tile in ab_chunk_tiles(T)})
         for name, kw in variants.items():
-            kw = dict(kw)
-            ww, ref = (w_wide, y_wide) if kw.pop("_wide", False) else (w, y_ref)
+            ww, ref = w, y_ref
             err = rel(kt.wkv_forward(ww, u, k, v, causal=False, **kw), ref)
             fwd = statistics.median(time_fn(lambda: kt.wkv_forward(ww, u, k, v, causal=False, **kw),
                                             reps=reps, flush=True))
@@ -262,7 +246,7 @@ def ab(kt, bw, reps, out: Path, result: dict) -> None:
                                               reps=reps, flush=True))
             row = {"T": T, "C": C, "variant": name, "fwd_ms": fwd, "fwd_pct_floor": 100 * floor_f / fwd,
                    "fwd_graph_ms": graph, "fwd_graph_pct_floor": 100 * floor_f / graph, "fwd_rel_diff_vs_tiled": err}
-            if name == "default":
+            if name == "default" and with_backward:
                 bkw = {key: val for key, val in kw.items() if key in ("allow_fast", "allow_tight", "tile")}
                 fb = statistics.median(time_fn(lambda: (kt.wkv_forward(w, u, k, v, causal=False, **kw),
                                                         kt.wkv_backward(w, u, k, v, gy, causal=False, **bkw)),

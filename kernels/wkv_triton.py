@@ -431,9 +431,12 @@ def _chunk_weights(w2, t0, centre, rp, rpi):
 @triton.jit(do_not_specialize=["T"])
 def _wkv_fwd_sums_kernel(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, T, C, NCB, NCH,
                          skb, skt, skc, svb, svt, svc,
-                         CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr):
+                         CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
+                         NSTAGE: tl.constexpr = 3):
     """Launch 1 of variant C. Grid (B * NCB * NCH,): channel blocks fastest, then chunks, then batch.
-    sums / carry: (B * NCB, NCHP, 5, BC) float32; cnt: (B * NCB,) int32 zeros."""
+    sums / carry: (B * NCB, NCHP, 5, BC) float32; cnt: (>= B * NCB,) int32, zeros on entry, and zeros again
+    on exit (the last program resets its counter), so one buffer serves every call on a stream.
+    NSTAGE: software pipelining of the sub-tile loads (cp.async on sm_80+)."""
     pid = tl.program_id(0)
     cb = pid % NCB
     chunk = (pid // NCB) % NCH
@@ -453,7 +456,7 @@ def _wkv_fwd_sums_kernel(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_pt
     g1 = tl.zeros((BC,), tl.float32)
     sv = tl.zeros((BC,), tl.float32)
     s1 = tl.zeros((BC,), tl.float32)
-    for s in range(0, CT // R):
+    for s in tl.range(0, CT // R, num_stages=NSTAGE):
         t0 = chunk * CT + s * R
         t = t0 + rr
         tmask = t < T
@@ -507,12 +510,14 @@ def _wkv_fwd_sums_kernel(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_pt
                 a1 += f * tl.load(sp + j * 5 * BC + 4 * BC, cache_modifier=".cg")
                 tl.store(cp + j * 5 * BC + 3 * BC, a)
                 tl.store(cp + j * 5 * BC + 4 * BC, a1)
+        tl.store(cnt_ptr + seq, 0)                                     # ready for the next call
 
 
 @triton.jit(do_not_specialize=["T"])
 def _wkv_fwd_chunk_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, T, C, NCB, NCH,
                           skb, skt, skc, svb, svt, svc, syb, syt, syc,
-                          CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr):
+                          CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
+                          NSTAGE: tl.constexpr = 3):
     """Launch 2 of variant C: y for one chunk, sub-tile by sub-tile. With e = 2^(k - M) (M the
     sequence's reference), the prefix sums run forward from the carry (chunks before), and the suffix
     sums are the carry (this chunk and after) minus the sums so far: the single pass's formula.
@@ -540,7 +545,7 @@ def _wkv_fwd_chunk_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, T, C, NC
     qv = tl.load(cp + 3 * BC)
     q1 = tl.load(cp + 4 * BC)
     b64 = b.to(tl.int64)
-    for s in range(0, CT // R):
+    for s in tl.range(0, CT // R, num_stages=NSTAGE):
         t0 = chunk * CT + s * R
         t = t0 + rr
         tmask = t < T
@@ -566,28 +571,41 @@ def _wkv_fwd_chunk_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, T, C, NC
         _store(y_ptr, N / D, syb, syt, syc, b64, t, cs, tmask, cmask)
 
 
-def _chunk_tile(T: int) -> tuple[int, int, int, int]:
-    """(CT, R, BC, num_warps) of variant C: about 16 chunks per sequence, sub-tiles of R rows,
-    128 channels a warp (4 a thread: 16-byte loads)."""
+def _chunk_tile(T: int) -> tuple[int, int, int, int, int]:
+    """(CT, R, BC, num_warps, num_stages) of variant C: about 16 chunks per sequence, sub-tiles of R
+    rows, 128 channels a warp (4 a thread: 16-byte loads), loads pipelined 3 sub-tiles deep."""
     if INTERPRET:
-        return 8, 4, 4, 1
-    return max(64, triton.next_power_of_2(T) // 16), 4, 128, 1
+        return 8, 4, 4, 1, 1
+    return max(64, triton.next_power_of_2(T) // 16), 4, 128, 1, 3
+
+
+_COUNTERS: dict = {}
+
+
+def _counters(n: int, device: torch.device) -> torch.Tensor:
+    """A zeroed int32 buffer of >= n chunk counters for this device and stream, kept between calls
+    (launch 1 leaves it zeroed): no memset launch per call."""
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (str(device), stream)
+    buf = _COUNTERS.get(key)
+    if buf is None or buf.numel() < n:
+        buf = _COUNTERS[key] = torch.zeros(max(n, 4096), dtype=torch.int32, device=device)
+    return buf
 
 
 def _chunk_forward(w, u, k, v, y, tile=None) -> int:
     """Variant C into y (the channel blocks outside its bounds untouched); returns its BC."""
     B, T, C = k.shape
-    ct, r, bc, nw = tile or _chunk_tile(T)
+    ct, r, bc, nw, ns = tile or _chunk_tile(T)
     ncb, nch = triton.cdiv(C, bc), triton.cdiv(T, ct)
     nchp = triton.next_power_of_2(nch)
-    sums = torch.empty((B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
-    carry = torch.empty_like(sums)
-    cnt = torch.zeros((B * ncb,), dtype=torch.int32, device=k.device)
+    sums, carry = torch.empty((2, B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
     grid = (B * ncb * nch,)
-    _wkv_fwd_sums_kernel[grid](w, u, k, v, sums, carry, cnt, T, C, ncb, nch, *k.stride(), *v.stride(),
-                               CT=ct, R=r, BC=bc, NCHP=nchp, num_warps=nw)
+    _wkv_fwd_sums_kernel[grid](w, u, k, v, sums, carry, _counters(B * ncb, k.device), T, C, ncb, nch,
+                               *k.stride(), *v.stride(), CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns,
+                               num_warps=nw)
     _wkv_fwd_chunk_kernel[grid](w, u, k, v, y, carry, T, C, ncb, nch, *k.stride(), *v.stride(), *y.stride(),
-                                CT=ct, R=r, BC=bc, NCHP=nchp, num_warps=nw)
+                                CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns, num_warps=nw)
     return bc
 
 

@@ -187,6 +187,7 @@ def test_chunked_forward(T):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(wkv_triton, "_launch", lambda *a, **kw: None)
         assert not torch.isnan(wkv_triton.wkv_forward(*f32, causal=False, single_impl="chunk")).any()
+    assert all(int(c.abs().sum()) == 0 for c in wkv_triton._COUNTERS.values())   # left zeroed for the next call
 
 
 @pytest.mark.parametrize("impl", ["scan", "dot", "chunk"])
