@@ -1,7 +1,14 @@
-"""Triton kernels for the causal WKV and Bi-WKV (spec kernels.md §3, tile-sequential variant).
+"""Triton kernels for the causal WKV and Bi-WKV (spec kernels.md §3).
 
-One program owns one batch item b and a block of BC channels, and walks the sequence in tiles
-of BT tokens; the running sums of spec wkv.md §3 cross tile borders as small "carries".
+Which kernel runs (wkv_forward / wkv_backward at the bottom):
+    Bi-WKV forward, channels with small decays (|w| T log2 e <= 2: every Vision-RWKV call)
+        T <  512  variant S, the single pass: the whole sequence of a channel block in one program
+        T >= 512  variant C, chunked: chunk summaries, then y (two launches, T-parallel)
+    everything else (causal forwards, wide decays, every backward): the tiled kernel below
+    (variant T), which also takes the channel blocks that S or C declined.
+
+Variant T: one program owns one batch item b and a block of BC channels, and walks the sequence in
+tiles of BT tokens; the running sums of spec wkv.md §3 cross tile borders as small "carries".
 
     forward,  Bi-WKV   pass 1 (right to left): the suffix carry entering each tile -> scratch
                        pass 2 (left to right): intra-tile sums by associative scans, plus the
@@ -231,11 +238,10 @@ def _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs,
 
 
 @triton.jit
-def _single_ok(w2, u2, T, WIDE: tl.constexpr = False):
-    """Channels (w, u in log2 units) that a single-pass forward computes exactly: |w| T log2 e <= 2 for
-    the scan version (suffix = total - prefix), <= 40 for the matrix-product version (WIDE: no
-    subtraction of sums, only the decay range of the separable form)."""
-    return (tl.abs(w2) * T <= (40.0 if WIDE else 2.0)) & (u2 >= -8.0) & (u2 <= 60.0)
+def _single_ok(w2, u2, T):
+    """Channels (w, u in log2 units) that the one-reference forwards (variants S and C) compute
+    exactly: |w| T log2 e <= 2 (suffix = total - prefix) and -8 <= u log2 e <= 60."""
+    return (tl.abs(w2) * T <= 2.0) & (u2 >= -8.0) & (u2 <= 60.0)
 
 
 @triton.jit
@@ -302,110 +308,6 @@ def _single_tile(T: int) -> tuple[int, int, int]:
     if tp <= 256:
         return tp, 16, max(1, tp // 64)
     return tp, 4096 // tp, 8
-
-
-# ---- variant S with the in-tile sums on the tensor cores (experimental, single_impl="dot") -----------
-# The sequence of BC channels is cut into NS sub-tiles of L tokens and held as one (L, NS * BC) tile:
-# column j = s * BC + c holds tokens s L .. s L + L - 1 of channel c. With the separable decay, every
-# in-sub-tile exclusive prefix (suffix) sum is one product with the strict lower (upper) triangular
-# 0/1 matrix, shared by all columns: a (L, L) @ (L, NS BC) tensor-core product. Each float32 operand
-# is split into a tf32-exact high part and the remainder (two products), which keeps ~2^-21 relative
-# accuracy. Across sub-tiles, the (NS, BC) sub-tile totals go through a small cumulative sum each
-# way. No sum is obtained by subtraction, so the bound is the decay range of the separable form:
-# |w| T log2 e <= 40 (spatial_decay up to ~27 for Vision-RWKV's w = decay / T).
-
-
-@triton.jit
-def _tf32_split(x):
-    """x = hi + lo with hi exactly representable in tf32 (low 13 mantissa bits cleared)."""
-    hi = (x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
-    return hi, x - hi
-
-
-@triton.jit
-def _tri_dot(tri, x):
-    """tri @ x in float32 accuracy on the tensor cores (tri: exact 0/1 matrix)."""
-    hi, lo = _tf32_split(x)
-    return tl.dot(tri, hi, input_precision="tf32") + tl.dot(tri, lo, input_precision="tf32")
-
-
-@triton.jit
-def _channel_max(x, NS: tl.constexpr, BC: tl.constexpr):
-    """(J,) column values -> (J,) the max over the NS sub-tiles of each channel, back per column."""
-    r = tl.max(tl.reshape(x, (NS, BC)), axis=0)
-    return tl.reshape(tl.broadcast_to(r[None, :], (NS, BC)), (NS * BC,))
-
-
-@triton.jit
-def _carry_in(tot, NS: tl.constexpr, BC: tl.constexpr, AFTER: tl.constexpr):
-    """(J,) sub-tile totals -> (J,) exclusive sums over the sub-tiles before (or AFTER) each one.
-    Summed directly over an (NS, NS, BC) mask, never as inclusive sum - own total: the totals of one
-    channel differ by up to 2^(|w| L log2 e) from one sub-tile to the next, and the subtraction lost
-    that many bits (1.6e-3 relative error at |w| T log2 e = 34)."""
-    t2 = tl.reshape(tot, (NS, BC))
-    si = tl.arange(0, NS)
-    take = (si[None, :] > si[:, None]) if AFTER else (si[None, :] < si[:, None])    # [s, s'] s' after / before s
-    return tl.reshape(tl.sum(tl.where(take[:, :, None], t2[None, :, :], 0.0), axis=1), (NS * BC,))
-
-
-@triton.jit(do_not_specialize=["T"])
-def _wkv_fwd_single_dot_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, T, C, skb, skt, skc, svb, svt, svc,
-                               syb, syt, syc, L: tl.constexpr, NS: tl.constexpr, BC: tl.constexpr):
-    """y for one batch item and BC channels, all T <= L * NS tokens (grid: C blocks fastest, then B).
-    Same sums as _wkv_fwd_single_kernel; the in-sub-tile ones are triangular matrix products."""
-    J: tl.constexpr = NS * BC
-    jj = tl.arange(0, J)
-    ch = tl.program_id(0) * BC + jj % BC                                # channel of each column
-    b = tl.program_id(1).to(tl.int64)
-    cmask = ch < C
-    w2, u2 = _load_wu(w_ptr, u_ptr, ch, cmask)
-    if tl.min(_single_ok(w2, u2, T, True).to(tl.int32), axis=0) == 0:
-        return                                                         # left to the tiled kernel
-    ll = tl.arange(0, L)
-    t = (jj // BC)[None, :] * L + ll[:, None]                           # (L, J) token of each element
-    mask = (t < T) & cmask[None, :]
-    t64 = t.to(tl.int64)
-    k2 = tl.load(k_ptr + b * skb + t64 * skt + ch[None, :] * skc, mask=mask, other=float("-inf")) * 1.4426950408889634
-    v = tl.load(v_ptr + b * svb + t64 * svt + ch[None, :] * svc, mask=mask, other=0.0).to(tl.float32)
-    m = _channel_max(tl.max(k2, axis=0), NS, BC)
-    m = tl.where(cmask, m, 0.0)
-    e = tl.exp2(k2 - m[None, :])                                        # 0 on padding
-    ev = e * v
-    # padding rows (t >= T) take the last token's decay: their e is 0, and their own distance to the
-    # centre could overflow 2^(|w| d) when the padded length is much longer than T
-    wd = w2[None, :] * (tl.minimum(t, T - 1).to(tl.float32) - (T - 1) * 0.5)
-    grow = tl.exp2(wd)
-    shrink = tl.exp2(-wd)
-    lower = (ll[None, :] < ll[:, None]).to(tl.float32)                  # [t, i] = 1 for i < t
-    upper = (ll[None, :] > ll[:, None]).to(tl.float32)                  # [t, i] = 1 for i > t
-    rinv = tl.exp2(w2)[None, :]
-    eu = tl.exp2(u2)[None, :]
-    # prefix sums, weights grow: in-sub-tile by the lower matrix, earlier sub-tiles by their totals
-    gv = grow * ev
-    g1 = grow * e
-    pv = _carry_in(tl.sum(gv, axis=0), NS, BC, False)
-    p1 = _carry_in(tl.sum(g1, axis=0), NS, BC, False)
-    N = (_tri_dot(lower, gv) + pv[None, :]) * (shrink * rinv) + eu * ev
-    D = (_tri_dot(lower, g1) + p1[None, :]) * (shrink * rinv) + eu * e
-    # suffix sums, weights shrink: the upper matrix, later sub-tiles
-    sv = shrink * ev
-    s1 = shrink * e
-    qv = _carry_in(tl.sum(sv, axis=0), NS, BC, True)
-    q1 = _carry_in(tl.sum(s1, axis=0), NS, BC, True)
-    N += (_tri_dot(upper, sv) + qv[None, :]) * (grow * rinv)
-    D += (_tri_dot(upper, s1) + q1[None, :]) * (grow * rinv)
-    tl.store(y_ptr + b * syb + t64 * syt + ch[None, :] * syc, (N / D).to(y_ptr.dtype.element_ty), mask=mask)
-
-
-def _single_dot_tile(T: int) -> tuple[int, int, int, int]:
-    """(L, NS, BC, num_warps) of the matrix-product single pass: sub-tiles of 32 tokens (16 below 32),
-    a (L, NS BC) tile of 4096 elements (16 per thread)."""
-    L = 16 if T <= 16 else 32
-    ns = max(1, triton.next_power_of_2(T) // L)
-    if INTERPRET:
-        return L, ns, 4, 1
-    bc = max(1, min(16, 4096 // (L * ns)))
-    return L, ns, bc, max(1, min(16, L * ns * bc // 512))
 
 
 # ---- variant C: chunked two-launch Bi-WKV forward (spec kernels.md §3) -----------------------------
@@ -610,12 +512,12 @@ def _chunk_forward(w, u, k, v, y, tile=None) -> int:
 
 
 @triton.jit
-def _done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC: tl.constexpr, SKIP_WIDE: tl.constexpr):
-    """(BC,) mask of the channels whose single-pass block (SKIP_BC wide) was complete."""
+def _done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC: tl.constexpr):
+    """(BC,) mask of the channels whose one-reference block (SKIP_BC wide) was complete."""
     blk = (cs // SKIP_BC)[:, None] * SKIP_BC + tl.arange(0, SKIP_BC)[None, :]
     bm = blk < C
     w2, u2 = _load_wu(w_ptr, u_ptr, blk, bm)
-    return tl.min(_single_ok(w2, u2, T, SKIP_WIDE).to(tl.int32), axis=1) == 1
+    return tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=1) == 1
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -623,7 +525,7 @@ def _wkv_fwd_kernel(
     w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, sx_ptr, B, T, C, NT,
     skb, skt, skc, svb, svt, svc, syb, syt, syc,
     CAUSAL: tl.constexpr, ALLOW_FAST: tl.constexpr, ALLOW_TIGHT: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
-    SKIP_BC: tl.constexpr = 0, SKIP_WIDE: tl.constexpr = False,
+    SKIP_BC: tl.constexpr = 0,
 ):
     b = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BC + tl.arange(0, BC)
@@ -632,7 +534,7 @@ def _wkv_fwd_kernel(
         # Skip a block only when the single pass did all of it; otherwise redo the whole block (its
         # stores overwrite, in stream order). Narrowing cmask to the declined channels instead made
         # the mask data-dependent and cost the loads their vectorisation (2x slower on the H100).
-        if tl.min((_done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC, SKIP_WIDE) | ~cmask).to(tl.int32), axis=0) == 1:
+        if tl.min((_done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC) | ~cmask).to(tl.int32), axis=0) == 1:
             return
     w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST, ALLOW_TIGHT)
     jj = tl.arange(0, BT)
@@ -775,7 +677,7 @@ def _wkv_bwd_kernel(
 
 
 # B is an argument only so that the tuned tile shape is chosen per batch size too.
-_fwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST", "ALLOW_TIGHT", "SKIP_BC", "SKIP_WIDE"])(_wkv_fwd_kernel)
+_fwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST", "ALLOW_TIGHT", "SKIP_BC"])(_wkv_fwd_kernel)
 _bwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST", "ALLOW_TIGHT"])(_wkv_bwd_kernel)
 
 
@@ -805,8 +707,8 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
     (an early exit everywhere else). For benchmarks and tests: allow_fast=False forces the segment scan
     everywhere, allow_tight=False the reversed scans for the suffix sums, allow_single=False the tiled
     kernel alone, tile=(BT, BC, num_warps) a fixed tile instead of autotuning, single_impl "scan" (the
-    single pass, T <= SINGLE_MAX_T), "dot" (its matrix-product version) or "chunk", and single_tile
-    their tile: (TP, BC, num_warps), (L, NS, BC, num_warps) or (CT, R, BC, num_warps)."""
+    single pass, T <= SINGLE_MAX_T) or "chunk", and single_tile their tile: (TP, BC, num_warps) or
+    (CT, R, BC, num_warps, num_stages)."""
     B, T, C = k.shape
     y = _empty((B, T, C), k.dtype, k.device)
     if y.numel() == 0:
@@ -814,23 +716,17 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
     w, u = w.float().contiguous(), u.float().contiguous()
     if single_impl == "auto":
         single_impl = "chunk" if T >= CHUNK_MIN_T else "scan"
-    skip, wide = 0, single_impl == "dot"
+    skip = 0
     if not causal and allow_single and allow_fast and allow_tight and single_impl == "chunk":
         skip = _chunk_forward(w, u, k, v, y, single_tile)
     elif not causal and allow_single and allow_fast and allow_tight and (T <= SINGLE_MAX_T or single_tile):
-        if wide:     # experimental: in-tile sums as triangular matrix products (tensor cores)
-            L, ns, skip, nw = single_tile or _single_dot_tile(T)
-            _wkv_fwd_single_dot_kernel[(triton.cdiv(C, skip), B)](w, u, k, v, y, T, C, *k.stride(), *v.stride(),
-                                                                   *y.stride(), L=L, NS=ns, BC=skip, num_warps=nw)
-        else:
-            tp, skip, nw = single_tile or _single_tile(T)
-            _wkv_fwd_single_kernel[(triton.cdiv(C, skip), B)](w, u, k, v, y, T, C, *k.stride(), *v.stride(),
-                                                               *y.stride(), TP=tp, BC=skip, num_warps=nw)
+        tp, skip, nw = single_tile or _single_tile(T)
+        _wkv_fwd_single_kernel[(triton.cdiv(C, skip), B)](w, u, k, v, y, T, C, *k.stride(), *v.stride(),
+                                                           *y.stride(), TP=tp, BC=skip, num_warps=nw)
     nt = triton.cdiv(T, tile[0] if tile else MIN_BT)
     scratch = torch.empty((B, nt, 3, C), dtype=torch.float32, device=k.device)
     _launch(_fwd, _wkv_fwd_kernel, tile, B, C, w, u, k, v, y, scratch, B, T, C, nt, *k.stride(), *v.stride(),
-            *y.stride(), CAUSAL=causal, ALLOW_FAST=allow_fast, ALLOW_TIGHT=allow_tight, SKIP_BC=skip,
-            SKIP_WIDE=wide)
+            *y.stride(), CAUSAL=causal, ALLOW_FAST=allow_fast, ALLOW_TIGHT=allow_tight, SKIP_BC=skip)
     return y
 
 
