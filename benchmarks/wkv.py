@@ -206,7 +206,7 @@ def plot(rows, path):
 
 
 # A/B of kernel settings, one run (benchmarks/NOTES.md "Next"): the default against the chunked
-# two-launch kernel (variant C) at several tiles. (Earlier rounds, with the tiled kernel, the single pass
+# two-launch kernel (variant C) at several tiles, and its experimental single launch ("lag"). (Earlier rounds, with the tiled kernel, the single pass
 # and its matrix-product version: results/wkv_ab/ of commits e0905fe and 90151dc.)
 # Inputs as in the authors' kernel's measurement (spec kernels.md §2): w ~ U(0, 1) / T, u ~ N(0, 1) / T.
 AB_SHAPES = [(T, C) for T in (1024, 4096, 16384) for C in (288, 560, 960)]
@@ -220,6 +220,11 @@ def ab_chunk_tiles(T: int) -> list[tuple[int, int, int, int, int]]:
     return sorted({(n // 16, 4, 128, 1, 1), (n // 16, 4, 128, 1, 3), (n // 16, 4, 128, 1, 4), (n // 32, 4, 128, 1, 3),
                    (n // 8, 4, 128, 1, 3), (n // 16, 2, 128, 1, 3), (n // 16, 8, 128, 1, 3),
                    (n // 16, 4, 256, 2, 3), (n // 32, 2, 128, 1, 3)})
+
+
+def ab_lag_tiles(T: int) -> list[tuple[int, int, int, int, int]]:
+    n = max(64, T)
+    return [(n // 16, 4, 128, 1, 3), (n // 8, 4, 128, 1, 3), (max(16, n // 64), 4, 128, 1, 3)]
 
 
 def ab(kt, bw, reps, out: Path, result: dict, with_backward: bool = False) -> None:
@@ -236,6 +241,9 @@ def ab(kt, bw, reps, out: Path, result: dict, with_backward: bool = False) -> No
         variants = dict(AB_VARIANTS)
         variants.update({"chunk " + "x".join(map(str, tile)): {"single_impl": "chunk", "single_tile": tile}
                          for tile in ab_chunk_tiles(T)})
+        # the experimental single launch (single_impl="lag"; kt.LAG_FACTOR sequences' spans behind)
+        variants.update({"lag " + "x".join(map(str, tile)): {"single_impl": "lag", "single_tile": tile}
+                         for tile in ab_lag_tiles(T)})
         for name, kw in variants.items():
             ww, ref = w, y_ref
             err = rel(kt.wkv_forward(ww, u, k, v, causal=False, **kw), ref)

@@ -299,6 +299,7 @@ def _wkv_fwd_single_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, T, C, skb, skt, sk
 # tile only matched the tiled kernel, so longer sequences take the tiled kernel.
 SINGLE_MAX_T = 1024
 CHUNK_MIN_T = 512        # from here on the chunked kernel (variant C, below) is the default
+LAG_FACTOR = 2           # single_impl="lag" (experimental): how many sequences' spans of items behind
 
 
 def _single_tile(T: int) -> tuple[int, int, int]:
@@ -330,89 +331,162 @@ def _chunk_weights(w2, t0, centre, rp, rpi):
     return g0[None, :] * rp, (1.0 / g0)[None, :] * rpi
 
 
+@triton.jit
+def _chunk_item(pid, NCB, NCH):
+    """Work item pid -> (b, seq, chunk, cb): channel blocks fastest, then chunks, then batch items."""
+    cb = pid % NCB
+    chunk = (pid // NCB) % NCH
+    b = pid // (NCB * NCH)
+    return b, b * NCB + cb, chunk, cb
+
+
+@triton.jit
+def _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, pid, T, C, NCB, NCH,
+                     skb, skt, skc, svb, svt, svc,
+                     CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
+                     NSTAGE: tl.constexpr, SIGNAL: tl.constexpr):
+    """Phase 1 of item pid: the chunk's max of k and its four weighted sums (online rescale) -> sums.
+    The sequence's last chunk to finish (counter cnt[seq]) turns the NCH summaries into every chunk's
+    reference and carries, then resets the counter (SIGNAL False) or raises it to NCH + 1, "carries
+    ready" (SIGNAL True, for the single-launch kernel's consumers)."""
+    b, seq, chunk, cb = _chunk_item(pid, NCB, NCH)
+    cs = cb * BC + tl.arange(0, BC)
+    cmask = cs < C
+    w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
+    if tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 1:       # else left to the tiled kernel
+        rr = tl.arange(0, R)
+        rp = tl.exp2(w2[None, :] * rr[:, None].to(tl.float32))
+        rpi = tl.exp2(-w2[None, :] * rr[:, None].to(tl.float32))
+        centre = (T - 1) * 0.5
+        b64 = b.to(tl.int64)
+        m = tl.full((BC,), float("-inf"), tl.float32)
+        gv = tl.zeros((BC,), tl.float32)
+        g1 = tl.zeros((BC,), tl.float32)
+        sv = tl.zeros((BC,), tl.float32)
+        s1 = tl.zeros((BC,), tl.float32)
+        for s in tl.range(0, CT // R, num_stages=NSTAGE):
+            t0 = chunk * CT + s * R
+            t = t0 + rr
+            tmask = t < T
+            k2 = _load(k_ptr, skb, skt, skc, b64, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+            v = _load(v_ptr, svb, svt, svc, b64, t, cs, tmask, cmask, 0.0)
+            nm = tl.maximum(m, tl.max(k2, axis=0))
+            nm = tl.where(nm == float("-inf"), 0.0, nm)                # no token yet (or a padding channel)
+            f = tl.exp2(m - nm)
+            e = tl.exp2(k2 - nm[None, :])
+            ev = e * v
+            grow, shrink = _chunk_weights(w2, t0, centre, rp, rpi)
+            gv = gv * f + tl.sum(grow * ev, axis=0)
+            g1 = g1 * f + tl.sum(grow * e, axis=0)
+            sv = sv * f + tl.sum(shrink * ev, axis=0)
+            s1 = s1 * f + tl.sum(shrink * e, axis=0)
+            m = nm
+        cc = tl.arange(0, BC)
+        out = sums_ptr + (seq * NCHP + chunk) * 5 * BC + cc
+        tl.store(out, m)
+        tl.store(out + BC, gv)
+        tl.store(out + 2 * BC, g1)
+        tl.store(out + 3 * BC, sv)
+        tl.store(out + 4 * BC, s1)
+        tl.debug_barrier()                                             # every thread's summary is written
+        if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == NCH - 1:  # the sequence's last chunk to finish
+            # every chunk's reference M (the sequence max) and carries, from the NCH summaries (L2: .cg)
+            sp = sums_ptr + seq * NCHP * 5 * BC + cc
+            cp = carry_ptr + seq * NCHP * 5 * BC + cc
+            M = tl.full((BC,), float("-inf"), tl.float32)
+            for j in tl.static_range(NCHP):
+                if j < NCH:
+                    M = tl.maximum(M, tl.load(sp + j * 5 * BC, cache_modifier=".cg"))
+            M = tl.where(M == float("-inf"), 0.0, M)
+            a = tl.zeros((BC,), tl.float32)
+            a1 = tl.zeros((BC,), tl.float32)
+            for j in tl.static_range(NCHP):                          # prefix: the chunks before
+                if j < NCH:
+                    f = tl.exp2(tl.load(sp + j * 5 * BC, cache_modifier=".cg") - M)
+                    tl.store(cp + j * 5 * BC, M)
+                    tl.store(cp + j * 5 * BC + BC, a)
+                    tl.store(cp + j * 5 * BC + 2 * BC, a1)
+                    a += f * tl.load(sp + j * 5 * BC + BC, cache_modifier=".cg")
+                    a1 += f * tl.load(sp + j * 5 * BC + 2 * BC, cache_modifier=".cg")
+            a = tl.zeros((BC,), tl.float32)
+            a1 = tl.zeros((BC,), tl.float32)
+            for i in tl.static_range(NCHP):                          # suffix: this chunk and those after
+                j = NCHP - 1 - i
+                if j < NCH:
+                    f = tl.exp2(tl.load(sp + j * 5 * BC, cache_modifier=".cg") - M)
+                    a += f * tl.load(sp + j * 5 * BC + 3 * BC, cache_modifier=".cg")
+                    a1 += f * tl.load(sp + j * 5 * BC + 4 * BC, cache_modifier=".cg")
+                    tl.store(cp + j * 5 * BC + 3 * BC, a)
+                    tl.store(cp + j * 5 * BC + 4 * BC, a1)
+            tl.debug_barrier()                                         # every thread's carries are written
+            if SIGNAL:
+                tl.atomic_add(cnt_ptr + seq, 1, sem="release")         # NCH + 1: carries ready
+            else:
+                tl.store(cnt_ptr + seq, 0)                             # ready for the next call
+
+
+@triton.jit
+def _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, pid, T, C, NCB, NCH,
+                  skb, skt, skc, svb, svt, svc, syb, syt, syc,
+                  CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr, NSTAGE: tl.constexpr):
+    """Phase 2 of item pid: y for its chunk, sub-tile by sub-tile. With e = 2^(k - M) (M the sequence's
+    reference), the prefix sums run forward from the carry (chunks before), and the suffix sums are the
+    carry (this chunk and after) minus the sums so far: the single pass's formula."""
+    b, seq, chunk, cb = _chunk_item(pid, NCB, NCH)
+    cs = cb * BC + tl.arange(0, BC)
+    cmask = cs < C
+    w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
+    if tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 1:
+        rr = tl.arange(0, R)
+        rp = tl.exp2(w2[None, :] * rr[:, None].to(tl.float32))
+        rpi = tl.exp2(-w2[None, :] * rr[:, None].to(tl.float32))
+        centre = (T - 1) * 0.5
+        rinv = tl.exp2(w2)[None, :]
+        eu = tl.exp2(u2)[None, :]
+        cp = carry_ptr + (seq * NCHP + chunk) * 5 * BC + tl.arange(0, BC)
+        M = tl.load(cp, cache_modifier=".cg")
+        pv = tl.load(cp + BC, cache_modifier=".cg")
+        p1 = tl.load(cp + 2 * BC, cache_modifier=".cg")
+        qv = tl.load(cp + 3 * BC, cache_modifier=".cg")
+        q1 = tl.load(cp + 4 * BC, cache_modifier=".cg")
+        b64 = b.to(tl.int64)
+        for s in tl.range(0, CT // R, num_stages=NSTAGE):
+            t0 = chunk * CT + s * R
+            t = t0 + rr
+            tmask = t < T
+            k2 = _load(k_ptr, skb, skt, skc, b64, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+            v = _load(v_ptr, svb, svt, svc, b64, t, cs, tmask, cmask, 0.0)
+            e = tl.exp2(k2 - M[None, :])
+            ev = e * v
+            grow, shrink = _chunk_weights(w2, t0, centre, rp, rpi)
+            a = grow * ev
+            a1 = grow * e
+            ca, ca1 = tl.associative_scan((a, a1), 0, _add2)
+            N = (pv[None, :] + ca - a) * (shrink * rinv) + eu * ev
+            D = (p1[None, :] + ca1 - a1) * (shrink * rinv) + eu * e
+            pv += tl.sum(a, axis=0)
+            p1 += tl.sum(a1, axis=0)
+            a = shrink * ev
+            a1 = shrink * e
+            ca, ca1 = tl.associative_scan((a, a1), 0, _add2)
+            N += (qv[None, :] - ca) * (grow * rinv)
+            D += (q1[None, :] - ca1) * (grow * rinv)
+            qv -= tl.sum(a, axis=0)
+            q1 -= tl.sum(a1, axis=0)
+            _store(y_ptr, N / D, syb, syt, syc, b64, t, cs, tmask, cmask)
+
+
 @triton.jit(do_not_specialize=["T"])
 def _wkv_fwd_sums_kernel(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, T, C, NCB, NCH,
                          skb, skt, skc, svb, svt, svc,
                          CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
                          NSTAGE: tl.constexpr = 3):
-    """Launch 1 of variant C. Grid (B * NCB * NCH,): channel blocks fastest, then chunks, then batch.
-    sums / carry: (B * NCB, NCHP, 5, BC) float32; cnt: (>= B * NCB,) int32, zeros on entry, and zeros again
-    on exit (the last program resets its counter), so one buffer serves every call on a stream.
-    NSTAGE: software pipelining of the sub-tile loads (cp.async on sm_80+)."""
-    pid = tl.program_id(0)
-    cb = pid % NCB
-    chunk = (pid // NCB) % NCH
-    b = pid // (NCB * NCH)
-    seq = b * NCB + cb
-    cs = cb * BC + tl.arange(0, BC)
-    cmask = cs < C
-    w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
-    if tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 0:
-        return                                                         # left to the tiled kernel
-    rr = tl.arange(0, R)
-    rp = tl.exp2(w2[None, :] * rr[:, None].to(tl.float32))
-    rpi = tl.exp2(-w2[None, :] * rr[:, None].to(tl.float32))
-    centre = (T - 1) * 0.5
-    m = tl.full((BC,), float("-inf"), tl.float32)
-    gv = tl.zeros((BC,), tl.float32)
-    g1 = tl.zeros((BC,), tl.float32)
-    sv = tl.zeros((BC,), tl.float32)
-    s1 = tl.zeros((BC,), tl.float32)
-    for s in tl.range(0, CT // R, num_stages=NSTAGE):
-        t0 = chunk * CT + s * R
-        t = t0 + rr
-        tmask = t < T
-        k2 = _load(k_ptr, skb, skt, skc, b.to(tl.int64), t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
-        v = _load(v_ptr, svb, svt, svc, b.to(tl.int64), t, cs, tmask, cmask, 0.0)
-        nm = tl.maximum(m, tl.max(k2, axis=0))
-        nm = tl.where(nm == float("-inf"), 0.0, nm)                    # no token yet (or a padding channel)
-        f = tl.exp2(m - nm)
-        e = tl.exp2(k2 - nm[None, :])
-        ev = e * v
-        grow, shrink = _chunk_weights(w2, t0, centre, rp, rpi)
-        gv = gv * f + tl.sum(grow * ev, axis=0)
-        g1 = g1 * f + tl.sum(grow * e, axis=0)
-        sv = sv * f + tl.sum(shrink * ev, axis=0)
-        s1 = s1 * f + tl.sum(shrink * e, axis=0)
-        m = nm
-    cc = tl.arange(0, BC)
-    out = sums_ptr + (seq * NCHP + chunk) * 5 * BC + cc
-    tl.store(out, m)
-    tl.store(out + BC, gv)
-    tl.store(out + 2 * BC, g1)
-    tl.store(out + 3 * BC, sv)
-    tl.store(out + 4 * BC, s1)
-    tl.debug_barrier()                                                 # every thread's summary is written
-    if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == NCH - 1:      # the sequence's last chunk to finish
-        # every chunk's reference M (the sequence max) and carries, from the NCH summaries (L2: .cg)
-        sp = sums_ptr + seq * NCHP * 5 * BC + cc
-        cp = carry_ptr + seq * NCHP * 5 * BC + cc
-        M = tl.full((BC,), float("-inf"), tl.float32)
-        for j in tl.static_range(NCHP):
-            if j < NCH:
-                M = tl.maximum(M, tl.load(sp + j * 5 * BC, cache_modifier=".cg"))
-        M = tl.where(M == float("-inf"), 0.0, M)
-        a = tl.zeros((BC,), tl.float32)
-        a1 = tl.zeros((BC,), tl.float32)
-        for j in tl.static_range(NCHP):                              # prefix: the chunks before
-            if j < NCH:
-                f = tl.exp2(tl.load(sp + j * 5 * BC, cache_modifier=".cg") - M)
-                tl.store(cp + j * 5 * BC, M)
-                tl.store(cp + j * 5 * BC + BC, a)
-                tl.store(cp + j * 5 * BC + 2 * BC, a1)
-                a += f * tl.load(sp + j * 5 * BC + BC, cache_modifier=".cg")
-                a1 += f * tl.load(sp + j * 5 * BC + 2 * BC, cache_modifier=".cg")
-        a = tl.zeros((BC,), tl.float32)
-        a1 = tl.zeros((BC,), tl.float32)
-        for i in tl.static_range(NCHP):                              # suffix: this chunk and those after
-            j = NCHP - 1 - i
-            if j < NCH:
-                f = tl.exp2(tl.load(sp + j * 5 * BC, cache_modifier=".cg") - M)
-                a += f * tl.load(sp + j * 5 * BC + 3 * BC, cache_modifier=".cg")
-                a1 += f * tl.load(sp + j * 5 * BC + 4 * BC, cache_modifier=".cg")
-                tl.store(cp + j * 5 * BC + 3 * BC, a)
-                tl.store(cp + j * 5 * BC + 4 * BC, a1)
-        tl.store(cnt_ptr + seq, 0)                                     # ready for the next call
+    """Launch 1 of variant C, one program per item (B * NCB * NCH). sums / carry: (B * NCB, NCHP, 5, BC)
+    float32; cnt: (>= B * NCB,) int32, zeros on entry, and zeros again on exit (the last program resets
+    its counter), so one buffer serves every call on a stream. NSTAGE: software pipelining of the
+    sub-tile loads (cp.async on sm_80+)."""
+    _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, tl.program_id(0), T, C, NCB, NCH,
+                     skb, skt, skc, svb, svt, svc, CT, R, BC, NCHP, NSTAGE, False)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -420,57 +494,45 @@ def _wkv_fwd_chunk_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, T, C, NC
                           skb, skt, skc, svb, svt, svc, syb, syt, syc,
                           CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
                           NSTAGE: tl.constexpr = 3):
-    """Launch 2 of variant C: y for one chunk, sub-tile by sub-tile. With e = 2^(k - M) (M the
-    sequence's reference), the prefix sums run forward from the carry (chunks before), and the suffix
-    sums are the carry (this chunk and after) minus the sums so far: the single pass's formula.
-    Programs run in the reverse order of launch 1: the chunks launch 1 read last are still in L2."""
-    pid = tl.num_programs(0) - 1 - tl.program_id(0)
-    cb = pid % NCB
-    chunk = (pid // NCB) % NCH
-    b = pid // (NCB * NCH)
-    seq = b * NCB + cb
-    cs = cb * BC + tl.arange(0, BC)
-    cmask = cs < C
-    w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
-    if tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 0:
-        return
-    rr = tl.arange(0, R)
-    rp = tl.exp2(w2[None, :] * rr[:, None].to(tl.float32))
-    rpi = tl.exp2(-w2[None, :] * rr[:, None].to(tl.float32))
-    centre = (T - 1) * 0.5
-    rinv = tl.exp2(w2)[None, :]
-    eu = tl.exp2(u2)[None, :]
-    cp = carry_ptr + (seq * NCHP + chunk) * 5 * BC + tl.arange(0, BC)
-    M = tl.load(cp)
-    pv = tl.load(cp + BC)
-    p1 = tl.load(cp + 2 * BC)
-    qv = tl.load(cp + 3 * BC)
-    q1 = tl.load(cp + 4 * BC)
-    b64 = b.to(tl.int64)
-    for s in tl.range(0, CT // R, num_stages=NSTAGE):
-        t0 = chunk * CT + s * R
-        t = t0 + rr
-        tmask = t < T
-        k2 = _load(k_ptr, skb, skt, skc, b64, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
-        v = _load(v_ptr, svb, svt, svc, b64, t, cs, tmask, cmask, 0.0)
-        e = tl.exp2(k2 - M[None, :])
-        ev = e * v
-        grow, shrink = _chunk_weights(w2, t0, centre, rp, rpi)
-        a = grow * ev
-        a1 = grow * e
-        ca, ca1 = tl.associative_scan((a, a1), 0, _add2)
-        N = (pv[None, :] + ca - a) * (shrink * rinv) + eu * ev
-        D = (p1[None, :] + ca1 - a1) * (shrink * rinv) + eu * e
-        pv += tl.sum(a, axis=0)
-        p1 += tl.sum(a1, axis=0)
-        a = shrink * ev
-        a1 = shrink * e
-        ca, ca1 = tl.associative_scan((a, a1), 0, _add2)
-        N += (qv[None, :] - ca) * (grow * rinv)
-        D += (q1[None, :] - ca1) * (grow * rinv)
-        qv -= tl.sum(a, axis=0)
-        q1 -= tl.sum(a1, axis=0)
-        _store(y_ptr, N / D, syb, syt, syc, b64, t, cs, tmask, cmask)
+    """Launch 2 of variant C. Programs run in the reverse order of launch 1: the chunks launch 1 read
+    last are still in L2."""
+    _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, tl.num_programs(0) - 1 - tl.program_id(0), T, C,
+                  NCB, NCH, skb, skt, skc, svb, svt, svc, syb, syt, syc, CT, R, BC, NCHP, NSTAGE)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _wkv_fwd_lag_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, sums_ptr, carry_ptr, cnt_ptr, tick_ptr, T, C, NCB, NCH,
+                        NITEMS, LAG, skb, skt, skc, svb, svt, svc, syb, syt, syc,
+                        CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
+                        NSTAGE: tl.constexpr = 3):
+    """Variant C in one launch (experimental, single_impl="lag"): NITEMS + LAG programs; the program
+    with ticket p (taken at its start: start order) summarises item p and then writes the output of
+    item p - LAG. LAG >= the span of one sequence's items, so a program only waits for programs that
+    started before it, whose phase 1 never waits: no deadlock on a GPU, and under the interpreter
+    (programs one after another) nothing waits at all. The re-read of item p - LAG comes from L2 when
+    LAG items and the resident programs' chunks fit in it. Counters: cnt[seq] counts NCH summaries,
+    + 1 when the carries are written, + NCH outputs, and the last output resets it; the last ticket
+    resets tick."""
+    p = tl.atomic_add(tick_ptr, 1)
+    if p == NITEMS + LAG - 1:
+        tl.store(tick_ptr, 0)                                          # every ticket is taken
+    if p < NITEMS:
+        _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, p, T, C, NCB, NCH,
+                         skb, skt, skc, svb, svt, svc, CT, R, BC, NCHP, NSTAGE, True)
+    if p >= LAG:
+        q = p - LAG
+        b, seq, chunk, cb = _chunk_item(q, NCB, NCH)
+        cs = cb * BC + tl.arange(0, BC)
+        cmask = cs < C
+        w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
+        if tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 1:
+            ready = tl.atomic_add(cnt_ptr + seq, 0, sem="acquire")
+            while ready < NCH + 1:                                     # until the sequence's carries are written
+                ready = tl.atomic_add(cnt_ptr + seq, 0, sem="acquire")
+            _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, q, T, C, NCB, NCH,
+                          skb, skt, skc, svb, svt, svc, syb, syt, syc, CT, R, BC, NCHP, NSTAGE)
+            if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == 2 * NCH:  # the sequence's last output
+                tl.store(cnt_ptr + seq, 0)
 
 
 def _chunk_tile(T: int) -> tuple[int, int, int, int, int]:
@@ -495,19 +557,27 @@ def _counters(n: int, device: torch.device) -> torch.Tensor:
     return buf
 
 
-def _chunk_forward(w, u, k, v, y, tile=None) -> int:
-    """Variant C into y (the channel blocks outside its bounds untouched); returns its BC."""
+def _chunk_forward(w, u, k, v, y, tile=None, lag: int = 0) -> int:
+    """Variant C into y (the channel blocks outside its bounds untouched); returns its BC.
+    lag > 0: the experimental single launch, LAG = lag x (the span of one sequence's items)."""
     B, T, C = k.shape
     ct, r, bc, nw, ns = tile or _chunk_tile(T)
     ncb, nch = triton.cdiv(C, bc), triton.cdiv(T, ct)
     nchp = triton.next_power_of_2(nch)
     sums, carry = torch.empty((2, B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
-    grid = (B * ncb * nch,)
-    _wkv_fwd_sums_kernel[grid](w, u, k, v, sums, carry, _counters(B * ncb, k.device), T, C, ncb, nch,
-                               *k.stride(), *v.stride(), CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns,
-                               num_warps=nw)
-    _wkv_fwd_chunk_kernel[grid](w, u, k, v, y, carry, T, C, ncb, nch, *k.stride(), *v.stride(), *y.stride(),
-                                CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns, num_warps=nw)
+    counters = _counters(B * ncb + 1, k.device)
+    n_items = B * ncb * nch
+    if lag:
+        span = ncb * nch                     # items of one sequence lie within this many tickets
+        _wkv_fwd_lag_kernel[(n_items + lag * span,)](
+            w, u, k, v, y, sums, carry, counters, counters[B * ncb:], T, C, ncb, nch, n_items, lag * span,
+            *k.stride(), *v.stride(), *y.stride(), CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns, num_warps=nw)
+        return bc
+    _wkv_fwd_sums_kernel[(n_items,)](w, u, k, v, sums, carry, counters, T, C, ncb, nch,
+                                     *k.stride(), *v.stride(), CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns,
+                                     num_warps=nw)
+    _wkv_fwd_chunk_kernel[(n_items,)](w, u, k, v, y, carry, T, C, ncb, nch, *k.stride(), *v.stride(), *y.stride(),
+                                      CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns, num_warps=nw)
     return bc
 
 
@@ -707,8 +777,8 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
     (an early exit everywhere else). For benchmarks and tests: allow_fast=False forces the segment scan
     everywhere, allow_tight=False the reversed scans for the suffix sums, allow_single=False the tiled
     kernel alone, tile=(BT, BC, num_warps) a fixed tile instead of autotuning, single_impl "scan" (the
-    single pass, T <= SINGLE_MAX_T) or "chunk", and single_tile their tile: (TP, BC, num_warps) or
-    (CT, R, BC, num_warps, num_stages)."""
+    single pass, T <= SINGLE_MAX_T), "chunk" or "lag" (variant C in one launch, experimental), and
+    single_tile their tile: (TP, BC, num_warps) or (CT, R, BC, num_warps, num_stages)."""
     B, T, C = k.shape
     y = _empty((B, T, C), k.dtype, k.device)
     if y.numel() == 0:
@@ -717,8 +787,8 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
     if single_impl == "auto":
         single_impl = "chunk" if T >= CHUNK_MIN_T else "scan"
     skip = 0
-    if not causal and allow_single and allow_fast and allow_tight and single_impl == "chunk":
-        skip = _chunk_forward(w, u, k, v, y, single_tile)
+    if not causal and allow_single and allow_fast and allow_tight and single_impl in ("chunk", "lag"):
+        skip = _chunk_forward(w, u, k, v, y, single_tile, lag=LAG_FACTOR if single_impl == "lag" else 0)
     elif not causal and allow_single and allow_fast and allow_tight and (T <= SINGLE_MAX_T or single_tile):
         tp, skip, nw = single_tile or _single_tile(T)
         _wkv_fwd_single_kernel[(triton.cdiv(C, skip), B)](w, u, k, v, y, T, C, *k.stride(), *v.stride(),
