@@ -608,6 +608,7 @@ def train(cfg: TrainConfig, *, on_epoch_end=None) -> dict:
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, step, history, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["history"], ckpt["best"]
         set_rng_state(ckpt["rng"])
+        t_start -= ckpt.get("wall_time_s", 0.0)               # the record's wall time spans every process
         if d.is_main:
             print(f"resumed from {out / 'last.pt'}: epoch {start_epoch}, step {step}")
 
@@ -688,6 +689,7 @@ def train(cfg: TrainConfig, *, on_epoch_end=None) -> dict:
                                 optimizer=optimizer.state_dict(),
                                 scheduler={"kind": cfg.schedule, "step": step, "total": total_steps},
                                 epoch=epoch, step=step, history=history, best=best, rng=rng_state(),
+                                wall_time_s=time.time() - t_start,
                                 config=cfg.to_dict(), num_classes=data.num_classes, in_chans=data.in_chans)
             if show in ("line", "tqdm"):
                 print(format_epoch_line(rec, epochs), flush=True)

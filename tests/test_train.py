@@ -97,8 +97,10 @@ def _train_kill_resume(tmp_path):
     done = len(_losses(out))
     assert 1 <= done < 3, f"the run was not killed mid-training ({done} epochs logged)"
 
+    before = torch.load(out / "last.pt", weights_only=False)["wall_time_s"]
     resumed = train(TrainConfig(**TINY, out_dir=str(out), resume=True))
     assert [r["epoch"] for r in resumed["history"]] == [0, 1, 2]
+    assert resumed["provenance"]["wall_time_s"] > before > 0      # the wall time spans both processes
     np.testing.assert_allclose(_losses(out), _losses(tmp_path / "ref"), rtol=1e-6)
 
 
