@@ -28,8 +28,10 @@ Ablations of the paper as config overrides (spec ms-rwkv.md §3):
     Table 6  faa=False; shift='none' for "no P-Shift" [choose: the table's 80.17 matches neither
              Table 4 row, so we read it as no token shift at all]
 Counts (tests pin them; MACs = conv + linear via torch.utils.flop_counter / 2, WKV not counted):
-    ms_rwkv_unet, 256 x 256, 3 channels, 1 class: 61,176,073 parameters, 11.34 GMACs
-    ms_rwkv_unet, 224 x 224, 1 channel, 4 classes: 61,173,076 parameters, 8.68 GMACs
+    ms_rwkv_unet, 256 x 256, 3 channels, 1 class: 61,176,073 parameters, 11.31 GMACs
+    ms_rwkv_unet, 224 x 224, 1 channel, 4 classes: 61,173,076 parameters, 8.65 GMACs
+(11.34 / 8.68 before the heads were batched, which stopped projecting the padding slots: k, v, r
+of the pad token once per head instead of once per slot, o not at all, as the unscan drops it.)
 The paper reports neither; most of the weight sits in the 8c = 768-wide stages (channel mix 4x).
 Differences from VM-UNet besides the block: ``in_chans`` is embedded directly (VM-UNet repeats
 a grey channel to 3); logits out instead of VM-UNet's in-model sigmoid.
