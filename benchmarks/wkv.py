@@ -245,12 +245,11 @@ def ab(kt, bw, reps, out: Path, result: dict, with_backward: bool = False) -> No
         variants.update({"lag " + "x".join(map(str, tile)): {"single_impl": "lag", "single_tile": tile}
                          for tile in ab_lag_tiles(T)})
         for name, kw in variants.items():
-            ww, ref = w, y_ref
-            err = rel(kt.wkv_forward(ww, u, k, v, causal=False, **kw), ref)
-            fwd = statistics.median(time_fn(lambda: kt.wkv_forward(ww, u, k, v, causal=False, **kw),
+            err = rel(kt.wkv_forward(w, u, k, v, causal=False, **kw), y_ref)
+            fwd = statistics.median(time_fn(lambda: kt.wkv_forward(w, u, k, v, causal=False, **kw),
                                             reps=reps, flush=True))
             # the same forward replayed from a CUDA graph: the GPU's time without the host's launch cost
-            graph = statistics.median(time_fn(cuda_graph(lambda: kt.wkv_forward(ww, u, k, v, causal=False, **kw)),
+            graph = statistics.median(time_fn(cuda_graph(lambda: kt.wkv_forward(w, u, k, v, causal=False, **kw)),
                                               reps=reps, flush=True))
             row = {"T": T, "C": C, "variant": name, "fwd_ms": fwd, "fwd_pct_floor": 100 * floor_f / fwd,
                    "fwd_graph_ms": graph, "fwd_graph_pct_floor": 100 * floor_f / graph, "fwd_rel_diff_vs_tiled": err}

@@ -341,6 +341,31 @@ def _chunk_item(pid, NCB, NCH):
 
 
 @triton.jit
+def _chunk_setup(w_ptr, u_ptr, pid, T, C, NCB, NCH, R: tl.constexpr, BC: tl.constexpr):
+    """Item pid's batch item (int64), sequence, chunk, channels and their mask, w and u (log2 units),
+    whether the block is in the one-reference regime, and the sub-tile decay tables 2^(+-w r)."""
+    b, seq, chunk, cb = _chunk_item(pid, NCB, NCH)
+    cs = cb * BC + tl.arange(0, BC)
+    cmask = cs < C
+    w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
+    ok = tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 1
+    rr = tl.arange(0, R).to(tl.float32)[:, None]
+    return b.to(tl.int64), seq, chunk, cs, cmask, w2, u2, ok, tl.exp2(w2[None, :] * rr), tl.exp2(-w2[None, :] * rr)
+
+
+@triton.jit
+def _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, chunk, s, T, cs, cmask,
+                CT: tl.constexpr, R: tl.constexpr):
+    """Sub-tile s of a chunk: its first token t0, tokens t and their mask, k (log2 units) and v."""
+    t0 = chunk * CT + s * R
+    t = t0 + tl.arange(0, R)
+    tmask = t < T
+    k2 = _load(k_ptr, skb, skt, skc, b64, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+    v = _load(v_ptr, svb, svt, svc, b64, t, cs, tmask, cmask, 0.0)
+    return t0, t, tmask, k2, v
+
+
+@triton.jit
 def _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, pid, T, C, NCB, NCH,
                      skb, skt, skc, svb, svt, svc,
                      CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
@@ -349,27 +374,17 @@ def _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, p
     The sequence's last chunk to finish (counter cnt[seq]) turns the NCH summaries into every chunk's
     reference and carries, then resets the counter (SIGNAL False) or raises it to NCH + 1, "carries
     ready" (SIGNAL True, for the single-launch kernel's consumers)."""
-    b, seq, chunk, cb = _chunk_item(pid, NCB, NCH)
-    cs = cb * BC + tl.arange(0, BC)
-    cmask = cs < C
-    w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
-    if tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 1:       # else left to the tiled kernel
-        rr = tl.arange(0, R)
-        rp = tl.exp2(w2[None, :] * rr[:, None].to(tl.float32))
-        rpi = tl.exp2(-w2[None, :] * rr[:, None].to(tl.float32))
+    b64, seq, chunk, cs, cmask, w2, u2, ok, rp, rpi = _chunk_setup(w_ptr, u_ptr, pid, T, C, NCB, NCH, R, BC)
+    if ok:                                                             # else left to the tiled kernel
         centre = (T - 1) * 0.5
-        b64 = b.to(tl.int64)
         m = tl.full((BC,), float("-inf"), tl.float32)
         gv = tl.zeros((BC,), tl.float32)
         g1 = tl.zeros((BC,), tl.float32)
         sv = tl.zeros((BC,), tl.float32)
         s1 = tl.zeros((BC,), tl.float32)
         for s in tl.range(0, CT // R, num_stages=NSTAGE):
-            t0 = chunk * CT + s * R
-            t = t0 + rr
-            tmask = t < T
-            k2 = _load(k_ptr, skb, skt, skc, b64, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
-            v = _load(v_ptr, svb, svt, svc, b64, t, cs, tmask, cmask, 0.0)
+            t0, t, tmask, k2, v = _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, chunk, s, T,
+                                              cs, cmask, CT, R)
             nm = tl.maximum(m, tl.max(k2, axis=0))
             nm = tl.where(nm == float("-inf"), 0.0, nm)                # no token yet (or a padding channel)
             f = tl.exp2(m - nm)
@@ -432,14 +447,8 @@ def _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, pid, T, C, NCB, 
     """Phase 2 of item pid: y for its chunk, sub-tile by sub-tile. With e = 2^(k - M) (M the sequence's
     reference), the prefix sums run forward from the carry (chunks before), and the suffix sums are the
     carry (this chunk and after) minus the sums so far: the single pass's formula."""
-    b, seq, chunk, cb = _chunk_item(pid, NCB, NCH)
-    cs = cb * BC + tl.arange(0, BC)
-    cmask = cs < C
-    w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
-    if tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 1:
-        rr = tl.arange(0, R)
-        rp = tl.exp2(w2[None, :] * rr[:, None].to(tl.float32))
-        rpi = tl.exp2(-w2[None, :] * rr[:, None].to(tl.float32))
+    b64, seq, chunk, cs, cmask, w2, u2, ok, rp, rpi = _chunk_setup(w_ptr, u_ptr, pid, T, C, NCB, NCH, R, BC)
+    if ok:
         centre = (T - 1) * 0.5
         rinv = tl.exp2(w2)[None, :]
         eu = tl.exp2(u2)[None, :]
@@ -449,13 +458,9 @@ def _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, pid, T, C, NCB, 
         p1 = tl.load(cp + 2 * BC, cache_modifier=".cg")
         qv = tl.load(cp + 3 * BC, cache_modifier=".cg")
         q1 = tl.load(cp + 4 * BC, cache_modifier=".cg")
-        b64 = b.to(tl.int64)
         for s in tl.range(0, CT // R, num_stages=NSTAGE):
-            t0 = chunk * CT + s * R
-            t = t0 + rr
-            tmask = t < T
-            k2 = _load(k_ptr, skb, skt, skc, b64, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
-            v = _load(v_ptr, svb, svt, svc, b64, t, cs, tmask, cmask, 0.0)
+            t0, t, tmask, k2, v = _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, chunk, s, T,
+                                              cs, cmask, CT, R)
             e = tl.exp2(k2 - M[None, :])
             ev = e * v
             grow, shrink = _chunk_weights(w2, t0, centre, rp, rpi)
@@ -521,11 +526,8 @@ def _wkv_fwd_lag_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, sums_ptr, carry_ptr, 
                          skb, skt, skc, svb, svt, svc, CT, R, BC, NCHP, NSTAGE, True)
     if p >= LAG:
         q = p - LAG
-        b, seq, chunk, cb = _chunk_item(q, NCB, NCH)
-        cs = cb * BC + tl.arange(0, BC)
-        cmask = cs < C
-        w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
-        if tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 1:
+        b64, seq, chunk, cs, cmask, w2, u2, ok, rp, rpi = _chunk_setup(w_ptr, u_ptr, q, T, C, NCB, NCH, R, BC)
+        if ok:
             ready = tl.atomic_add(cnt_ptr + seq, 0, sem="acquire")
             while ready < NCH + 1:                                     # until the sequence's carries are written
                 ready = tl.atomic_add(cnt_ptr + seq, 0, sem="acquire")

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rwkvseg.scan import ScanOrder, _route, ms_rwkv_head_orders
-from rwkvseg.shift import QShift, _DepthwiseBranches
+from rwkvseg.shift import QShift, _DepthwiseBranches, q_shift
 from rwkvseg.time_mix import TimeMix
 from rwkvseg.wkv import uni_wkv
 
@@ -187,16 +187,7 @@ def _same_branches(shifts) -> bool:
 def _q_shift_groups(x: Tensor, n: int, shift: int) -> Tensor:
     """rwkvseg.shift.q_shift of each of the n channel groups of a (B, C, H, W) map at once."""
     B, C, H, W = x.shape
-    d = C // n
-    g = x.unflatten(1, (n, d))                                                     # (B, n, d, H, W)
-    b = [(j * d) // 4 for j in range(5)]
-    s = shift
-    out = torch.zeros_like(g)
-    out[:, :, b[0]:b[1], :, s:] = g[:, :, b[0]:b[1], :, : W - s]
-    out[:, :, b[1]:b[2], :, : W - s] = g[:, :, b[1]:b[2], :, s:]
-    out[:, :, b[2]:b[3], s:, :] = g[:, :, b[2]:b[3], : H - s, :]
-    out[:, :, b[3]:b[4], : H - s, :] = g[:, :, b[3]:b[4], s:, :]
-    return out.flatten(1, 2)
+    return q_shift(x.reshape(B * n, C // n, H, W), shift).reshape(B, C, H, W)
 
 
 @lru_cache(maxsize=512)
