@@ -210,41 +210,47 @@ def plot(rows, path):
 # and its matrix-product version: results/wkv_ab/ of commits e0905fe and 90151dc.)
 # Inputs as in the authors' kernel's measurement (spec kernels.md §2): w ~ U(0, 1) / T, u ~ N(0, 1) / T.
 AB_SHAPES = [(T, C) for T in (1024, 4096, 16384) for C in (288, 560, 960)]
-AB_VARIANTS = {"default": {}}
 
 
-def ab_chunk_tiles(T: int) -> list[tuple[int, int, int, int, int]]:
-    """Variant C tiles (CT, R, BC, num_warps, num_stages): 8, 16 and 32 chunks a sequence; 2, 4 or 8
-    rows a sub-tile; 128 or 256 channels; loads pipelined or not."""
+def ab_variants(T: int) -> dict:
+    """The A/B's variants at T: the default; variant C's two launches at their default tile (the tile
+    sweep of session 4 is in results/wkv_ab_chunk/); its single launch ("lag") at three chunk lengths
+    and three lags (kt.LAG_FACTOR: how many sequences' spans behind); each kernel also without the tiled
+    kernel's launch (fallback=False: what folding the declined blocks into it would save)."""
     n = max(64, T)
-    return sorted({(n // 16, 4, 128, 1, 1), (n // 16, 4, 128, 1, 3), (n // 16, 4, 128, 1, 4), (n // 32, 4, 128, 1, 3),
-                   (n // 8, 4, 128, 1, 3), (n // 16, 2, 128, 1, 3), (n // 16, 8, 128, 1, 3),
-                   (n // 16, 4, 256, 2, 3), (n // 32, 2, 128, 1, 3)})
-
-
-def ab_lag_tiles(T: int) -> list[tuple[int, int, int, int, int]]:
-    n = max(64, T)
-    return [(n // 16, 4, 128, 1, 3), (n // 8, 4, 128, 1, 3), (max(16, n // 64), 4, 128, 1, 3)]
+    tile = (n // 16, 4, 128, 1, 3)
+    name = "x".join(map(str, tile))
+    out = {"default": {}, f"chunk {name}": {"single_impl": "chunk", "single_tile": tile},
+           f"chunk {name} nofb": {"single_impl": "chunk", "single_tile": tile, "fallback": False}}
+    for t in (tile, (n // 8, 4, 128, 1, 3), (max(16, n // 64), 4, 128, 1, 3)):
+        out[f"lag {'x'.join(map(str, t))}"] = {"single_impl": "lag", "single_tile": t}
+    for lf in (1, 4):
+        out[f"lag {name} lag{lf}"] = {"single_impl": "lag", "single_tile": tile, "_lag_factor": lf}
+    out[f"lag {name} nofb"] = {"single_impl": "lag", "single_tile": tile, "fallback": False}
+    if os.environ.get("RWKVSEG_AB_NO_LAG"):          # set when a GPU sanity check of the lag kernel failed
+        out = {key: val for key, val in out.items() if not key.startswith("lag")}
+    return out
 
 
 def ab(kt, bw, reps, out: Path, result: dict, with_backward: bool = False) -> None:
-    """Time the forward (fp32, B = 24, L2-flushed; eager and CUDA-graph replay) of every AB_VARIANTS
-    entry and variant C tile at AB_SHAPES (and the default's fwd+bwd when with_backward); write
+    """Time the forward (fp32, B = 24, L2-flushed; eager and CUDA-graph replay) of every ab_variants
+    entry at AB_SHAPES (and the default's fwd+bwd when with_backward); write
     out/wkv_ab.json after every shape."""
     result["ab_rows"] = []
     result["ab_inputs"] = "k, v, g ~ N(0, 1); w ~ U(0, 1) / T; u ~ N(0, 1) / T"
+    lag_factor = kt.LAG_FACTOR
+    # the first capture on torch's capture stream allocates that stream's chunk counters (a memset inside
+    # the graph): done here once, so that no timed graph holds it
+    x = torch.randn(1, 1024, 8, device="cuda")
+    cuda_graph(lambda: kt.wkv_forward(x[0, 0], x[0, 0], x, x, causal=False))
     for T, C in AB_SHAPES:
         k, v, gy = (torch.randn(24, T, C, device="cuda") for _ in range(3))
         w, u = torch.rand(C, device="cuda") / T, torch.randn(C, device="cuda") / T
         floor_f, floor_fb = (n * k.numel() * 4 / bw * 1e3 for n in (3, 8))
         y_ref = kt.wkv_forward(w, u, k, v, causal=False, allow_single=False, tile=(128, 16, 4))
-        variants = dict(AB_VARIANTS)
-        variants.update({"chunk " + "x".join(map(str, tile)): {"single_impl": "chunk", "single_tile": tile}
-                         for tile in ab_chunk_tiles(T)})
-        # the experimental single launch (single_impl="lag"; kt.LAG_FACTOR sequences' spans behind)
-        variants.update({"lag " + "x".join(map(str, tile)): {"single_impl": "lag", "single_tile": tile}
-                         for tile in ab_lag_tiles(T)})
-        for name, kw in variants.items():
+        for name, kw in ab_variants(T).items():
+            kw = dict(kw)
+            kt.LAG_FACTOR = kw.pop("_lag_factor", lag_factor)
             err = rel(kt.wkv_forward(w, u, k, v, causal=False, **kw), y_ref)
             fwd = statistics.median(time_fn(lambda: kt.wkv_forward(w, u, k, v, causal=False, **kw),
                                             reps=reps, flush=True))
@@ -275,7 +281,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="CPU smoke run: correctness only, small shapes")
     ap.add_argument("--commit", default=None, help="git commit to record (when .git is not present)")
     ap.add_argument("--skip-errors", action="store_true", help="time only (the accuracy check is a separate run)")
-    ap.add_argument("--ab", action="store_true", help="only the A/B of kernel settings (AB_VARIANTS) -> wkv_ab.json")
+    ap.add_argument("--ab", action="store_true", help="only the A/B of kernel settings (ab_variants) -> wkv_ab.json")
     args = ap.parse_args()
 
     if args.quick or not torch.cuda.is_available():

@@ -771,7 +771,7 @@ def _launch(tuned, kernel, tile, B, C, *args, **constexprs):
 def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
                 allow_fast: bool = True, allow_tight: bool = True, allow_single: bool = True,
                 tile: tuple[int, int, int] | None = None, single_tile: tuple | None = None,
-                single_impl: str = "auto") -> torch.Tensor:
+                single_impl: str = "auto", fallback: bool = True) -> torch.Tensor:
     """y (B, T, C) in k's dtype. k, v any strides (a (B, C, T) view works); w, u (C,) float32.
 
     Bi-WKV: a one-reference kernel first (single_impl "auto": the chunked two-launch kernel when
@@ -780,7 +780,9 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
     everywhere, allow_tight=False the reversed scans for the suffix sums, allow_single=False the tiled
     kernel alone, tile=(BT, BC, num_warps) a fixed tile instead of autotuning, single_impl "scan" (the
     single pass, T <= SINGLE_MAX_T), "chunk" or "lag" (variant C in one launch, experimental), and
-    single_tile their tile: (TP, BC, num_warps) or (CT, R, BC, num_warps, num_stages)."""
+    single_tile their tile: (TP, BC, num_warps) or (CT, R, BC, num_warps, num_stages); fallback=False
+    skips the tiled kernel's launch (only when the caller knows that no block was declined: the A/B
+    measures what that launch costs)."""
     B, T, C = k.shape
     y = _empty((B, T, C), k.dtype, k.device)
     if y.numel() == 0:
@@ -795,6 +797,8 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
         tp, skip, nw = single_tile or _single_tile(T)
         _wkv_fwd_single_kernel[(triton.cdiv(C, skip), B)](w, u, k, v, y, T, C, *k.stride(), *v.stride(),
                                                            *y.stride(), TP=tp, BC=skip, num_warps=nw)
+    if skip and not fallback:
+        return y
     nt = triton.cdiv(T, tile[0] if tile else MIN_BT)
     scratch = torch.empty((B, nt, 3, C), dtype=torch.float32, device=k.device)
     _launch(_fwd, _wkv_fwd_kernel, tile, B, C, w, u, k, v, y, scratch, B, T, C, nt, *k.stride(), *v.stride(),
