@@ -205,30 +205,24 @@ def plot(rows, path):
     fig.savefig(path, dpi=120)
 
 
-# A/B of kernel settings, one run (benchmarks/NOTES.md "Next"): the default against the chunked
-# two-launch kernel (variant C) at several tiles, and its experimental single launch ("lag"). (Earlier rounds, with the tiled kernel, the single pass
-# and its matrix-product version: results/wkv_ab/ of commits e0905fe and 90151dc.)
+# A/B of kernel settings, one run (benchmarks/NOTES.md "Next"): see ab_variants. (Earlier rounds, with the
+# tiled kernel, the single pass and its matrix-product version: results/wkv_ab/ of e0905fe and 90151dc.)
 # Inputs as in the authors' kernel's measurement (spec kernels.md §2): w ~ U(0, 1) / T, u ~ N(0, 1) / T.
-AB_SHAPES = [(T, C) for T in (1024, 4096, 16384) for C in (288, 560, 960)]
+AB_SHAPES = [(T, C) for T in (1024, 2048, 4096, 16384) for C in (288, 560, 960)]
 
 
-def ab_variants(T: int) -> dict:
-    """The A/B's variants at T: the default; variant C's two launches at their default tile (the tile
-    sweep of session 4 is in results/wkv_ab_chunk/); its single launch ("lag") at three chunk lengths
-    and three lags (kt.LAG_FACTOR: how many sequences' spans behind); each kernel also without the tiled
-    kernel's launch (fallback=False: what folding the declined blocks into it would save)."""
+def ab_variants(kt, T: int, C: int) -> dict:
+    """The A/B's variants at (T, C): the default (variant C, chunks chosen for one wave of programs);
+    variant C at the former fixed tile (T / 16 tokens a chunk) and at T / 8; and, where a sequence's
+    items fit the GPU at once (kt._resident_fits), variant R ("resident": one read of k, v) at chunks of 8 and 16
+    tokens. Earlier rounds: results/wkv_ab_chunk/ (tile sweep), results/wkv_ab_lag/ (single launch)."""
     n = max(64, T)
-    tile = (n // 16, 4, 128, 1, 3)
-    name = "x".join(map(str, tile))
-    out = {"default": {}, f"chunk {name}": {"single_impl": "chunk", "single_tile": tile},
-           f"chunk {name} nofb": {"single_impl": "chunk", "single_tile": tile, "fallback": False}}
-    for t in (tile, (n // 8, 4, 128, 1, 3), (max(16, n // 64), 4, 128, 1, 3)):
-        out[f"lag {'x'.join(map(str, t))}"] = {"single_impl": "lag", "single_tile": t}
-    for lf in (1, 4):
-        out[f"lag {name} lag{lf}"] = {"single_impl": "lag", "single_tile": tile, "_lag_factor": lf}
-    out[f"lag {name} nofb"] = {"single_impl": "lag", "single_tile": tile, "fallback": False}
-    if os.environ.get("RWKVSEG_AB_NO_LAG"):          # set when a GPU sanity check of the lag kernel failed
-        out = {key: val for key, val in out.items() if not key.startswith("lag")}
+    out = {"default": {}}
+    for tile in ((n // 16, 4, 128, 1, 3), (n // 8, 4, 128, 1, 3)):
+        out["chunk " + "x".join(map(str, tile))] = {"single_impl": "chunk", "single_tile": tile}
+    for tile in ((8, 128, 1), (16, 128, 1)) if not os.environ.get("RWKVSEG_AB_NO_RESIDENT") else ():
+        if kt._resident_fits(T, C, tile, torch.device("cuda")):
+            out["resident " + "x".join(map(str, tile))] = {"single_impl": "resident", "single_tile": tile}
     return out
 
 
@@ -238,7 +232,6 @@ def ab(kt, bw, reps, out: Path, result: dict, with_backward: bool = False) -> No
     out/wkv_ab.json after every shape."""
     result["ab_rows"] = []
     result["ab_inputs"] = "k, v, g ~ N(0, 1); w ~ U(0, 1) / T; u ~ N(0, 1) / T"
-    lag_factor = kt.LAG_FACTOR
     # the first capture on torch's capture stream allocates that stream's chunk counters (a memset inside
     # the graph): done here once, so that no timed graph holds it
     x = torch.randn(1, 1024, 8, device="cuda")
@@ -248,9 +241,7 @@ def ab(kt, bw, reps, out: Path, result: dict, with_backward: bool = False) -> No
         w, u = torch.rand(C, device="cuda") / T, torch.randn(C, device="cuda") / T
         floor_f, floor_fb = (n * k.numel() * 4 / bw * 1e3 for n in (3, 8))
         y_ref = kt.wkv_forward(w, u, k, v, causal=False, allow_single=False, tile=(128, 16, 4))
-        for name, kw in ab_variants(T).items():
-            kw = dict(kw)
-            kt.LAG_FACTOR = kw.pop("_lag_factor", lag_factor)
+        for name, kw in ab_variants(kt, T, C).items():
             err = rel(kt.wkv_forward(w, u, k, v, causal=False, **kw), y_ref)
             fwd = statistics.median(time_fn(lambda: kt.wkv_forward(w, u, k, v, causal=False, **kw),
                                             reps=reps, flush=True))

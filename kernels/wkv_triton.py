@@ -366,6 +366,82 @@ def _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, chunk, s, T, cs
 
 
 @triton.jit
+def _chunk_fold(k2, v, w2, t0, centre, rp, rpi, m, gv, g1, sv, s1):
+    """Fold rows (k2, v) (R, BC) starting at token t0 into a chunk summary: the running max m of k and the
+    four weighted sums gv, g1 (grow-weighted e v and e), sv, s1 (shrink-weighted), rescaled online."""
+    nm = tl.maximum(m, tl.max(k2, axis=0))
+    nm = tl.where(nm == float("-inf"), 0.0, nm)                        # no token yet (or a padding channel)
+    f = tl.exp2(m - nm)
+    e = tl.exp2(k2 - nm[None, :])
+    ev = e * v
+    grow, shrink = _chunk_weights(w2, t0, centre, rp, rpi)
+    return (nm, gv * f + tl.sum(grow * ev, axis=0), g1 * f + tl.sum(grow * e, axis=0),
+            sv * f + tl.sum(shrink * ev, axis=0), s1 * f + tl.sum(shrink * e, axis=0))
+
+
+@triton.jit
+def _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC: tl.constexpr, NCHP: tl.constexpr):
+    """Every chunk's reference M (the sequence max) and carries (prefix: the chunks before; suffix: this
+    chunk and those after) from the sequence's NCH summaries (read from L2: .cg)."""
+    cc = tl.arange(0, BC)
+    sp = sums_ptr + seq * NCHP * 5 * BC + cc
+    cp = carry_ptr + seq * NCHP * 5 * BC + cc
+    M = tl.full((BC,), float("-inf"), tl.float32)
+    for j in tl.static_range(NCHP):
+        if j < NCH:
+            M = tl.maximum(M, tl.load(sp + j * 5 * BC, cache_modifier=".cg"))
+    M = tl.where(M == float("-inf"), 0.0, M)
+    a = tl.zeros((BC,), tl.float32)
+    a1 = tl.zeros((BC,), tl.float32)
+    for j in tl.static_range(NCHP):                                  # prefix: the chunks before
+        if j < NCH:
+            f = tl.exp2(tl.load(sp + j * 5 * BC, cache_modifier=".cg") - M)
+            tl.store(cp + j * 5 * BC, M)
+            tl.store(cp + j * 5 * BC + BC, a)
+            tl.store(cp + j * 5 * BC + 2 * BC, a1)
+            a += f * tl.load(sp + j * 5 * BC + BC, cache_modifier=".cg")
+            a1 += f * tl.load(sp + j * 5 * BC + 2 * BC, cache_modifier=".cg")
+    a = tl.zeros((BC,), tl.float32)
+    a1 = tl.zeros((BC,), tl.float32)
+    for i in tl.static_range(NCHP):                                  # suffix: this chunk and those after
+        j = NCHP - 1 - i
+        if j < NCH:
+            f = tl.exp2(tl.load(sp + j * 5 * BC, cache_modifier=".cg") - M)
+            a += f * tl.load(sp + j * 5 * BC + 3 * BC, cache_modifier=".cg")
+            a1 += f * tl.load(sp + j * 5 * BC + 4 * BC, cache_modifier=".cg")
+            tl.store(cp + j * 5 * BC + 3 * BC, a)
+            tl.store(cp + j * 5 * BC + 4 * BC, a1)
+
+
+@triton.jit
+def _chunk_y(k2, v, w2, u2, t0, centre, rp, rpi, M, pv, p1, qv, q1):
+    """y for rows (k2, v) (R, BC) starting at token t0, from the carries entering them (pv, p1: prefix
+    sums before t0; qv, q1: suffix sums from t0 on, all against the sequence reference M); returns y and
+    the carries after the rows. With e = 2^(k - M), the prefix sums run forward from the carry, and the
+    suffix sums are the carry minus the sums so far: the single pass's formula."""
+    rinv = tl.exp2(w2)[None, :]
+    eu = tl.exp2(u2)[None, :]
+    e = tl.exp2(k2 - M[None, :])
+    ev = e * v
+    grow, shrink = _chunk_weights(w2, t0, centre, rp, rpi)
+    a = grow * ev
+    a1 = grow * e
+    ca, ca1 = tl.associative_scan((a, a1), 0, _add2)
+    N = (pv[None, :] + ca - a) * (shrink * rinv) + eu * ev
+    D = (p1[None, :] + ca1 - a1) * (shrink * rinv) + eu * e
+    pv += tl.sum(a, axis=0)
+    p1 += tl.sum(a1, axis=0)
+    a = shrink * ev
+    a1 = shrink * e
+    ca, ca1 = tl.associative_scan((a, a1), 0, _add2)
+    N += (qv[None, :] - ca) * (grow * rinv)
+    D += (q1[None, :] - ca1) * (grow * rinv)
+    qv -= tl.sum(a, axis=0)
+    q1 -= tl.sum(a1, axis=0)
+    return N / D, pv, p1, qv, q1
+
+
+@triton.jit
 def _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, pid, T, C, NCB, NCH,
                      skb, skt, skc, svb, svt, svc,
                      CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
@@ -385,17 +461,7 @@ def _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, p
         for s in tl.range(0, CT // R, num_stages=NSTAGE):
             t0, t, tmask, k2, v = _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, chunk, s, T,
                                               cs, cmask, CT, R)
-            nm = tl.maximum(m, tl.max(k2, axis=0))
-            nm = tl.where(nm == float("-inf"), 0.0, nm)                # no token yet (or a padding channel)
-            f = tl.exp2(m - nm)
-            e = tl.exp2(k2 - nm[None, :])
-            ev = e * v
-            grow, shrink = _chunk_weights(w2, t0, centre, rp, rpi)
-            gv = gv * f + tl.sum(grow * ev, axis=0)
-            g1 = g1 * f + tl.sum(grow * e, axis=0)
-            sv = sv * f + tl.sum(shrink * ev, axis=0)
-            s1 = s1 * f + tl.sum(shrink * e, axis=0)
-            m = nm
+            m, gv, g1, sv, s1 = _chunk_fold(k2, v, w2, t0, centre, rp, rpi, m, gv, g1, sv, s1)
         cc = tl.arange(0, BC)
         out = sums_ptr + (seq * NCHP + chunk) * 5 * BC + cc
         tl.store(out, m)
@@ -405,34 +471,7 @@ def _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, p
         tl.store(out + 4 * BC, s1)
         tl.debug_barrier()                                             # every thread's summary is written
         if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == NCH - 1:  # the sequence's last chunk to finish
-            # every chunk's reference M (the sequence max) and carries, from the NCH summaries (L2: .cg)
-            sp = sums_ptr + seq * NCHP * 5 * BC + cc
-            cp = carry_ptr + seq * NCHP * 5 * BC + cc
-            M = tl.full((BC,), float("-inf"), tl.float32)
-            for j in tl.static_range(NCHP):
-                if j < NCH:
-                    M = tl.maximum(M, tl.load(sp + j * 5 * BC, cache_modifier=".cg"))
-            M = tl.where(M == float("-inf"), 0.0, M)
-            a = tl.zeros((BC,), tl.float32)
-            a1 = tl.zeros((BC,), tl.float32)
-            for j in tl.static_range(NCHP):                          # prefix: the chunks before
-                if j < NCH:
-                    f = tl.exp2(tl.load(sp + j * 5 * BC, cache_modifier=".cg") - M)
-                    tl.store(cp + j * 5 * BC, M)
-                    tl.store(cp + j * 5 * BC + BC, a)
-                    tl.store(cp + j * 5 * BC + 2 * BC, a1)
-                    a += f * tl.load(sp + j * 5 * BC + BC, cache_modifier=".cg")
-                    a1 += f * tl.load(sp + j * 5 * BC + 2 * BC, cache_modifier=".cg")
-            a = tl.zeros((BC,), tl.float32)
-            a1 = tl.zeros((BC,), tl.float32)
-            for i in tl.static_range(NCHP):                          # suffix: this chunk and those after
-                j = NCHP - 1 - i
-                if j < NCH:
-                    f = tl.exp2(tl.load(sp + j * 5 * BC, cache_modifier=".cg") - M)
-                    a += f * tl.load(sp + j * 5 * BC + 3 * BC, cache_modifier=".cg")
-                    a1 += f * tl.load(sp + j * 5 * BC + 4 * BC, cache_modifier=".cg")
-                    tl.store(cp + j * 5 * BC + 3 * BC, a)
-                    tl.store(cp + j * 5 * BC + 4 * BC, a1)
+            _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC, NCHP)
             tl.debug_barrier()                                         # every thread's carries are written
             if SIGNAL:
                 tl.atomic_add(cnt_ptr + seq, 1, sem="release")         # NCH + 1: carries ready
@@ -444,14 +483,10 @@ def _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, p
 def _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, pid, T, C, NCB, NCH,
                   skb, skt, skc, svb, svt, svc, syb, syt, syc,
                   CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr, NSTAGE: tl.constexpr):
-    """Phase 2 of item pid: y for its chunk, sub-tile by sub-tile. With e = 2^(k - M) (M the sequence's
-    reference), the prefix sums run forward from the carry (chunks before), and the suffix sums are the
-    carry (this chunk and after) minus the sums so far: the single pass's formula."""
+    """Phase 2 of item pid: y for its chunk, sub-tile by sub-tile (_chunk_y), from the chunk's carries."""
     b64, seq, chunk, cs, cmask, w2, u2, ok, rp, rpi = _chunk_setup(w_ptr, u_ptr, pid, T, C, NCB, NCH, R, BC)
     if ok:
         centre = (T - 1) * 0.5
-        rinv = tl.exp2(w2)[None, :]
-        eu = tl.exp2(u2)[None, :]
         cp = carry_ptr + (seq * NCHP + chunk) * 5 * BC + tl.arange(0, BC)
         M = tl.load(cp, cache_modifier=".cg")
         pv = tl.load(cp + BC, cache_modifier=".cg")
@@ -461,24 +496,8 @@ def _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, pid, T, C, NCB, 
         for s in tl.range(0, CT // R, num_stages=NSTAGE):
             t0, t, tmask, k2, v = _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, chunk, s, T,
                                               cs, cmask, CT, R)
-            e = tl.exp2(k2 - M[None, :])
-            ev = e * v
-            grow, shrink = _chunk_weights(w2, t0, centre, rp, rpi)
-            a = grow * ev
-            a1 = grow * e
-            ca, ca1 = tl.associative_scan((a, a1), 0, _add2)
-            N = (pv[None, :] + ca - a) * (shrink * rinv) + eu * ev
-            D = (p1[None, :] + ca1 - a1) * (shrink * rinv) + eu * e
-            pv += tl.sum(a, axis=0)
-            p1 += tl.sum(a1, axis=0)
-            a = shrink * ev
-            a1 = shrink * e
-            ca, ca1 = tl.associative_scan((a, a1), 0, _add2)
-            N += (qv[None, :] - ca) * (grow * rinv)
-            D += (q1[None, :] - ca1) * (grow * rinv)
-            qv -= tl.sum(a, axis=0)
-            q1 -= tl.sum(a1, axis=0)
-            _store(y_ptr, N / D, syb, syt, syc, b64, t, cs, tmask, cmask)
+            y, pv, p1, qv, q1 = _chunk_y(k2, v, w2, u2, t0, centre, rp, rpi, M, pv, p1, qv, q1)
+            _store(y_ptr, y, syb, syt, syc, b64, t, cs, tmask, cmask)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -537,12 +556,126 @@ def _wkv_fwd_lag_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, sums_ptr, carry_ptr, 
                 tl.store(cnt_ptr + seq, 0)
 
 
-def _chunk_tile(T: int) -> tuple[int, int, int, int, int]:
-    """(CT, R, BC, num_warps, num_stages) of variant C: about 16 chunks per sequence, sub-tiles of R
-    rows, 128 channels a warp (4 a thread: 16-byte loads), loads pipelined 3 sub-tiles deep."""
+@triton.jit(do_not_specialize=["T"])
+def _wkv_fwd_resident_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, sums_ptr, carry_ptr, cnt_ptr, T, C, NCB, NCH,
+                             NSEQ, NITEMS, skb, skt, skc, svb, svt, svc, syb, syt, syc,
+                             CT: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr, SPIN: tl.constexpr):
+    """Variant R (experimental, single_impl="resident"): variant C in one launch and one read of k, v. The
+    program with ticket p (taken at its start, so tickets follow start order) loads item p's whole chunk
+    (CT, BC) into registers, writes its summary, waits until the sequence's carries are ready (the last
+    summary's program computes them), and writes the chunk's y from the same registers: k, v read once,
+    y written once (the floor). A ticket only waits for tickets within one sequence's span (NCB x NCH) of
+    its own, so when that many programs fit on the GPU at once it cannot deadlock; a wait longer than
+    SPIN polls (0 under the interpreter, which runs programs one after another) computes the carries
+    from the sequence's k, v instead (slower, never wrong). cnt: summaries[NSEQ] (NCH arrivals; the last
+    computes the carries), ready[NSEQ], done[NSEQ] (NCH outputs + the carries; the last of these resets
+    all three), ticket: zeros on entry and on exit."""
+    tick_ptr = cnt_ptr + 3 * NSEQ
+    p = tl.atomic_add(tick_ptr, 1)
+    if p == NITEMS - 1:
+        tl.store(tick_ptr, 0)                                          # every ticket is taken
+    b64, seq, chunk, cs, cmask, w2, u2, ok, rp, rpi = _chunk_setup(w_ptr, u_ptr, p, T, C, NCB, NCH, CT, BC)
+    if ok:                                                             # else left to the tiled kernel
+        centre = (T - 1) * 0.5
+        t0, t, tmask, k2, v = _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, chunk, 0, T, cs, cmask,
+                                          CT, CT)
+        zero = tl.zeros((BC,), tl.float32)
+        m, gv, g1, sv, s1 = _chunk_fold(k2, v, w2, t0, centre, rp, rpi, tl.full((BC,), float("-inf"), tl.float32),
+                                        zero, zero, zero, zero)
+        cc = tl.arange(0, BC)
+        out = sums_ptr + (seq * NCHP + chunk) * 5 * BC + cc
+        tl.store(out, m)
+        tl.store(out + BC, gv)
+        tl.store(out + 2 * BC, g1)
+        tl.store(out + 3 * BC, sv)
+        tl.store(out + 4 * BC, s1)
+        tl.debug_barrier()                                             # every thread's summary is written
+        ready = cnt_ptr + NSEQ + seq
+        done = cnt_ptr + 2 * NSEQ + seq
+        if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == NCH - 1:  # the sequence's last summary
+            _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC, NCHP)
+            tl.debug_barrier()                                         # every thread's carries are written
+            tl.atomic_xchg(ready, 1, sem="release")
+            if tl.atomic_add(done, 1, sem="acq_rel") == NCH:           # every output was already written
+                tl.store(cnt_ptr + seq, 0)
+                tl.store(ready, 0)
+                tl.store(done, 0)
+        r = tl.atomic_add(ready, 0, sem="acquire")
+        n = 0
+        while (r == 0) & (n < SPIN):
+            r = tl.atomic_add(ready, 0, sem="acquire")
+            n += 1
+        if r == 1:
+            cp = carry_ptr + (seq * NCHP + chunk) * 5 * BC + cc
+            M = tl.load(cp, cache_modifier=".cg")
+            pv = tl.load(cp + BC, cache_modifier=".cg")
+            p1 = tl.load(cp + 2 * BC, cache_modifier=".cg")
+            qv = tl.load(cp + 3 * BC, cache_modifier=".cg")
+            q1 = tl.load(cp + 4 * BC, cache_modifier=".cg")
+        else:                                                          # not ready: the carries from k, v
+            one = tl.full((1, BC), 1.0, tl.float32)
+            M = tl.full((BC,), float("-inf"), tl.float32)
+            pv = zero
+            p1 = zero
+            qv = zero
+            q1 = zero
+            for j in range(0, NCH):
+                if j == chunk:
+                    mj, gvj, g1j, svj, s1j = m, gv, g1, sv, s1
+                else:                                                  # row by row: few registers
+                    mj = tl.full((BC,), float("-inf"), tl.float32)
+                    gvj = zero
+                    g1j = zero
+                    svj = zero
+                    s1j = zero
+                    for s in range(0, CT):
+                        tj, _, _, kj, vj = _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, j, s, T,
+                                                       cs, cmask, CT, 1)
+                        mj, gvj, g1j, svj, s1j = _chunk_fold(kj, vj, w2, tj, centre, one, one, mj, gvj, g1j, svj, s1j)
+                nM = tl.maximum(M, mj)
+                f = tl.exp2(M - nM)
+                fj = tl.exp2(mj - nM)
+                if j < chunk:                                          # prefix: the chunks before
+                    pv = pv * f + fj * gvj
+                    p1 = p1 * f + fj * g1j
+                    qv = qv * f
+                    q1 = q1 * f
+                else:                                                  # suffix: this chunk and those after
+                    pv = pv * f
+                    p1 = p1 * f
+                    qv = qv * f + fj * svj
+                    q1 = q1 * f + fj * s1j
+                M = nM
+        y, pv, p1, qv, q1 = _chunk_y(k2, v, w2, u2, t0, centre, rp, rpi, M, pv, p1, qv, q1)
+        _store(y_ptr, y, syb, syt, syc, b64, t, cs, tmask, cmask)
+        if tl.atomic_add(done, 1, sem="acq_rel") == NCH:              # the last of NCH outputs + the carries
+            tl.store(cnt_ptr + seq, 0)
+            tl.store(ready, 0)
+            tl.store(done, 0)
+
+
+def _chunk_tile(T: int, items: int = 0, slots: int = 0) -> tuple[int, int, int, int, int]:
+    """(CT, R, BC, num_warps, num_stages) of variant C: sub-tiles of R = 4 rows, 128 channels a warp (4 a
+    thread: 16-byte loads), loads pipelined 3 sub-tiles deep, and 8, 16 or 32 chunks a sequence: the most
+    whose programs (items chunks: batch x channel blocks x chunks) still run in one wave of `slots`
+    resident programs (measured on the H100, results/wkv_ab_chunk/: at B = 24, 16 chunks at C = 288,
+    8 at C = 560 and 960; a second partial wave costs more than shorter chunks gain). Chunks of >= 64 tokens."""
     if INTERPRET:
         return 8, 4, 4, 1, 1
-    return max(64, triton.next_power_of_2(T) // 16), 4, 128, 1, 3
+    nch = 8
+    while nch < 32 and items * nch * 2 <= slots:
+        nch *= 2
+    return max(64, triton.next_power_of_2(T) // nch), 4, 128, 1, 3
+
+
+_SLOTS: dict = {}
+
+
+def _wave_slots(device: torch.device) -> int:
+    """One-warp programs of variant C (~140 registers) resident at once on the device: 13 an SM."""
+    if device not in _SLOTS:
+        _SLOTS[device] = 13 * torch.cuda.get_device_properties(device).multi_processor_count
+    return _SLOTS[device]
 
 
 _COUNTERS: dict = {}
@@ -559,11 +692,45 @@ def _counters(n: int, device: torch.device) -> torch.Tensor:
     return buf
 
 
+def _resident_tile(T: int) -> tuple[int, int, int]:
+    """(CT, BC, num_warps) of variant R: a chunk of 8 tokens x 128 channels in one warp's registers (each
+    thread holds all 8 rows of its 4 channels: the in-chunk sums are register additions; offline sm_90
+    PTX: ~246 registers, no spills)."""
+    return (8, 4, 1) if INTERPRET else (8, 128, 1)
+
+
+def _resident_fits(T: int, C: int, tile, device: torch.device) -> bool:
+    """Whether one sequence's span of items (channel blocks x chunks) is at most half the programs of
+    variant R that are resident at once (~246 registers a one-warp program: 8 an SM), so that its waits
+    end without the slow path."""
+    ct, bc, nw = tile or _resident_tile(T)
+    if INTERPRET:
+        return True
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return triton.cdiv(C, bc) * triton.cdiv(T, ct) * nw <= 4 * sms
+
+
+def _resident_forward(w, u, k, v, y, tile=None) -> int:
+    """Variant R into y (the channel blocks outside its bounds untouched); returns its BC. tile: (CT, BC,
+    num_warps)."""
+    B, T, C = k.shape
+    ct, bc, nw = tile or _resident_tile(T)
+    ncb, nch = triton.cdiv(C, bc), triton.cdiv(T, ct)
+    nchp = triton.next_power_of_2(nch)
+    sums, carry = torch.empty((2, B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
+    counters = _counters(3 * B * ncb + 1, k.device)
+    n_items = B * ncb * nch
+    _wkv_fwd_resident_kernel[(n_items,)](w, u, k, v, y, sums, carry, counters, T, C, ncb, nch, B * ncb, n_items,
+                                         *k.stride(), *v.stride(), *y.stride(), CT=ct, BC=bc, NCHP=nchp,
+                                         SPIN=0 if INTERPRET else 1 << 20, num_warps=nw)
+    return bc
+
+
 def _chunk_forward(w, u, k, v, y, tile=None, lag: int = 0) -> int:
     """Variant C into y (the channel blocks outside its bounds untouched); returns its BC.
     lag > 0: the experimental single launch, LAG = lag x (the span of one sequence's items)."""
     B, T, C = k.shape
-    ct, r, bc, nw, ns = tile or _chunk_tile(T)
+    ct, r, bc, nw, ns = tile or _chunk_tile(T, B * triton.cdiv(C, 128), 0 if INTERPRET else _wave_slots(k.device))
     ncb, nch = triton.cdiv(C, bc), triton.cdiv(T, ct)
     nchp = triton.next_power_of_2(nch)
     sums, carry = torch.empty((2, B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
@@ -791,7 +958,11 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
     if single_impl == "auto":
         single_impl = "chunk" if T >= CHUNK_MIN_T else "scan"
     skip = 0
-    if not causal and allow_single and allow_fast and allow_tight and single_impl in ("chunk", "lag"):
+    if single_impl == "resident" and not _resident_fits(T, C, single_tile, k.device):
+        single_impl, single_tile = "chunk", None
+    if not causal and allow_single and allow_fast and allow_tight and single_impl == "resident":
+        skip = _resident_forward(w, u, k, v, y, single_tile)
+    elif not causal and allow_single and allow_fast and allow_tight and single_impl in ("chunk", "lag"):
         skip = _chunk_forward(w, u, k, v, y, single_tile, lag=LAG_FACTOR if single_impl == "lag" else 0)
     elif not causal and allow_single and allow_fast and allow_tight and (T <= SINGLE_MAX_T or single_tile):
         tp, skip, nw = single_tile or _single_tile(T)
