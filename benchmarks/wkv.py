@@ -211,18 +211,15 @@ def plot(rows, path):
 AB_SHAPES = [(T, C) for T in (1024, 2048, 4096, 16384) for C in (288, 560, 960)]
 
 
-def ab_variants(kt, T: int, C: int) -> dict:
-    """The A/B's variants at (T, C): the default (variant C, chunks chosen for one wave of programs);
-    variant C at the former fixed tile (T / 16 tokens a chunk) and at T / 8; and, where a sequence's
-    items fit the GPU at once (kt._resident_fits), variant R ("resident": one read of k, v) at chunks of 8 and 16
-    tokens. Earlier rounds: results/wkv_ab_chunk/ (tile sweep), results/wkv_ab_lag/ (single launch)."""
+def ab_variants(T: int) -> dict:
+    """The A/B's variants at T: the default (variant C, chunks chosen for one wave of programs);
+    variant C at the former fixed tile (T / 16 tokens a chunk) and at T / 8. Earlier rounds:
+    results/wkv_ab_chunk/ (tile sweep), results/wkv_ab_lag/ (single launch), results/wkv_ab_wave/ (this one,
+    with the resident kernel that hung)."""
     n = max(64, T)
     out = {"default": {}}
     for tile in ((n // 16, 4, 128, 1, 3), (n // 8, 4, 128, 1, 3)):
         out["chunk " + "x".join(map(str, tile))] = {"single_impl": "chunk", "single_tile": tile}
-    for tile in ((8, 128, 1), (16, 128, 1)) if not os.environ.get("RWKVSEG_AB_NO_RESIDENT") else ():
-        if kt._resident_fits(T, C, tile, torch.device("cuda")):
-            out["resident " + "x".join(map(str, tile))] = {"single_impl": "resident", "single_tile": tile}
     return out
 
 
@@ -241,7 +238,7 @@ def ab(kt, bw, reps, out: Path, result: dict, with_backward: bool = False) -> No
         w, u = torch.rand(C, device="cuda") / T, torch.randn(C, device="cuda") / T
         floor_f, floor_fb = (n * k.numel() * 4 / bw * 1e3 for n in (3, 8))
         y_ref = kt.wkv_forward(w, u, k, v, causal=False, allow_single=False, tile=(128, 16, 4))
-        for name, kw in ab_variants(kt, T, C).items():
+        for name, kw in ab_variants(T).items():
             err = rel(kt.wkv_forward(w, u, k, v, causal=False, **kw), y_ref)
             fwd = statistics.median(time_fn(lambda: kt.wkv_forward(w, u, k, v, causal=False, **kw),
                                             reps=reps, flush=True))

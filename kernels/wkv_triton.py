@@ -299,7 +299,6 @@ def _wkv_fwd_single_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, T, C, skb, skt, sk
 # tile only matched the tiled kernel, so longer sequences take the tiled kernel.
 SINGLE_MAX_T = 1024
 CHUNK_MIN_T = 512        # from here on the chunked kernel (variant C, below) is the default
-LAG_FACTOR = 2           # single_impl="lag" (experimental): how many sequences' spans of items behind
 
 
 def _single_tile(T: int) -> tuple[int, int, int]:
@@ -445,11 +444,10 @@ def _chunk_y(k2, v, w2, u2, t0, centre, rp, rpi, M, pv, p1, qv, q1):
 def _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, pid, T, C, NCB, NCH,
                      skb, skt, skc, svb, svt, svc,
                      CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
-                     NSTAGE: tl.constexpr, SIGNAL: tl.constexpr):
+                     NSTAGE: tl.constexpr):
     """Phase 1 of item pid: the chunk's max of k and its four weighted sums (online rescale) -> sums.
     The sequence's last chunk to finish (counter cnt[seq]) turns the NCH summaries into every chunk's
-    reference and carries, then resets the counter (SIGNAL False) or raises it to NCH + 1, "carries
-    ready" (SIGNAL True, for the single-launch kernel's consumers)."""
+    reference and carries, then resets the counter for the next call."""
     b64, seq, chunk, cs, cmask, w2, u2, ok, rp, rpi = _chunk_setup(w_ptr, u_ptr, pid, T, C, NCB, NCH, R, BC)
     if ok:                                                             # else left to the tiled kernel
         centre = (T - 1) * 0.5
@@ -473,10 +471,7 @@ def _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, p
         if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == NCH - 1:  # the sequence's last chunk to finish
             _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC, NCHP)
             tl.debug_barrier()                                         # every thread's carries are written
-            if SIGNAL:
-                tl.atomic_add(cnt_ptr + seq, 1, sem="release")         # NCH + 1: carries ready
-            else:
-                tl.store(cnt_ptr + seq, 0)                             # ready for the next call
+            tl.store(cnt_ptr + seq, 0)                                 # ready for the next call
 
 
 @triton.jit
@@ -510,7 +505,7 @@ def _wkv_fwd_sums_kernel(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_pt
     its counter), so one buffer serves every call on a stream. NSTAGE: software pipelining of the
     sub-tile loads (cp.async on sm_80+)."""
     _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, tl.program_id(0), T, C, NCB, NCH,
-                     skb, skt, skc, svb, svt, svc, CT, R, BC, NCHP, NSTAGE, False)
+                     skb, skt, skc, svb, svt, svc, CT, R, BC, NCHP, NSTAGE)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -522,136 +517,6 @@ def _wkv_fwd_chunk_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, T, C, NC
     last are still in L2."""
     _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, tl.num_programs(0) - 1 - tl.program_id(0), T, C,
                   NCB, NCH, skb, skt, skc, svb, svt, svc, syb, syt, syc, CT, R, BC, NCHP, NSTAGE)
-
-
-@triton.jit(do_not_specialize=["T"])
-def _wkv_fwd_lag_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, sums_ptr, carry_ptr, cnt_ptr, tick_ptr, T, C, NCB, NCH,
-                        NITEMS, LAG, skb, skt, skc, svb, svt, svc, syb, syt, syc,
-                        CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
-                        NSTAGE: tl.constexpr = 3):
-    """Variant C in one launch (experimental, single_impl="lag"): NITEMS + LAG programs; the program
-    with ticket p (taken at its start: start order) summarises item p and then writes the output of
-    item p - LAG. LAG >= the span of one sequence's items, so a program only waits for programs that
-    started before it, whose phase 1 never waits: no deadlock on a GPU, and under the interpreter
-    (programs one after another) nothing waits at all. The re-read of item p - LAG comes from L2 when
-    LAG items and the resident programs' chunks fit in it. Counters: cnt[seq] counts NCH summaries,
-    + 1 when the carries are written, + NCH outputs, and the last output resets it; the last ticket
-    resets tick."""
-    p = tl.atomic_add(tick_ptr, 1)
-    if p == NITEMS + LAG - 1:
-        tl.store(tick_ptr, 0)                                          # every ticket is taken
-    if p < NITEMS:
-        _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, p, T, C, NCB, NCH,
-                         skb, skt, skc, svb, svt, svc, CT, R, BC, NCHP, NSTAGE, True)
-    if p >= LAG:
-        q = p - LAG
-        b64, seq, chunk, cs, cmask, w2, u2, ok, rp, rpi = _chunk_setup(w_ptr, u_ptr, q, T, C, NCB, NCH, R, BC)
-        if ok:
-            ready = tl.atomic_add(cnt_ptr + seq, 0, sem="acquire")
-            while ready < NCH + 1:                                     # until the sequence's carries are written
-                ready = tl.atomic_add(cnt_ptr + seq, 0, sem="acquire")
-            _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, q, T, C, NCB, NCH,
-                          skb, skt, skc, svb, svt, svc, syb, syt, syc, CT, R, BC, NCHP, NSTAGE)
-            if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == 2 * NCH:  # the sequence's last output
-                tl.store(cnt_ptr + seq, 0)
-
-
-@triton.jit(do_not_specialize=["T"])
-def _wkv_fwd_resident_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, sums_ptr, carry_ptr, cnt_ptr, T, C, NCB, NCH,
-                             NSEQ, NITEMS, skb, skt, skc, svb, svt, svc, syb, syt, syc,
-                             CT: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr, SPIN: tl.constexpr):
-    """Variant R (experimental, single_impl="resident"): variant C in one launch and one read of k, v. The
-    program with ticket p (taken at its start, so tickets follow start order) loads item p's whole chunk
-    (CT, BC) into registers, writes its summary, waits until the sequence's carries are ready (the last
-    summary's program computes them), and writes the chunk's y from the same registers: k, v read once,
-    y written once (the floor). A ticket only waits for tickets within one sequence's span (NCB x NCH) of
-    its own, so when that many programs fit on the GPU at once it cannot deadlock; a wait longer than
-    SPIN polls (0 under the interpreter, which runs programs one after another) computes the carries
-    from the sequence's k, v instead (slower, never wrong). cnt: summaries[NSEQ] (NCH arrivals; the last
-    computes the carries), ready[NSEQ], done[NSEQ] (NCH outputs + the carries; the last of these resets
-    all three), ticket: zeros on entry and on exit."""
-    tick_ptr = cnt_ptr + 3 * NSEQ
-    p = tl.atomic_add(tick_ptr, 1)
-    if p == NITEMS - 1:
-        tl.store(tick_ptr, 0)                                          # every ticket is taken
-    b64, seq, chunk, cs, cmask, w2, u2, ok, rp, rpi = _chunk_setup(w_ptr, u_ptr, p, T, C, NCB, NCH, CT, BC)
-    if ok:                                                             # else left to the tiled kernel
-        centre = (T - 1) * 0.5
-        t0, t, tmask, k2, v = _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, chunk, 0, T, cs, cmask,
-                                          CT, CT)
-        zero = tl.zeros((BC,), tl.float32)
-        m, gv, g1, sv, s1 = _chunk_fold(k2, v, w2, t0, centre, rp, rpi, tl.full((BC,), float("-inf"), tl.float32),
-                                        zero, zero, zero, zero)
-        cc = tl.arange(0, BC)
-        out = sums_ptr + (seq * NCHP + chunk) * 5 * BC + cc
-        tl.store(out, m)
-        tl.store(out + BC, gv)
-        tl.store(out + 2 * BC, g1)
-        tl.store(out + 3 * BC, sv)
-        tl.store(out + 4 * BC, s1)
-        tl.debug_barrier()                                             # every thread's summary is written
-        ready = cnt_ptr + NSEQ + seq
-        done = cnt_ptr + 2 * NSEQ + seq
-        if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == NCH - 1:  # the sequence's last summary
-            _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC, NCHP)
-            tl.debug_barrier()                                         # every thread's carries are written
-            tl.atomic_xchg(ready, 1, sem="release")
-            if tl.atomic_add(done, 1, sem="acq_rel") == NCH:           # every output was already written
-                tl.store(cnt_ptr + seq, 0)
-                tl.store(ready, 0)
-                tl.store(done, 0)
-        r = tl.atomic_add(ready, 0, sem="acquire")
-        n = 0
-        while (r == 0) & (n < SPIN):
-            r = tl.atomic_add(ready, 0, sem="acquire")
-            n += 1
-        if r == 1:
-            cp = carry_ptr + (seq * NCHP + chunk) * 5 * BC + cc
-            M = tl.load(cp, cache_modifier=".cg")
-            pv = tl.load(cp + BC, cache_modifier=".cg")
-            p1 = tl.load(cp + 2 * BC, cache_modifier=".cg")
-            qv = tl.load(cp + 3 * BC, cache_modifier=".cg")
-            q1 = tl.load(cp + 4 * BC, cache_modifier=".cg")
-        else:                                                          # not ready: the carries from k, v
-            one = tl.full((1, BC), 1.0, tl.float32)
-            M = tl.full((BC,), float("-inf"), tl.float32)
-            pv = zero
-            p1 = zero
-            qv = zero
-            q1 = zero
-            for j in range(0, NCH):
-                if j == chunk:
-                    mj, gvj, g1j, svj, s1j = m, gv, g1, sv, s1
-                else:                                                  # row by row: few registers
-                    mj = tl.full((BC,), float("-inf"), tl.float32)
-                    gvj = zero
-                    g1j = zero
-                    svj = zero
-                    s1j = zero
-                    for s in range(0, CT):
-                        tj, _, _, kj, vj = _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, j, s, T,
-                                                       cs, cmask, CT, 1)
-                        mj, gvj, g1j, svj, s1j = _chunk_fold(kj, vj, w2, tj, centre, one, one, mj, gvj, g1j, svj, s1j)
-                nM = tl.maximum(M, mj)
-                f = tl.exp2(M - nM)
-                fj = tl.exp2(mj - nM)
-                if j < chunk:                                          # prefix: the chunks before
-                    pv = pv * f + fj * gvj
-                    p1 = p1 * f + fj * g1j
-                    qv = qv * f
-                    q1 = q1 * f
-                else:                                                  # suffix: this chunk and those after
-                    pv = pv * f
-                    p1 = p1 * f
-                    qv = qv * f + fj * svj
-                    q1 = q1 * f + fj * s1j
-                M = nM
-        y, pv, p1, qv, q1 = _chunk_y(k2, v, w2, u2, t0, centre, rp, rpi, M, pv, p1, qv, q1)
-        _store(y_ptr, y, syb, syt, syc, b64, t, cs, tmask, cmask)
-        if tl.atomic_add(done, 1, sem="acq_rel") == NCH:              # the last of NCH outputs + the carries
-            tl.store(cnt_ptr + seq, 0)
-            tl.store(ready, 0)
-            tl.store(done, 0)
 
 
 def _chunk_tile(T: int, items: int = 0, slots: int = 0) -> tuple[int, int, int, int, int]:
@@ -692,56 +557,15 @@ def _counters(n: int, device: torch.device) -> torch.Tensor:
     return buf
 
 
-def _resident_tile(T: int) -> tuple[int, int, int]:
-    """(CT, BC, num_warps) of variant R: a chunk of 8 tokens x 128 channels in one warp's registers (each
-    thread holds all 8 rows of its 4 channels: the in-chunk sums are register additions; offline sm_90
-    PTX: ~246 registers, no spills)."""
-    return (8, 4, 1) if INTERPRET else (8, 128, 1)
-
-
-def _resident_fits(T: int, C: int, tile, device: torch.device) -> bool:
-    """Whether one sequence's span of items (channel blocks x chunks) is at most half the programs of
-    variant R that are resident at once (~246 registers a one-warp program: 8 an SM), so that its waits
-    end without the slow path."""
-    ct, bc, nw = tile or _resident_tile(T)
-    if INTERPRET:
-        return True
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return triton.cdiv(C, bc) * triton.cdiv(T, ct) * nw <= 4 * sms
-
-
-def _resident_forward(w, u, k, v, y, tile=None) -> int:
-    """Variant R into y (the channel blocks outside its bounds untouched); returns its BC. tile: (CT, BC,
-    num_warps)."""
-    B, T, C = k.shape
-    ct, bc, nw = tile or _resident_tile(T)
-    ncb, nch = triton.cdiv(C, bc), triton.cdiv(T, ct)
-    nchp = triton.next_power_of_2(nch)
-    sums, carry = torch.empty((2, B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
-    counters = _counters(3 * B * ncb + 1, k.device)
-    n_items = B * ncb * nch
-    _wkv_fwd_resident_kernel[(n_items,)](w, u, k, v, y, sums, carry, counters, T, C, ncb, nch, B * ncb, n_items,
-                                         *k.stride(), *v.stride(), *y.stride(), CT=ct, BC=bc, NCHP=nchp,
-                                         SPIN=0 if INTERPRET else 1 << 20, num_warps=nw)
-    return bc
-
-
-def _chunk_forward(w, u, k, v, y, tile=None, lag: int = 0) -> int:
-    """Variant C into y (the channel blocks outside its bounds untouched); returns its BC.
-    lag > 0: the experimental single launch, LAG = lag x (the span of one sequence's items)."""
+def _chunk_forward(w, u, k, v, y, tile=None) -> int:
+    """Variant C into y (the channel blocks outside its bounds untouched); returns its BC."""
     B, T, C = k.shape
     ct, r, bc, nw, ns = tile or _chunk_tile(T, B * triton.cdiv(C, 128), 0 if INTERPRET else _wave_slots(k.device))
     ncb, nch = triton.cdiv(C, bc), triton.cdiv(T, ct)
     nchp = triton.next_power_of_2(nch)
     sums, carry = torch.empty((2, B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
-    counters = _counters(B * ncb + 1, k.device)
+    counters = _counters(B * ncb, k.device)
     n_items = B * ncb * nch
-    if lag:
-        span = ncb * nch                     # items of one sequence lie within this many tickets
-        _wkv_fwd_lag_kernel[(n_items + lag * span,)](
-            w, u, k, v, y, sums, carry, counters, counters[B * ncb:], T, C, ncb, nch, n_items, lag * span,
-            *k.stride(), *v.stride(), *y.stride(), CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns, num_warps=nw)
-        return bc
     _wkv_fwd_sums_kernel[(n_items,)](w, u, k, v, sums, carry, counters, T, C, ncb, nch,
                                      *k.stride(), *v.stride(), CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns,
                                      num_warps=nw)
@@ -938,7 +762,7 @@ def _launch(tuned, kernel, tile, B, C, *args, **constexprs):
 def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
                 allow_fast: bool = True, allow_tight: bool = True, allow_single: bool = True,
                 tile: tuple[int, int, int] | None = None, single_tile: tuple | None = None,
-                single_impl: str = "auto", fallback: bool = True) -> torch.Tensor:
+                single_impl: str = "auto") -> torch.Tensor:
     """y (B, T, C) in k's dtype. k, v any strides (a (B, C, T) view works); w, u (C,) float32.
 
     Bi-WKV: a one-reference kernel first (single_impl "auto": the chunked two-launch kernel when
@@ -946,10 +770,8 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
     (an early exit everywhere else). For benchmarks and tests: allow_fast=False forces the segment scan
     everywhere, allow_tight=False the reversed scans for the suffix sums, allow_single=False the tiled
     kernel alone, tile=(BT, BC, num_warps) a fixed tile instead of autotuning, single_impl "scan" (the
-    single pass, T <= SINGLE_MAX_T), "chunk" or "lag" (variant C in one launch, experimental), and
-    single_tile their tile: (TP, BC, num_warps) or (CT, R, BC, num_warps, num_stages); fallback=False
-    skips the tiled kernel's launch (only when the caller knows that no block was declined: the A/B
-    measures what that launch costs)."""
+    single pass, T <= SINGLE_MAX_T) or "chunk", and single_tile their tile: (TP, BC, num_warps) or
+    (CT, R, BC, num_warps, num_stages)."""
     B, T, C = k.shape
     y = _empty((B, T, C), k.dtype, k.device)
     if y.numel() == 0:
@@ -958,18 +780,12 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
     if single_impl == "auto":
         single_impl = "chunk" if T >= CHUNK_MIN_T else "scan"
     skip = 0
-    if single_impl == "resident" and not _resident_fits(T, C, single_tile, k.device):
-        single_impl, single_tile = "chunk", None
-    if not causal and allow_single and allow_fast and allow_tight and single_impl == "resident":
-        skip = _resident_forward(w, u, k, v, y, single_tile)
-    elif not causal and allow_single and allow_fast and allow_tight and single_impl in ("chunk", "lag"):
-        skip = _chunk_forward(w, u, k, v, y, single_tile, lag=LAG_FACTOR if single_impl == "lag" else 0)
+    if not causal and allow_single and allow_fast and allow_tight and single_impl == "chunk":
+        skip = _chunk_forward(w, u, k, v, y, single_tile)
     elif not causal and allow_single and allow_fast and allow_tight and (T <= SINGLE_MAX_T or single_tile):
         tp, skip, nw = single_tile or _single_tile(T)
         _wkv_fwd_single_kernel[(triton.cdiv(C, skip), B)](w, u, k, v, y, T, C, *k.stride(), *v.stride(),
                                                            *y.stride(), TP=tp, BC=skip, num_warps=nw)
-    if skip and not fallback:
-        return y
     nt = triton.cdiv(T, tile[0] if tile else MIN_BT)
     scratch = torch.empty((B, nt, 3, C), dtype=torch.float32, device=k.device)
     _launch(_fwd, _wkv_fwd_kernel, tile, B, C, w, u, k, v, y, scratch, B, T, C, nt, *k.stride(), *v.stride(),
