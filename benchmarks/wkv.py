@@ -213,12 +213,15 @@ AB_SHAPES = [(T, C) for T in (1024, 2048, 4096, 16384) for C in (288, 560, 960)]
 
 def ab_variants(T: int) -> dict:
     """The A/B's variants at T: the default (variant C, chunks chosen for one wave of programs);
-    variant C at the former fixed tile (T / 16 tokens a chunk) and at T / 8. Earlier rounds:
+    variant C at the former fixed tile (T / 16 tokens a chunk) and at T / 8, and with blocks of 64 and 32
+    channels (less padding at C = 288 = 2.25 x 128, more programs; rows then spread over 2 or 4 threads, so
+    the in-chunk sums need shuffles). Earlier rounds:
     results/wkv_ab_chunk/ (tile sweep), results/wkv_ab_lag/ (single launch), results/wkv_ab_wave/ (this one,
     with the resident kernel that hung)."""
     n = max(64, T)
     out = {"default": {}}
-    for tile in ((n // 16, 4, 128, 1, 3), (n // 8, 4, 128, 1, 3)):
+    for tile in ((n // 16, 4, 128, 1, 3), (n // 8, 4, 128, 1, 3),
+                 (n // 16, 4, 64, 1, 3), (n // 32, 4, 64, 1, 3), (n // 16, 4, 32, 1, 3), (n // 32, 4, 32, 1, 3)):
         out["chunk " + "x".join(map(str, tile))] = {"single_impl": "chunk", "single_tile": tile}
     return out
 
