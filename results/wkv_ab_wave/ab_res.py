@@ -14,9 +14,10 @@ bw = float(sys.argv[4]) * 1e12
 floor = 3 * k.numel() * 4 / bw * 1e3
 ref = kt.wkv_forward(w, u, k, v, causal=False, allow_single=False, tile=(128, 16, 4))
 y_c = kt.wkv_forward(w, u, k, v, causal=False)
+impl = sys.argv[5] if len(sys.argv) > 5 else "r"
 def res():
     y = torch.empty_like(k)
-    wr._resident_forward(w, u, k, v, y)
+    (wr._resident3_forward if impl == "r3" else wr._resident_forward)(w, u, k, v, y)
     return y
 t = time.time(); y_r = res(); torch.cuda.synchronize(); first = time.time() - t
 row = {"B": B, "T": T, "C": C, "resident_first_call_s": first,

@@ -1,0 +1,1184 @@
+"""Triton kernels for the causal WKV and Bi-WKV (spec kernels.md §3).
+
+Which kernel runs (wkv_forward / wkv_backward at the bottom):
+    Bi-WKV forward, channels with small decays (|w| T log2 e <= 2: every Vision-RWKV call)
+        T <  512  variant S, the single pass: the whole sequence of a channel block in one program
+        T >= 512  variant C, chunked: chunk summaries, then y (two launches, T-parallel)
+    everything else (causal forwards, wide decays, every backward): the tiled kernel below
+    (variant T), which also takes the channel blocks that S or C declined.
+
+Variant T: one program owns one batch item b and a block of BC channels, and walks the sequence in
+tiles of BT tokens; the running sums of spec wkv.md §3 cross tile borders as small "carries".
+
+    forward,  Bi-WKV   pass 1 (right to left): the suffix carry entering each tile -> scratch
+                       pass 2 (left to right): intra-tile sums by associative scans, plus the
+                       prefix carry (running) and the suffix carry (scratch); y = N / D
+    forward,  causal   pass 2 only (one read of k, v: the memory floor)
+    backward           recompute the forward, q = g / D, the same sums over q and q*y in both
+                       directions, then dk, dv and per-program partials of dw, du (spec wkv.md §6)
+
+When T <= BT the whole sequence is one tile: one read of k, v (and g), one write (the floor).
+Inside a tile the decayed sums come from one cumulative sum each through the separable form
+rho^(t-1-i) = rho^-1 rho^(t-c) rho^-(i-c) (c the tile centre) when every channel of the program
+has |w| BT <= 40 and u >= -8 (the case of every Vision-RWKV call, w = spatial_decay / T);
+otherwise from an associative scan with a segment combine that yields exclusive sums directly.
+Numerics (spec wkv.md §5): exponentials in base 2 with pre-scaled arguments; each carry keeps
+its own log2 scale and is rescaled when it meets a tile (flash-attention style), so no global
+max is needed; decay powers come from w * distance directly (tables computed once per program);
+no sum is obtained by subtracting a prefix from a total (the fast path only takes each token's
+own term out of its inclusive sum).
+Within one tile everything is measured against one reference r = max(tile max of k, carry
+scales): exact for w >= 0 and any k; for w < 0 the growth inside a tile, |w| BT, must stay
+below ~60 (the torch path has no such limit). dw and du are written per program and summed by
+torch: deterministic, no atomics.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+POISON_OUTPUTS = False  # tests set this: outputs start as NaN so an unwritten element fails
+
+# Tile shapes tried by the autotuner on a GPU (few: each is compiled and timed once per new
+# shape, which a training run pays at its first steps); one small tile under the CPU interpreter so that
+# tests at T <= 64 cross several tile borders.
+if INTERPRET:
+    _CONFIGS = [triton.Config({"BT": 16, "BC": 4}, num_warps=1)]
+else:
+    _CONFIGS = [
+        triton.Config({"BT": bt, "BC": bc}, num_warps=nw)
+        for bt, bc, nw in [(64, 16, 4), (128, 8, 4), (128, 16, 4), (256, 8, 8)]
+    ]
+MIN_BT = min(c.kwargs["BT"] for c in _CONFIGS)
+
+
+@triton.jit
+def _combine(a1, p1, x1, e1, y1, f1, a2, p2, x2, e2, y2, f2):
+    """Join segment 1 (farther from the output) and segment 2 of a decayed scan.
+
+    a = rho^len, p = rho^(len-1); x, y = inclusive sums and e, f = exclusive sums of two
+    sequences at the segment's last token. Exclusive: E = x1 * rho^(len2-1) + e2.
+    """
+    return a1 * a2, a1 * p2, x1 * a2 + x2, x1 * p2 + e2, y1 * a2 + y2, y1 * p2 + f2
+
+
+@triton.jit
+def _exclusive_sums(rho, x, y, REVERSE: tl.constexpr):
+    """sum_{i<t} rho^(t-1-i) x_i (or over i>t with rho^(i-1-t)) along axis 0 of (BT, BC) tiles."""
+    ones = tl.full(x.shape, 1.0, tl.float32)
+    zeros = tl.zeros(x.shape, tl.float32)
+    _, _, _, ex, _, ey = tl.associative_scan((rho, ones, x, zeros, y, zeros), 0, _combine, reverse=REVERSE)
+    return ex, ey
+
+
+@triton.jit
+def _intra(z1, z2, rho, grow, shrink, rinv, fast, tight, REVERSE: tl.constexpr):
+    """Exclusive decayed sums of two (BT, BC) tiles inside one tile.
+
+    fast (|w| BT <= 40 and u >= -8 in every channel of the program): the separable form
+    rho^(t-1-i) = rinv * shrink_t * grow_i, one cumulative sum per sequence; the token's own
+    term is taken out of the inclusive sum, harmless while e^u is not tiny.
+    tight (fast and |w| BT log2(e) <= 2, every Vision-RWKV call at T >= 256): the suffix sums as the
+    tile total minus a forward cumulative sum. Triton lowers reverse=True scans with ~6x the warp
+    shuffles of forward ones. For the forward's sums (positive e, and e v measured against them)
+    the cancellation costs at most a factor 2^(2 |w| BT log2 e) <= 16 on the rounding error of y;
+    the backward's sums over q = g / D (signed, of any size) never take this path.
+    Otherwise the segment-combine scan (no restriction on w beyond the tile's range).
+    """
+    if fast:
+        if REVERSE:
+            a1 = shrink * z1
+            a2 = shrink * z2
+            if tight:
+                e1 = (tl.sum(a1, 0)[None, :] - tl.cumsum(a1, 0)) * grow * rinv
+                e2 = (tl.sum(a2, 0)[None, :] - tl.cumsum(a2, 0)) * grow * rinv
+            else:
+                e1 = (tl.cumsum(a1, 0, reverse=True) - a1) * grow * rinv
+                e2 = (tl.cumsum(a2, 0, reverse=True) - a2) * grow * rinv
+        else:
+            a1 = grow * z1
+            a2 = grow * z2
+            e1 = (tl.cumsum(a1, 0) - a1) * shrink * rinv
+            e2 = (tl.cumsum(a2, 0) - a2) * shrink * rinv
+    else:
+        e1, e2 = _exclusive_sums(rho, z1, z2, REVERSE)
+    return e1, e2
+
+
+@triton.jit
+def _carry(s, cx, cy, tx, ty, ref, w2, BT: tl.constexpr):
+    """Move a carry 2^s (cx, cy) one tile (BT tokens) along and add the tile's own sums
+    2^ref (tx, ty), already weighted by their distance to the new anchor. Returns the new
+    scale max(s - w BT, ref) and values."""
+    ns = tl.maximum(s - w2 * BT, ref)
+    f_old = tl.exp2(s - w2 * BT - ns)
+    f_new = tl.exp2(ref - ns)
+    return ns, cx * f_old + tx * f_new, cy * f_old + ty * f_new
+
+
+@triton.jit
+def _load(ptr, sb, st, sc, b, t, cs, tmask, cmask, other):
+    offs = b * sb + t[:, None].to(tl.int64) * st + cs[None, :].to(tl.int64) * sc
+    return tl.load(ptr + offs, mask=tmask[:, None] & cmask[None, :], other=other).to(tl.float32)
+
+
+@triton.jit
+def _store(ptr, val, sb, st, sc, b, t, cs, tmask, cmask):
+    offs = b * sb + t[:, None].to(tl.int64) * st + cs[None, :].to(tl.int64) * sc
+    tl.store(ptr + offs, val.to(ptr.dtype.element_ty), mask=tmask[:, None] & cmask[None, :])
+
+
+@triton.jit
+def _load_carry(ptr, n, C, cs, cmask):
+    """(scale, x, y) of a carry stored at tile n of a (B, NT, 3, C) scratch (ptr at row b)."""
+    base = ptr + n * 3 * C + cs
+    return (tl.load(base, mask=cmask, other=float("-inf")), tl.load(base + C, mask=cmask, other=0.0),
+            tl.load(base + 2 * C, mask=cmask, other=0.0))
+
+
+@triton.jit
+def _store_carry(ptr, n, C, cs, cmask, s, cx, cy):
+    base = ptr + n * 3 * C + cs
+    tl.store(base, s, mask=cmask)
+    tl.store(base + C, cx, mask=cmask)
+    tl.store(base + 2 * C, cy, mask=cmask)
+
+
+@triton.jit
+def _load_wu(w_ptr, u_ptr, idx, mask):
+    """w and u at channel indices idx (any shape), in log2 units (times log2 e); 0 where masked."""
+    return (tl.load(w_ptr + idx, mask=mask, other=0.0) * 1.4426950408889634,
+            tl.load(u_ptr + idx, mask=mask, other=0.0) * 1.4426950408889634)
+
+
+@triton.jit
+def _setup(w_ptr, u_ptr, cs, cmask, BT: tl.constexpr, BC: tl.constexpr, ALLOW_FAST: tl.constexpr,
+           ALLOW_TIGHT: tl.constexpr):
+    """Per-program constants: w, u in log2 units, e^u, and the (BT, BC) decay tables."""
+    w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
+    eu = tl.exp2(u2)
+    jf = tl.arange(0, BT).to(tl.float32)[:, None]
+    rho = tl.broadcast_to(tl.exp2(-w2)[None, :], (BT, BC))
+    jpow = tl.exp2(-w2[None, :] * jf)                          # rho^j
+    jpow_rev = tl.exp2(-w2[None, :] * (BT - 1 - jf))           # rho^(BT-1-j)
+    centred = jf - (BT - 1) * 0.5
+    grow = tl.exp2(w2[None, :] * centred)                      # used only when fast
+    shrink = tl.exp2(-w2[None, :] * centred)
+    rinv = tl.exp2(w2)[None, :]
+    fast = (tl.max(tl.abs(w2), axis=0) * BT <= 40.0) & (tl.min(u2, axis=0) >= -8.0) & ALLOW_FAST
+    tight = fast & (tl.max(tl.abs(w2), axis=0) * BT <= 2.0) & ALLOW_TIGHT
+    return w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight
+
+
+@triton.jit
+def _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink, rinv, fast, tight, jpow, jpow_rev,
+                  CAUSAL: tl.constexpr):
+    """The forward of one tile: reference r = max(tile max, carry scales), e = 2^(k - r), and the
+    decayed sums at every token with the prefix carry 2^ps (pn, pd) and (Bi-WKV) the suffix carry
+    2^ss (sn, sd) added; N, D are the numerator and denominator of y = N / D (spec wkv.md §3).
+    The causal WKV has no suffix: its Sv, S1 are zeros that no caller reads."""
+    r = tl.maximum(m, ps)
+    if not CAUSAL:
+        r = tl.maximum(r, ss)
+    e = tl.exp2(k2 - r[None, :])                                        # (BT, BC) <= 1
+    ev = e * v
+    Pv, P1 = _intra(ev, e, rho, grow, shrink, rinv, fast, tight, False)
+    fp = tl.exp2(ps - r)[None, :] * jpow                                # rho^j, rescaled
+    Pv += fp * pn[None, :]
+    P1 += fp * pd[None, :]
+    N = Pv + eu[None, :] * ev
+    D = P1 + eu[None, :] * e
+    if CAUSAL:
+        Sv = tl.zeros_like(Pv)
+        S1 = tl.zeros_like(P1)
+    else:
+        Sv, S1 = _intra(ev, e, rho, grow, shrink, rinv, fast, tight, True)
+        fs = tl.exp2(ss - r)[None, :] * jpow_rev                        # rho^(BT-1-j), rescaled
+        Sv += fs * sn[None, :]
+        S1 += fs * sd[None, :]
+        N += Sv
+        D += S1
+    return r, e, ev, Pv, P1, Sv, S1, N, D
+
+
+@triton.jit
+def _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs, cmask, w2, jpow,
+                    BT: tl.constexpr, BC: tl.constexpr):
+    """Right to left: store the forward suffix carry entering tiles n_tiles-2 .. 0."""
+    jj = tl.arange(0, BT)
+    n_tiles = tl.cdiv(T, BT)
+    s = tl.full((BC,), float("-inf"), tl.float32)
+    cx = tl.zeros((BC,), tl.float32)
+    cy = tl.zeros((BC,), tl.float32)
+    for i in range(0, n_tiles - 1):
+        n = n_tiles - 1 - i
+        t = n * BT + jj
+        tmask = t < T
+        k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+        v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
+        m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
+        e = tl.exp2(k2 - m[None, :]) * jpow                      # weight rho^j to the anchor t0 - 1
+        s, cx, cy = _carry(s, cx, cy, tl.sum(e * v, axis=0), tl.sum(e, axis=0), m, w2, BT)
+        _store_carry(sx, n - 1, C, cs, cmask, s, cx, cy)
+
+
+# ---- variant S: the whole sequence of a channel block on chip (spec kernels.md §3) -----------------
+# Bi-WKV forward only. One read of k, v and one write of y: the memory floor. It needs one reference
+# per channel (the column max of k) and the suffix sums as total - prefix, so it takes only the
+# channels with |w| T log2(e) <= 2 and -8 <= u log2(e) <= 60 (every Vision-RWKV call: w = decay / T
+# with |decay| <= 1.39); a program with any other channel leaves its block to the tiled kernel, which
+# runs each of its own blocks that holds a declined one and skips the rest (SKIP_BC). Within these
+# bounds every decay factor lies in [1/4, 4] and D >= min(1/4, e^u) 2^(k_max - m) >= 2^-8: no term
+# that matters can underflow.
+
+
+@triton.jit
+def _single_ok(w2, u2, T):
+    """Channels (w, u in log2 units) that the one-reference forwards (variants S and C) compute
+    exactly: |w| T log2 e <= 2 (suffix = total - prefix) and -8 <= u log2 e <= 60."""
+    return (tl.abs(w2) * T <= 2.0) & (u2 >= -8.0) & (u2 <= 60.0)
+
+
+@triton.jit
+def _add2(a1, b1, a2, b2):
+    return a1 + a2, b1 + b2
+
+
+@triton.jit(do_not_specialize=["T"])
+def _wkv_fwd_single_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, T, C, skb, skt, skc, svb, svt, svc, syb, syt, syc,
+                           TP: tl.constexpr, BC: tl.constexpr):
+    """y for one batch item and BC channels, all T (<= TP) tokens at once (grid: C blocks fastest, then B).
+
+    With e_i = 2^(k_i - m) (m the column max) and the separable decay rho^(t-1-i) = rinv shrink_t grow_i,
+    grow_i = rho^-(i - c) around the centre c = (T-1)/2:
+        N_t = rinv (shrink_t sum_{i<t} grow_i e_i v_i + grow_t sum_{i>t} shrink_i e_i v_i) + e^u e_t v_t
+    and D_t the same with v = 1; y = N / D. Two 2-way cumulative sums give the four prefix sums; the
+    suffix sums are the totals minus the inclusive prefix sums (cancellation <= 2^(2 |w| T log2 e) <= 16).
+    """
+    cs = tl.program_id(0) * BC + tl.arange(0, BC)
+    b = tl.program_id(1).to(tl.int64)
+    cmask = cs < C
+    w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
+    if tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 0:
+        return                                                         # left to the tiled kernel
+    t = tl.arange(0, TP)
+    tmask = t < T
+    k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+    v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
+    m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
+    e = tl.exp2(k2 - m[None, :])                                       # 0 on padding rows
+    ev = e * v
+    wd = w2[None, :] * (t.to(tl.float32) - (T - 1) * 0.5)[:, None]
+    rinv = tl.exp2(w2)[None, :]
+    eu = tl.exp2(u2)[None, :]
+    # prefix sums (weights grow), then suffix sums (weights shrink): two 2-way scans, fewer live tiles
+    grow = tl.exp2(wd)
+    gv = grow * ev
+    g1 = grow * e
+    cgv, cg1 = tl.associative_scan((gv, g1), 0, _add2)
+    shrink = tl.exp2(-wd)
+    N = (cgv - gv) * (shrink * rinv) + eu * ev
+    D = (cg1 - g1) * (shrink * rinv) + eu * e
+    sv = shrink * ev
+    s1 = shrink * e
+    csv, cs1 = tl.associative_scan((sv, s1), 0, _add2)
+    grow = tl.exp2(wd) * rinv
+    N += (tl.sum(sv, axis=0)[None, :] - csv) * grow
+    D += (tl.sum(s1, axis=0)[None, :] - cs1) * grow
+    _store(y_ptr, N / D, syb, syt, syc, b, t, cs, tmask, cmask)
+
+
+# Tile (TP, BC, num_warps) of the single-pass forward by sequence length: 16 elements of each
+# (TP, BC) tile per thread. Chosen on the H100 (results/wkv_ab/: at T = 1024, 4 channels x 8 warps
+# beat 2, 8 and 16 channels; at T = 256, 16 channels x 4 warps). At T = 4096 the best single-pass
+# tile only matched the tiled kernel, so longer sequences take the tiled kernel.
+SINGLE_MAX_T = 1024
+CHUNK_MIN_T = 512        # from here on the chunked kernel (variant C, below) is the default
+LAG_FACTOR = 2           # single_impl="lag" (experimental): how many sequences' spans of items behind
+
+
+def _single_tile(T: int) -> tuple[int, int, int]:
+    tp = max(16, triton.next_power_of_2(T))
+    if INTERPRET:
+        return tp, 4, 1
+    if tp <= 256:
+        return tp, 16, max(1, tp // 64)
+    return tp, 4096 // tp, 8
+
+
+# ---- variant C: chunked two-launch Bi-WKV forward (spec kernels.md §3) -----------------------------
+# The same channels as the single pass (one reference per channel: the column max of k; suffix sums as
+# totals minus prefix sums), for any T and with T-parallelism. Programs own (batch item, BC channels,
+# chunk of CT tokens) and walk their chunk in sub-tiles of R tokens, each thread holding all R rows of
+# its channels, so the in-sub-tile cumulative sums are additions in registers (no shuffles).
+#   launch 1 (_wkv_fwd_sums_kernel): each chunk's max of k and its four weighted sums (summaries); the
+#            last program of a sequence to finish (atomic counter) turns the NCH summaries into each
+#            chunk's reference and carries.
+#   launch 2 (_wkv_fwd_chunk_kernel): y, one sub-tile after another, from the carries.
+# k, v are read twice and y written once: 5/3 of the single-read floor, in exchange for no limit on T and
+# short register lifetimes.
+
+
+@triton.jit
+def _chunk_weights(w2, t0, centre, rp, rpi):
+    """(R, BC) grow_t = 2^(w2 (t - centre)) and shrink_t = 1 / grow_t for the rows t0 .. t0 + R - 1."""
+    g0 = tl.exp2(w2 * (t0 - centre))
+    return g0[None, :] * rp, (1.0 / g0)[None, :] * rpi
+
+
+@triton.jit
+def _chunk_item(pid, NCB, NCH):
+    """Work item pid -> (b, seq, chunk, cb): channel blocks fastest, then chunks, then batch items."""
+    cb = pid % NCB
+    chunk = (pid // NCB) % NCH
+    b = pid // (NCB * NCH)
+    return b, b * NCB + cb, chunk, cb
+
+
+@triton.jit
+def _chunk_setup(w_ptr, u_ptr, pid, T, C, NCB, NCH, R: tl.constexpr, BC: tl.constexpr):
+    """Item pid's batch item (int64), sequence, chunk, channels and their mask, w and u (log2 units),
+    whether the block is in the one-reference regime, and the sub-tile decay tables 2^(+-w r)."""
+    b, seq, chunk, cb = _chunk_item(pid, NCB, NCH)
+    cs = cb * BC + tl.arange(0, BC)
+    cmask = cs < C
+    w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
+    ok = tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 1
+    rr = tl.arange(0, R).to(tl.float32)[:, None]
+    return b.to(tl.int64), seq, chunk, cs, cmask, w2, u2, ok, tl.exp2(w2[None, :] * rr), tl.exp2(-w2[None, :] * rr)
+
+
+@triton.jit
+def _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, chunk, s, T, cs, cmask,
+                CT: tl.constexpr, R: tl.constexpr):
+    """Sub-tile s of a chunk: its first token t0, tokens t and their mask, k (log2 units) and v."""
+    t0 = chunk * CT + s * R
+    t = t0 + tl.arange(0, R)
+    tmask = t < T
+    k2 = _load(k_ptr, skb, skt, skc, b64, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+    v = _load(v_ptr, svb, svt, svc, b64, t, cs, tmask, cmask, 0.0)
+    return t0, t, tmask, k2, v
+
+
+@triton.jit
+def _chunk_fold(k2, v, w2, t0, centre, rp, rpi, m, gv, g1, sv, s1):
+    """Fold rows (k2, v) (R, BC) starting at token t0 into a chunk summary: the running max m of k and the
+    four weighted sums gv, g1 (grow-weighted e v and e), sv, s1 (shrink-weighted), rescaled online."""
+    nm = tl.maximum(m, tl.max(k2, axis=0))
+    nm = tl.where(nm == float("-inf"), 0.0, nm)                        # no token yet (or a padding channel)
+    f = tl.exp2(m - nm)
+    e = tl.exp2(k2 - nm[None, :])
+    ev = e * v
+    grow, shrink = _chunk_weights(w2, t0, centre, rp, rpi)
+    return (nm, gv * f + tl.sum(grow * ev, axis=0), g1 * f + tl.sum(grow * e, axis=0),
+            sv * f + tl.sum(shrink * ev, axis=0), s1 * f + tl.sum(shrink * e, axis=0))
+
+
+@triton.jit
+def _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC: tl.constexpr, NCHP: tl.constexpr):
+    """Every chunk's reference M (the sequence max) and carries (prefix: the chunks before; suffix: this
+    chunk and those after) from the sequence's NCH summaries (read from L2: .cg)."""
+    cc = tl.arange(0, BC)
+    sp = sums_ptr + seq * NCHP * 5 * BC + cc
+    cp = carry_ptr + seq * NCHP * 5 * BC + cc
+    M = tl.full((BC,), float("-inf"), tl.float32)
+    for j in tl.static_range(NCHP):
+        if j < NCH:
+            M = tl.maximum(M, tl.load(sp + j * 5 * BC, cache_modifier=".cg"))
+    M = tl.where(M == float("-inf"), 0.0, M)
+    a = tl.zeros((BC,), tl.float32)
+    a1 = tl.zeros((BC,), tl.float32)
+    for j in tl.static_range(NCHP):                                  # prefix: the chunks before
+        if j < NCH:
+            f = tl.exp2(tl.load(sp + j * 5 * BC, cache_modifier=".cg") - M)
+            tl.store(cp + j * 5 * BC, M)
+            tl.store(cp + j * 5 * BC + BC, a)
+            tl.store(cp + j * 5 * BC + 2 * BC, a1)
+            a += f * tl.load(sp + j * 5 * BC + BC, cache_modifier=".cg")
+            a1 += f * tl.load(sp + j * 5 * BC + 2 * BC, cache_modifier=".cg")
+    a = tl.zeros((BC,), tl.float32)
+    a1 = tl.zeros((BC,), tl.float32)
+    for i in tl.static_range(NCHP):                                  # suffix: this chunk and those after
+        j = NCHP - 1 - i
+        if j < NCH:
+            f = tl.exp2(tl.load(sp + j * 5 * BC, cache_modifier=".cg") - M)
+            a += f * tl.load(sp + j * 5 * BC + 3 * BC, cache_modifier=".cg")
+            a1 += f * tl.load(sp + j * 5 * BC + 4 * BC, cache_modifier=".cg")
+            tl.store(cp + j * 5 * BC + 3 * BC, a)
+            tl.store(cp + j * 5 * BC + 4 * BC, a1)
+
+
+@triton.jit
+def _chunk_carries_loop(sums_ptr, carry_ptr, seq, NCH, BC: tl.constexpr, NCHP: tl.constexpr):
+    """_chunk_carries with runtime loops (pipelined loads) instead of unrolled ones: compiles at any NCH."""
+    cc = tl.arange(0, BC)
+    sp = sums_ptr + seq * NCHP * 5 * BC + cc
+    cp = carry_ptr + seq * NCHP * 5 * BC + cc
+    M = tl.full((BC,), float("-inf"), tl.float32)
+    for j in tl.range(0, NCH, num_stages=4):
+        M = tl.maximum(M, tl.load(sp + j * 5 * BC, cache_modifier=".cg"))
+    M = tl.where(M == float("-inf"), 0.0, M)
+    a = tl.zeros((BC,), tl.float32)
+    a1 = tl.zeros((BC,), tl.float32)
+    for j in tl.range(0, NCH, num_stages=4):
+        f = tl.exp2(tl.load(sp + j * 5 * BC, cache_modifier=".cg") - M)
+        gv = tl.load(sp + j * 5 * BC + BC, cache_modifier=".cg")
+        g1 = tl.load(sp + j * 5 * BC + 2 * BC, cache_modifier=".cg")
+        tl.store(cp + j * 5 * BC, M)
+        tl.store(cp + j * 5 * BC + BC, a)
+        tl.store(cp + j * 5 * BC + 2 * BC, a1)
+        a += f * gv
+        a1 += f * g1
+    a = tl.zeros((BC,), tl.float32)
+    a1 = tl.zeros((BC,), tl.float32)
+    for i in tl.range(0, NCH, num_stages=4):
+        j = NCH - 1 - i
+        f = tl.exp2(tl.load(sp + j * 5 * BC, cache_modifier=".cg") - M)
+        sv = tl.load(sp + j * 5 * BC + 3 * BC, cache_modifier=".cg")
+        s1 = tl.load(sp + j * 5 * BC + 4 * BC, cache_modifier=".cg")
+        a += f * sv
+        a1 += f * s1
+        tl.store(cp + j * 5 * BC + 3 * BC, a)
+        tl.store(cp + j * 5 * BC + 4 * BC, a1)
+
+
+@triton.jit
+def _chunk_y(k2, v, w2, u2, t0, centre, rp, rpi, M, pv, p1, qv, q1):
+    """y for rows (k2, v) (R, BC) starting at token t0, from the carries entering them (pv, p1: prefix
+    sums before t0; qv, q1: suffix sums from t0 on, all against the sequence reference M); returns y and
+    the carries after the rows. With e = 2^(k - M), the prefix sums run forward from the carry, and the
+    suffix sums are the carry minus the sums so far: the single pass's formula."""
+    rinv = tl.exp2(w2)[None, :]
+    eu = tl.exp2(u2)[None, :]
+    e = tl.exp2(k2 - M[None, :])
+    ev = e * v
+    grow, shrink = _chunk_weights(w2, t0, centre, rp, rpi)
+    a = grow * ev
+    a1 = grow * e
+    ca, ca1 = tl.associative_scan((a, a1), 0, _add2)
+    N = (pv[None, :] + ca - a) * (shrink * rinv) + eu * ev
+    D = (p1[None, :] + ca1 - a1) * (shrink * rinv) + eu * e
+    pv += tl.sum(a, axis=0)
+    p1 += tl.sum(a1, axis=0)
+    a = shrink * ev
+    a1 = shrink * e
+    ca, ca1 = tl.associative_scan((a, a1), 0, _add2)
+    N += (qv[None, :] - ca) * (grow * rinv)
+    D += (q1[None, :] - ca1) * (grow * rinv)
+    qv -= tl.sum(a, axis=0)
+    q1 -= tl.sum(a1, axis=0)
+    return N / D, pv, p1, qv, q1
+
+
+@triton.jit
+def _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, pid, T, C, NCB, NCH,
+                     skb, skt, skc, svb, svt, svc,
+                     CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
+                     NSTAGE: tl.constexpr, SIGNAL: tl.constexpr):
+    """Phase 1 of item pid: the chunk's max of k and its four weighted sums (online rescale) -> sums.
+    The sequence's last chunk to finish (counter cnt[seq]) turns the NCH summaries into every chunk's
+    reference and carries, then resets the counter (SIGNAL False) or raises it to NCH + 1, "carries
+    ready" (SIGNAL True, for the single-launch kernel's consumers)."""
+    b64, seq, chunk, cs, cmask, w2, u2, ok, rp, rpi = _chunk_setup(w_ptr, u_ptr, pid, T, C, NCB, NCH, R, BC)
+    if ok:                                                             # else left to the tiled kernel
+        centre = (T - 1) * 0.5
+        m = tl.full((BC,), float("-inf"), tl.float32)
+        gv = tl.zeros((BC,), tl.float32)
+        g1 = tl.zeros((BC,), tl.float32)
+        sv = tl.zeros((BC,), tl.float32)
+        s1 = tl.zeros((BC,), tl.float32)
+        for s in tl.range(0, CT // R, num_stages=NSTAGE):
+            t0, t, tmask, k2, v = _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, chunk, s, T,
+                                              cs, cmask, CT, R)
+            m, gv, g1, sv, s1 = _chunk_fold(k2, v, w2, t0, centre, rp, rpi, m, gv, g1, sv, s1)
+        cc = tl.arange(0, BC)
+        out = sums_ptr + (seq * NCHP + chunk) * 5 * BC + cc
+        tl.store(out, m)
+        tl.store(out + BC, gv)
+        tl.store(out + 2 * BC, g1)
+        tl.store(out + 3 * BC, sv)
+        tl.store(out + 4 * BC, s1)
+        tl.debug_barrier()                                             # every thread's summary is written
+        if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == NCH - 1:  # the sequence's last chunk to finish
+            _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC, NCHP)
+            tl.debug_barrier()                                         # every thread's carries are written
+            if SIGNAL:
+                tl.atomic_add(cnt_ptr + seq, 1, sem="release")         # NCH + 1: carries ready
+            else:
+                tl.store(cnt_ptr + seq, 0)                             # ready for the next call
+
+
+@triton.jit
+def _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, pid, T, C, NCB, NCH,
+                  skb, skt, skc, svb, svt, svc, syb, syt, syc,
+                  CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr, NSTAGE: tl.constexpr):
+    """Phase 2 of item pid: y for its chunk, sub-tile by sub-tile (_chunk_y), from the chunk's carries."""
+    b64, seq, chunk, cs, cmask, w2, u2, ok, rp, rpi = _chunk_setup(w_ptr, u_ptr, pid, T, C, NCB, NCH, R, BC)
+    if ok:
+        centre = (T - 1) * 0.5
+        cp = carry_ptr + (seq * NCHP + chunk) * 5 * BC + tl.arange(0, BC)
+        M = tl.load(cp, cache_modifier=".cg")
+        pv = tl.load(cp + BC, cache_modifier=".cg")
+        p1 = tl.load(cp + 2 * BC, cache_modifier=".cg")
+        qv = tl.load(cp + 3 * BC, cache_modifier=".cg")
+        q1 = tl.load(cp + 4 * BC, cache_modifier=".cg")
+        for s in tl.range(0, CT // R, num_stages=NSTAGE):
+            t0, t, tmask, k2, v = _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, chunk, s, T,
+                                              cs, cmask, CT, R)
+            y, pv, p1, qv, q1 = _chunk_y(k2, v, w2, u2, t0, centre, rp, rpi, M, pv, p1, qv, q1)
+            _store(y_ptr, y, syb, syt, syc, b64, t, cs, tmask, cmask)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _wkv_fwd_sums_kernel(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, T, C, NCB, NCH,
+                         skb, skt, skc, svb, svt, svc,
+                         CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
+                         NSTAGE: tl.constexpr = 3):
+    """Launch 1 of variant C, one program per item (B * NCB * NCH). sums / carry: (B * NCB, NCHP, 5, BC)
+    float32; cnt: (>= B * NCB,) int32, zeros on entry, and zeros again on exit (the last program resets
+    its counter), so one buffer serves every call on a stream. NSTAGE: software pipelining of the
+    sub-tile loads (cp.async on sm_80+)."""
+    _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, tl.program_id(0), T, C, NCB, NCH,
+                     skb, skt, skc, svb, svt, svc, CT, R, BC, NCHP, NSTAGE, False)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _wkv_fwd_chunk_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, T, C, NCB, NCH,
+                          skb, skt, skc, svb, svt, svc, syb, syt, syc,
+                          CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
+                          NSTAGE: tl.constexpr = 3):
+    """Launch 2 of variant C. Programs run in the reverse order of launch 1: the chunks launch 1 read
+    last are still in L2."""
+    _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, tl.num_programs(0) - 1 - tl.program_id(0), T, C,
+                  NCB, NCH, skb, skt, skc, svb, svt, svc, syb, syt, syc, CT, R, BC, NCHP, NSTAGE)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _wkv_fwd_lag_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, sums_ptr, carry_ptr, cnt_ptr, tick_ptr, T, C, NCB, NCH,
+                        NITEMS, LAG, skb, skt, skc, svb, svt, svc, syb, syt, syc,
+                        CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
+                        NSTAGE: tl.constexpr = 3):
+    """Variant C in one launch (experimental, single_impl="lag"): NITEMS + LAG programs; the program
+    with ticket p (taken at its start: start order) summarises item p and then writes the output of
+    item p - LAG. LAG >= the span of one sequence's items, so a program only waits for programs that
+    started before it, whose phase 1 never waits: no deadlock on a GPU, and under the interpreter
+    (programs one after another) nothing waits at all. The re-read of item p - LAG comes from L2 when
+    LAG items and the resident programs' chunks fit in it. Counters: cnt[seq] counts NCH summaries,
+    + 1 when the carries are written, + NCH outputs, and the last output resets it; the last ticket
+    resets tick."""
+    p = tl.atomic_add(tick_ptr, 1)
+    if p == NITEMS + LAG - 1:
+        tl.store(tick_ptr, 0)                                          # every ticket is taken
+    if p < NITEMS:
+        _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, p, T, C, NCB, NCH,
+                         skb, skt, skc, svb, svt, svc, CT, R, BC, NCHP, NSTAGE, True)
+    if p >= LAG:
+        q = p - LAG
+        b64, seq, chunk, cs, cmask, w2, u2, ok, rp, rpi = _chunk_setup(w_ptr, u_ptr, q, T, C, NCB, NCH, R, BC)
+        if ok:
+            ready = tl.atomic_add(cnt_ptr + seq, 0, sem="acquire")
+            while ready < NCH + 1:                                     # until the sequence's carries are written
+                ready = tl.atomic_add(cnt_ptr + seq, 0, sem="acquire")
+            _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, q, T, C, NCB, NCH,
+                          skb, skt, skc, svb, svt, svc, syb, syt, syc, CT, R, BC, NCHP, NSTAGE)
+            if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == 2 * NCH:  # the sequence's last output
+                tl.store(cnt_ptr + seq, 0)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _wkv_fwd_resident_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, sums_ptr, carry_ptr, cnt_ptr, T, C, NCB, NCH,
+                             NSEQ, NITEMS, skb, skt, skc, svb, svt, svc, syb, syt, syc,
+                             CT: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr, SPIN: tl.constexpr):
+    """Variant R (experimental, single_impl="resident"): variant C in one launch and one read of k, v. The
+    program with ticket p (taken at its start, so tickets follow start order) loads item p's whole chunk
+    (CT, BC) into registers, writes its summary, waits until the sequence's carries are ready (the last
+    summary's program computes them), and writes the chunk's y from the same registers: k, v read once,
+    y written once (the floor). A ticket only waits for tickets within one sequence's span (NCB x NCH) of
+    its own, so when that many programs fit on the GPU at once it cannot deadlock; a wait longer than
+    SPIN polls (0 under the interpreter, which runs programs one after another) computes the carries
+    from the sequence's k, v instead (slower, never wrong). cnt: summaries[NSEQ] (NCH arrivals; the last
+    computes the carries), ready[NSEQ], done[NSEQ] (NCH outputs + the carries; the last of these resets
+    all three), ticket: zeros on entry and on exit."""
+    tick_ptr = cnt_ptr + 3 * NSEQ
+    p = tl.atomic_add(tick_ptr, 1)
+    if p == NITEMS - 1:
+        tl.store(tick_ptr, 0)                                          # every ticket is taken
+    b64, seq, chunk, cs, cmask, w2, u2, ok, rp, rpi = _chunk_setup(w_ptr, u_ptr, p, T, C, NCB, NCH, CT, BC)
+    if ok:                                                             # else left to the tiled kernel
+        centre = (T - 1) * 0.5
+        t0, t, tmask, k2, v = _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, chunk, 0, T, cs, cmask,
+                                          CT, CT)
+        zero = tl.zeros((BC,), tl.float32)
+        m, gv, g1, sv, s1 = _chunk_fold(k2, v, w2, t0, centre, rp, rpi, tl.full((BC,), float("-inf"), tl.float32),
+                                        zero, zero, zero, zero)
+        cc = tl.arange(0, BC)
+        out = sums_ptr + (seq * NCHP + chunk) * 5 * BC + cc
+        tl.store(out, m)
+        tl.store(out + BC, gv)
+        tl.store(out + 2 * BC, g1)
+        tl.store(out + 3 * BC, sv)
+        tl.store(out + 4 * BC, s1)
+        tl.debug_barrier()                                             # every thread's summary is written
+        ready = cnt_ptr + NSEQ + seq
+        done = cnt_ptr + 2 * NSEQ + seq
+        if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == NCH - 1:  # the sequence's last summary
+            _chunk_carries_loop(sums_ptr, carry_ptr, seq, NCH, BC, NCHP)
+            tl.debug_barrier()                                         # every thread's carries are written
+            tl.atomic_xchg(ready, 1, sem="release")
+            if tl.atomic_add(done, 1, sem="acq_rel") == NCH:           # every output was already written
+                tl.store(cnt_ptr + seq, 0)
+                tl.store(ready, 0)
+                tl.store(done, 0)
+        r = tl.atomic_add(ready, 0, sem="acquire")
+        n = 0
+        while (r == 0) & (n < SPIN):
+            r = tl.atomic_add(ready, 0, sem="acquire")
+            n += 1
+        if r == 1:
+            cp = carry_ptr + (seq * NCHP + chunk) * 5 * BC + cc
+            M = tl.load(cp, cache_modifier=".cg")
+            pv = tl.load(cp + BC, cache_modifier=".cg")
+            p1 = tl.load(cp + 2 * BC, cache_modifier=".cg")
+            qv = tl.load(cp + 3 * BC, cache_modifier=".cg")
+            q1 = tl.load(cp + 4 * BC, cache_modifier=".cg")
+        else:                                                          # not ready: the carries from k, v
+            one = tl.full((1, BC), 1.0, tl.float32)
+            M = tl.full((BC,), float("-inf"), tl.float32)
+            pv = zero
+            p1 = zero
+            qv = zero
+            q1 = zero
+            for j in range(0, NCH):
+                if j == chunk:
+                    mj, gvj, g1j, svj, s1j = m, gv, g1, sv, s1
+                else:                                                  # row by row: few registers
+                    mj = tl.full((BC,), float("-inf"), tl.float32)
+                    gvj = zero
+                    g1j = zero
+                    svj = zero
+                    s1j = zero
+                    for s in range(0, CT):
+                        tj, _, _, kj, vj = _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, j, s, T,
+                                                       cs, cmask, CT, 1)
+                        mj, gvj, g1j, svj, s1j = _chunk_fold(kj, vj, w2, tj, centre, one, one, mj, gvj, g1j, svj, s1j)
+                nM = tl.maximum(M, mj)
+                f = tl.exp2(M - nM)
+                fj = tl.exp2(mj - nM)
+                if j < chunk:                                          # prefix: the chunks before
+                    pv = pv * f + fj * gvj
+                    p1 = p1 * f + fj * g1j
+                    qv = qv * f
+                    q1 = q1 * f
+                else:                                                  # suffix: this chunk and those after
+                    pv = pv * f
+                    p1 = p1 * f
+                    qv = qv * f + fj * svj
+                    q1 = q1 * f + fj * s1j
+                M = nM
+        y, pv, p1, qv, q1 = _chunk_y(k2, v, w2, u2, t0, centre, rp, rpi, M, pv, p1, qv, q1)
+        _store(y_ptr, y, syb, syt, syc, b64, t, cs, tmask, cmask)
+        if tl.atomic_add(done, 1, sem="acq_rel") == NCH:              # the last of NCH outputs + the carries
+            tl.store(cnt_ptr + seq, 0)
+            tl.store(ready, 0)
+            tl.store(done, 0)
+
+
+def _chunk_tile(T: int, items: int = 0, slots: int = 0) -> tuple[int, int, int, int, int]:
+    """(CT, R, BC, num_warps, num_stages) of variant C: sub-tiles of R = 4 rows, 128 channels a warp (4 a
+    thread: 16-byte loads), loads pipelined 3 sub-tiles deep, and 8, 16 or 32 chunks a sequence: the most
+    whose programs (items chunks: batch x channel blocks x chunks) still run in one wave of `slots`
+    resident programs (measured on the H100, results/wkv_ab_chunk/: at B = 24, 16 chunks at C = 288,
+    8 at C = 560 and 960; a second partial wave costs more than shorter chunks gain). Chunks of >= 64 tokens."""
+    if INTERPRET:
+        return 8, 4, 4, 1, 1
+    nch = 8
+    while nch < 32 and items * nch * 2 <= slots:
+        nch *= 2
+    return max(64, triton.next_power_of_2(T) // nch), 4, 128, 1, 3
+
+
+_SLOTS: dict = {}
+
+
+def _wave_slots(device: torch.device) -> int:
+    """One-warp programs of variant C (~140 registers) resident at once on the device: 13 an SM."""
+    if device not in _SLOTS:
+        _SLOTS[device] = 13 * torch.cuda.get_device_properties(device).multi_processor_count
+    return _SLOTS[device]
+
+
+_COUNTERS: dict = {}
+
+
+def _counters(n: int, device: torch.device) -> torch.Tensor:
+    """A zeroed int32 buffer of >= n chunk counters for this device and stream, kept between calls
+    (launch 1 leaves it zeroed): no memset launch per call."""
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (str(device), stream)
+    buf = _COUNTERS.get(key)
+    if buf is None or buf.numel() < n:
+        buf = _COUNTERS[key] = torch.zeros(max(n, 4096), dtype=torch.int32, device=device)
+    return buf
+
+
+def _resident_tile(T: int) -> tuple[int, int, int]:
+    """(CT, BC, num_warps) of variant R: a chunk of 8 tokens x 128 channels in one warp's registers (each
+    thread holds all 8 rows of its 4 channels: the in-chunk sums are register additions; offline sm_90
+    PTX: ~246 registers, no spills)."""
+    return (8, 4, 1) if INTERPRET else (8, 128, 1)
+
+
+def _resident_fits(T: int, C: int, tile, device: torch.device) -> bool:
+    """Whether one sequence's span of items (channel blocks x chunks) is at most half the programs of
+    variant R that are resident at once (~246 registers a one-warp program: 8 an SM), so that its waits
+    end without the slow path."""
+    ct, bc, nw = tile or _resident_tile(T)
+    if INTERPRET:
+        return True
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return triton.cdiv(C, bc) * triton.cdiv(T, ct) * nw <= 4 * sms
+
+
+def _resident_forward(w, u, k, v, y, tile=None) -> int:
+    """Variant R into y (the channel blocks outside its bounds untouched); returns its BC. tile: (CT, BC,
+    num_warps)."""
+    B, T, C = k.shape
+    ct, bc, nw = tile or _resident_tile(T)
+    ncb, nch = triton.cdiv(C, bc), triton.cdiv(T, ct)
+    nchp = triton.next_power_of_2(nch)
+    sums, carry = torch.empty((2, B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
+    counters = _counters(3 * B * ncb + 1, k.device)
+    n_items = B * ncb * nch
+    _wkv_fwd_resident_kernel[(n_items,)](w, u, k, v, y, sums, carry, counters, T, C, ncb, nch, B * ncb, n_items,
+                                         *k.stride(), *v.stride(), *y.stride(), CT=ct, BC=bc, NCHP=nchp,
+                                         SPIN=0 if INTERPRET else 1 << 20, num_warps=nw)
+    return bc
+
+
+def _chunk_forward(w, u, k, v, y, tile=None, lag: int = 0) -> int:
+    """Variant C into y (the channel blocks outside its bounds untouched); returns its BC.
+    lag > 0: the experimental single launch, LAG = lag x (the span of one sequence's items)."""
+    B, T, C = k.shape
+    ct, r, bc, nw, ns = tile or _chunk_tile(T, B * triton.cdiv(C, 128), 0 if INTERPRET else _wave_slots(k.device))
+    ncb, nch = triton.cdiv(C, bc), triton.cdiv(T, ct)
+    nchp = triton.next_power_of_2(nch)
+    sums, carry = torch.empty((2, B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
+    counters = _counters(B * ncb + 1, k.device)
+    n_items = B * ncb * nch
+    if lag:
+        span = ncb * nch                     # items of one sequence lie within this many tickets
+        _wkv_fwd_lag_kernel[(n_items + lag * span,)](
+            w, u, k, v, y, sums, carry, counters, counters[B * ncb:], T, C, ncb, nch, n_items, lag * span,
+            *k.stride(), *v.stride(), *y.stride(), CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns, num_warps=nw)
+        return bc
+    _wkv_fwd_sums_kernel[(n_items,)](w, u, k, v, sums, carry, counters, T, C, ncb, nch,
+                                     *k.stride(), *v.stride(), CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns,
+                                     num_warps=nw)
+    _wkv_fwd_chunk_kernel[(n_items,)](w, u, k, v, y, carry, T, C, ncb, nch, *k.stride(), *v.stride(), *y.stride(),
+                                      CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns, num_warps=nw)
+    return bc
+
+
+@triton.jit
+def _done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC: tl.constexpr):
+    """(BC,) mask of the channels whose one-reference block (SKIP_BC wide) was complete."""
+    blk = (cs // SKIP_BC)[:, None] * SKIP_BC + tl.arange(0, SKIP_BC)[None, :]
+    bm = blk < C
+    w2, u2 = _load_wu(w_ptr, u_ptr, blk, bm)
+    return tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=1) == 1
+
+
+@triton.jit(do_not_specialize=["T"])
+def _wkv_fwd_kernel(
+    w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, sx_ptr, B, T, C, NT,
+    skb, skt, skc, svb, svt, svc, syb, syt, syc,
+    CAUSAL: tl.constexpr, ALLOW_FAST: tl.constexpr, ALLOW_TIGHT: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+    SKIP_BC: tl.constexpr = 0,
+):
+    b = tl.program_id(0).to(tl.int64)
+    cs = tl.program_id(1) * BC + tl.arange(0, BC)
+    cmask = cs < C
+    if SKIP_BC > 0:                  # the single-pass kernel ran first (same stream: it has finished)
+        # Skip a block only when the single pass did all of it; otherwise redo the whole block (its
+        # stores overwrite, in stream order). Narrowing cmask to the declined channels instead made
+        # the mask data-dependent and cost the loads their vectorisation (2x slower on the H100).
+        if tl.min((_done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC) | ~cmask).to(tl.int32), axis=0) == 1:
+            return
+    w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST, ALLOW_TIGHT)
+    jj = tl.arange(0, BT)
+    n_tiles = tl.cdiv(T, BT)
+    sx = sx_ptr + b * NT * 3 * C
+    if not CAUSAL:
+        _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs, cmask, w2, jpow, BT, BC)
+        tl.debug_barrier()
+    ps = tl.full((BC,), float("-inf"), tl.float32)
+    pn = tl.zeros((BC,), tl.float32)
+    pd = tl.zeros((BC,), tl.float32)
+    for n in range(0, n_tiles):
+        t = n * BT + jj
+        tmask = t < T
+        k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+        v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
+        m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
+        if CAUSAL:
+            ss, sn, sd = ps, pn, pd                                     # no suffix: never read
+        else:
+            ss, sn, sd = _load_carry(sx, n, C, cs, cmask & (n < n_tiles - 1))
+        r, e, ev, Pv, P1, Sv, S1, N, D = _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink,
+                                                       rinv, fast, tight, jpow, jpow_rev, CAUSAL)
+        _store(y_ptr, N / D, syb, syt, syc, b, t, cs, tmask, cmask)
+        ps, pn, pd = _carry(ps, pn, pd, tl.sum(jpow_rev * ev, axis=0), tl.sum(jpow_rev * e, axis=0), r, w2, BT)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _wkv_bwd_kernel(
+    w_ptr, u_ptr, k_ptr, v_ptr, g_ptr, dk_ptr, dv_ptr, dw_ptr, du_ptr,
+    sx_ptr, px_ptr, qx_ptr, B, T, C, NT,
+    skb, skt, skc, svb, svt, svc, sgb, sgt, sgc, sdb, sdt, sdc,
+    CAUSAL: tl.constexpr, ALLOW_FAST: tl.constexpr, ALLOW_TIGHT: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64)
+    cs = tl.program_id(1) * BC + tl.arange(0, BC)
+    cmask = cs < C
+    w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST, ALLOW_TIGHT)
+    jj = tl.arange(0, BT)
+    n_tiles = tl.cdiv(T, BT)
+    sx = sx_ptr + b * NT * 3 * C
+    px = px_ptr + b * NT * 3 * C
+    qx = qx_ptr + b * NT * 3 * C
+    centre = (T - 1) * 0.5
+
+    # pass 1 (Bi-WKV): forward suffix carries, as in the forward kernel
+    if not CAUSAL:
+        _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs, cmask, w2, jpow, BT, BC)
+        tl.debug_barrier()
+
+    # pass 2, left to right over all tiles but the last: forward prefix carries, and (Bi-WKV)
+    # the prefix carries of q = g / D and q * y, which need the whole forward of each tile
+    ps = tl.full((BC,), float("-inf"), tl.float32)
+    pn = tl.zeros((BC,), tl.float32)
+    pd = tl.zeros((BC,), tl.float32)
+    qs = tl.full((BC,), float("-inf"), tl.float32)
+    qa = tl.zeros((BC,), tl.float32)
+    qb = tl.zeros((BC,), tl.float32)
+    for n in range(0, n_tiles - 1):
+        t = n * BT + jj
+        tmask = t < T
+        k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+        v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
+        m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
+        if CAUSAL:  # only the prefix carry is needed here: no in-tile sums
+            r = tl.maximum(m, ps)
+            e = tl.exp2(k2 - r[None, :])
+            ev = e * v
+        else:
+            ss, sn, sd = _load_carry(sx, n, C, cs, cmask)
+            r, e, ev, Pv, P1, Sv, S1, N, D = _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink,
+                                                           rinv, fast, tight, jpow, jpow_rev, CAUSAL)
+            g = _load(g_ptr, sgb, sgt, sgc, b, t, cs, tmask, cmask, 0.0)
+            inv = tl.where(tmask[:, None], 1.0 / D, 0.0)                # 0/0 beyond T
+            q = g * inv                                                 # scale 2^-r
+            qy = q * (N * inv)
+            qs, qa, qb = _carry(qs, qa, qb, tl.sum(jpow_rev * q, axis=0), tl.sum(jpow_rev * qy, axis=0),
+                                -r, w2, BT)
+            _store_carry(qx, n + 1, C, cs, cmask, qs, qa, qb)
+        ps, pn, pd = _carry(ps, pn, pd, tl.sum(jpow_rev * ev, axis=0), tl.sum(jpow_rev * e, axis=0), r, w2, BT)
+        _store_carry(px, n + 1, C, cs, cmask, ps, pn, pd)
+    tl.debug_barrier()
+
+    # pass 3, right to left over all tiles: everything, then dk, dv and the dw, du partials
+    ss = tl.full((BC,), float("-inf"), tl.float32)
+    sn = tl.zeros((BC,), tl.float32)
+    sd = tl.zeros((BC,), tl.float32)
+    qs = tl.full((BC,), float("-inf"), tl.float32)
+    qa = tl.zeros((BC,), tl.float32)
+    qb = tl.zeros((BC,), tl.float32)
+    dw_acc = tl.zeros((BC,), tl.float32)
+    du_acc = tl.zeros((BC,), tl.float32)
+    for i in range(0, n_tiles):
+        n = n_tiles - 1 - i
+        t = n * BT + jj
+        tmask = t < T
+        k2 = _load(k_ptr, skb, skt, skc, b, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
+        v = _load(v_ptr, svb, svt, svc, b, t, cs, tmask, cmask, 0.0)
+        g = _load(g_ptr, sgb, sgt, sgc, b, t, cs, tmask, cmask, 0.0)
+        m = tl.where(cmask, tl.max(k2, axis=0), 0.0)
+        ps, pn, pd = _load_carry(px, n, C, cs, cmask & (n > 0))
+        r, e, ev, Pv, P1, Sv, S1, N, D = _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink,
+                                                       rinv, fast, tight, jpow, jpow_rev, CAUSAL)
+        inv = tl.where(tmask[:, None], 1.0 / D, 0.0)                    # 0/0 beyond T
+        y = N * inv
+        q = g * inv                                                     # scale 2^-r
+        qy = q * y
+        # sums over q from the right (every token i is seen by the tokens t > i)
+        Sq, Sqy = _intra(q, qy, rho, grow, shrink, rinv, fast, False, True)  # q = g / D: signed, any size
+        fqs = tl.exp2(qs + r)[None, :] * jpow_rev
+        Sq += fqs * qa[None, :]
+        Sqy += fqs * qb[None, :]
+        dv = e * (Sq + eu[None, :] * q)
+        dk_sub = e * (Sqy + eu[None, :] * qy)
+        pos = (t.to(tl.float32) - centre)[:, None]
+        Rm = q * (Pv - y * P1)                                          # sum_{i<t} c(t, i)
+        Gp = e * (v * Sq - Sqy)                                         # sum_{t>i} c(t, i)
+        dw_t = (pos + 1.0) * Gp - pos * Rm
+        if not CAUSAL:
+            Pq, Pqy = _intra(q, qy, rho, grow, shrink, rinv, fast, False, False)  # q = g / D: signed, any size
+            qps, qpa, qpb = _load_carry(qx, n, C, cs, cmask & (n > 0))
+            fqp = tl.exp2(qps + r)[None, :] * jpow
+            Pq += fqp * qpa[None, :]
+            Pqy += fqp * qpb[None, :]
+            dv += e * Pq
+            dk_sub += e * Pqy
+            Rp = q * (Sv - y * S1)                                      # sum_{i>t} c(t, i)
+            Gm = e * (v * Pq - Pqy)                                     # sum_{t<i} c(t, i)
+            dw_t += (pos + 1.0) * Rp - pos * Gm
+        _store(dv_ptr, dv, sdb, sdt, sdc, b, t, cs, tmask, cmask)
+        _store(dk_ptr, v * dv - dk_sub, sdb, sdt, sdc, b, t, cs, tmask, cmask)
+        dw_acc += tl.sum(tl.where(tmask[:, None], dw_t, 0.0), axis=0)
+        du_acc += tl.sum(eu[None, :] * e * q * (v - y), axis=0)
+        # move the suffix carries (forward sums and q sums) to the tile on the left
+        if not CAUSAL:
+            ss, sn, sd = _carry(ss, sn, sd, tl.sum(jpow * ev, axis=0), tl.sum(jpow * e, axis=0), r, w2, BT)
+        qs, qa, qb = _carry(qs, qa, qb, tl.sum(jpow * q, axis=0), tl.sum(jpow * qy, axis=0), -r, w2, BT)
+    tl.store(dw_ptr + b * C + cs, dw_acc, mask=cmask)
+    tl.store(du_ptr + b * C + cs, du_acc, mask=cmask)
+
+
+# B is an argument only so that the tuned tile shape is chosen per batch size too.
+_fwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST", "ALLOW_TIGHT", "SKIP_BC"])(_wkv_fwd_kernel)
+_bwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST", "ALLOW_TIGHT"])(_wkv_bwd_kernel)
+
+
+def _empty(shape, dtype, device):
+    if POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _launch(tuned, kernel, tile, B, C, *args, **constexprs):
+    """Run a kernel with the autotuned tile, or with a fixed tile (BT, BC, num_warps)."""
+    if tile is None:
+        tuned[lambda meta: (B, triton.cdiv(C, meta["BC"]))](*args, **constexprs)
+    else:
+        bt, bc, nw = tile
+        kernel[(B, triton.cdiv(C, bc))](*args, **constexprs, BT=bt, BC=bc, num_warps=nw)
+
+
+def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
+                allow_fast: bool = True, allow_tight: bool = True, allow_single: bool = True,
+                tile: tuple[int, int, int] | None = None, single_tile: tuple | None = None,
+                single_impl: str = "auto", fallback: bool = True) -> torch.Tensor:
+    """y (B, T, C) in k's dtype. k, v any strides (a (B, C, T) view works); w, u (C,) float32.
+
+    Bi-WKV: a one-reference kernel first (single_impl "auto": the chunked two-launch kernel when
+    T >= CHUNK_MIN_T, else the single pass), then the tiled kernel for the channel blocks it declined
+    (an early exit everywhere else). For benchmarks and tests: allow_fast=False forces the segment scan
+    everywhere, allow_tight=False the reversed scans for the suffix sums, allow_single=False the tiled
+    kernel alone, tile=(BT, BC, num_warps) a fixed tile instead of autotuning, single_impl "scan" (the
+    single pass, T <= SINGLE_MAX_T), "chunk" or "lag" (variant C in one launch, experimental), and
+    single_tile their tile: (TP, BC, num_warps) or (CT, R, BC, num_warps, num_stages); fallback=False
+    skips the tiled kernel's launch (only when the caller knows that no block was declined: the A/B
+    measures what that launch costs)."""
+    B, T, C = k.shape
+    y = _empty((B, T, C), k.dtype, k.device)
+    if y.numel() == 0:
+        return y
+    w, u = w.float().contiguous(), u.float().contiguous()
+    if single_impl == "auto":
+        single_impl = "chunk" if T >= CHUNK_MIN_T else "scan"
+    skip = 0
+    if single_impl == "resident" and not _resident_fits(T, C, single_tile, k.device):
+        single_impl, single_tile = "chunk", None
+    if not causal and allow_single and allow_fast and allow_tight and single_impl == "resident":
+        skip = _resident_forward(w, u, k, v, y, single_tile)
+    elif not causal and allow_single and allow_fast and allow_tight and single_impl in ("chunk", "lag"):
+        skip = _chunk_forward(w, u, k, v, y, single_tile, lag=LAG_FACTOR if single_impl == "lag" else 0)
+    elif not causal and allow_single and allow_fast and allow_tight and (T <= SINGLE_MAX_T or single_tile):
+        tp, skip, nw = single_tile or _single_tile(T)
+        _wkv_fwd_single_kernel[(triton.cdiv(C, skip), B)](w, u, k, v, y, T, C, *k.stride(), *v.stride(),
+                                                           *y.stride(), TP=tp, BC=skip, num_warps=nw)
+    if skip and not fallback:
+        return y
+    nt = triton.cdiv(T, tile[0] if tile else MIN_BT)
+    scratch = torch.empty((B, nt, 3, C), dtype=torch.float32, device=k.device)
+    _launch(_fwd, _wkv_fwd_kernel, tile, B, C, w, u, k, v, y, scratch, B, T, C, nt, *k.stride(), *v.stride(),
+            *y.stride(), CAUSAL=causal, ALLOW_FAST=allow_fast, ALLOW_TIGHT=allow_tight, SKIP_BC=skip)
+    return y
+
+
+def wkv_backward(w, u, k, v, gy, *, causal: bool, allow_fast: bool = True, allow_tight: bool = True,
+                 tile: tuple[int, int, int] | None = None):
+    """(dw, du, dk, dv): dw, du (C,) float32 summed over the batch in fixed order; dk, dv in k's dtype.
+    allow_fast, allow_tight, tile: as in wkv_forward (the backward has no single-pass kernel yet)."""
+    B, T, C = k.shape
+    dk = _empty((B, T, C), k.dtype, k.device)
+    dv = _empty((B, T, C), v.dtype, v.device)
+    dw_part = _empty((B, C), torch.float32, k.device)
+    du_part = _empty((B, C), torch.float32, k.device)
+    if dk.numel() == 0:
+        return dw_part.sum(0), du_part.sum(0), dk, dv
+    nt = triton.cdiv(T, tile[0] if tile else MIN_BT)
+    sx, px, qx = (torch.empty((B, nt, 3, C), dtype=torch.float32, device=k.device) for _ in range(3))
+    w, u = w.float().contiguous(), u.float().contiguous()
+    _launch(_bwd, _wkv_bwd_kernel, tile, B, C, w, u, k, v, gy, dk, dv, dw_part, du_part, sx, px, qx, B, T, C, nt,
+            *k.stride(), *v.stride(), *gy.stride(), *dk.stride(), CAUSAL=causal, ALLOW_FAST=allow_fast,
+            ALLOW_TIGHT=allow_tight)
+    return dw_part.sum(0), du_part.sum(0), dk, dv
+
+
+# ---- variant R3: the resident kernel with chunks of RW x W rows in W warps (3-D tiles) -----------------------
+@triton.jit(do_not_specialize=["T"])
+def _wkv_fwd_resident3_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, sums_ptr, carry_ptr, cnt_ptr, T, C, NCB, NCH,
+                              NSEQ, NITEMS, skb, skt, skc, svb, svt, svc, syb, syt, syc,
+                              RW: tl.constexpr, W: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
+                              SPIN: tl.constexpr):
+    """Variant R with a chunk of CT = RW x W tokens held as an (RW, W, BC) tile: token t0 + w RW + r at [r, w, :],
+    so each thread holds RW consecutive rows of its channels (dim 0 in registers), warps along dim 1."""
+    CT: tl.constexpr = RW * W
+    tick_ptr = cnt_ptr + 3 * NSEQ
+    p = tl.atomic_add(tick_ptr, 1)
+    if p == NITEMS - 1:
+        tl.store(tick_ptr, 0)
+    b, seq, chunk, cb = _chunk_item(p, NCB, NCH)
+    b64 = b.to(tl.int64)
+    cs = cb * BC + tl.arange(0, BC)
+    cmask = cs < C
+    w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
+    ok = tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 1
+    if ok:
+        centre = (T - 1) * 0.5
+        t0 = chunk * CT
+        t = t0 + tl.arange(0, RW)[:, None, None] + RW * tl.arange(0, W)[None, :, None]      # (RW, W, 1)
+        c3 = cs[None, None, :]
+        m3 = (t < T) & (c3 < C)
+        k2 = tl.load(k_ptr + b64 * skb + t.to(tl.int64) * skt + c3 * skc, mask=m3, other=float("-inf")).to(tl.float32) * 1.4426950408889634
+        v = tl.load(v_ptr + b64 * svb + t.to(tl.int64) * svt + c3 * svc, mask=m3, other=0.0).to(tl.float32)
+        w3 = w2[None, None, :]
+        grow = tl.exp2(w3 * (t - centre))
+        shrink = 1.0 / grow
+        m = tl.max(tl.max(k2, axis=0), axis=0)
+        m = tl.where(m == float("-inf"), 0.0, m)
+        e = tl.exp2(k2 - m[None, None, :])
+        ev = e * v
+        gv = tl.sum(tl.sum(grow * ev, axis=0), axis=0)
+        g1 = tl.sum(tl.sum(grow * e, axis=0), axis=0)
+        sv = tl.sum(tl.sum(shrink * ev, axis=0), axis=0)
+        s1 = tl.sum(tl.sum(shrink * e, axis=0), axis=0)
+        cc = tl.arange(0, BC)
+        out = sums_ptr + (seq * NCHP + chunk) * 5 * BC + cc
+        tl.store(out, m)
+        tl.store(out + BC, gv)
+        tl.store(out + 2 * BC, g1)
+        tl.store(out + 3 * BC, sv)
+        tl.store(out + 4 * BC, s1)
+        tl.debug_barrier()
+        ready = cnt_ptr + NSEQ + seq
+        done = cnt_ptr + 2 * NSEQ + seq
+        if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == NCH - 1:
+            _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC, NCHP)
+            tl.debug_barrier()
+            tl.atomic_xchg(ready, 1, sem="release")
+            if tl.atomic_add(done, 1, sem="acq_rel") == NCH:
+                tl.store(cnt_ptr + seq, 0)
+                tl.store(ready, 0)
+                tl.store(done, 0)
+        r = tl.atomic_add(ready, 0, sem="acquire")
+        n = 0
+        while (r == 0) & (n < SPIN):
+            r = tl.atomic_add(ready, 0, sem="acquire")
+            n += 1
+        zero = tl.zeros((BC,), tl.float32)
+        if r == 1:
+            cp = carry_ptr + (seq * NCHP + chunk) * 5 * BC + cc
+            M = tl.load(cp, cache_modifier=".cg")
+            pv = tl.load(cp + BC, cache_modifier=".cg")
+            p1 = tl.load(cp + 2 * BC, cache_modifier=".cg")
+            qv = tl.load(cp + 3 * BC, cache_modifier=".cg")
+            q1 = tl.load(cp + 4 * BC, cache_modifier=".cg")
+        else:                                                          # not ready: the carries from k, v
+            one = tl.full((1, BC), 1.0, tl.float32)
+            M = tl.full((BC,), float("-inf"), tl.float32)
+            pv = zero
+            p1 = zero
+            qv = zero
+            q1 = zero
+            for j in range(0, NCH):
+                if j == chunk:
+                    mj, gvj, g1j, svj, s1j = m, gv, g1, sv, s1
+                else:
+                    mj = tl.full((BC,), float("-inf"), tl.float32)
+                    gvj = zero
+                    g1j = zero
+                    svj = zero
+                    s1j = zero
+                    for s in range(0, CT):
+                        tj, _, _, kj, vj = _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, j, s, T,
+                                                       cs, cmask, CT, 1)
+                        mj, gvj, g1j, svj, s1j = _chunk_fold(kj, vj, w2, tj, centre, one, one, mj, gvj, g1j, svj, s1j)
+                nM = tl.maximum(M, mj)
+                f = tl.exp2(M - nM)
+                fj = tl.exp2(mj - nM)
+                if j < chunk:
+                    pv = pv * f + fj * gvj
+                    p1 = p1 * f + fj * g1j
+                    qv = qv * f
+                    q1 = q1 * f
+                else:
+                    pv = pv * f
+                    p1 = p1 * f
+                    qv = qv * f + fj * svj
+                    q1 = q1 * f + fj * s1j
+                M = nM
+        # y: prefix sums inside the chunk = the warps before (cross-warp exclusive scan of warp totals) + the rows
+        # before in the warp (in registers)
+        rinv = tl.exp2(w2)[None, None, :]
+        eu = tl.exp2(u2)[None, None, :]
+        e = tl.exp2(k2 - M[None, None, :])
+        ev = e * v
+        a = grow * ev
+        a1 = grow * e
+        ia = tl.cumsum(a, axis=0)
+        ia1 = tl.cumsum(a1, axis=0)
+        ta = tl.sum(a, axis=0)                                         # (W, BC) warp totals
+        ta1 = tl.sum(a1, axis=0)
+        xa = tl.cumsum(ta, axis=0) - ta                                # warps before
+        xa1 = tl.cumsum(ta1, axis=0) - ta1
+        N = (pv[None, None, :] + xa[None, :, :] + ia - a) * (shrink * rinv) + eu * ev
+        D = (p1[None, None, :] + xa1[None, :, :] + ia1 - a1) * (shrink * rinv) + eu * e
+        a = shrink * ev
+        a1 = shrink * e
+        ia = tl.cumsum(a, axis=0)
+        ia1 = tl.cumsum(a1, axis=0)
+        ta = tl.sum(a, axis=0)
+        ta1 = tl.sum(a1, axis=0)
+        xa = tl.cumsum(ta, axis=0) - ta
+        xa1 = tl.cumsum(ta1, axis=0) - ta1
+        N += (qv[None, None, :] - xa[None, :, :] - ia) * (grow * rinv)
+        D += (q1[None, None, :] - xa1[None, :, :] - ia1) * (grow * rinv)
+        tl.store(y_ptr + b64 * syb + t.to(tl.int64) * syt + c3 * syc, (N / D).to(y_ptr.dtype.element_ty), mask=m3)
+        if tl.atomic_add(done, 1, sem="acq_rel") == NCH:
+            tl.store(cnt_ptr + seq, 0)
+            tl.store(ready, 0)
+            tl.store(done, 0)
+
+
+def _resident3_forward(w, u, k, v, y, tile=None) -> int:
+    """Variant R3 into y; tile (RW, W, BC)."""
+    B, T, C = k.shape
+    rw, nw, bc = tile or ((4, 2, 4) if INTERPRET else (8, 8, 128))
+    ct = rw * nw
+    ncb, nch = triton.cdiv(C, bc), triton.cdiv(T, ct)
+    nchp = triton.next_power_of_2(nch)
+    sums, carry = torch.empty((2, B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
+    counters = _counters(3 * B * ncb + 1, k.device)
+    n_items = B * ncb * nch
+    _wkv_fwd_resident3_kernel[(n_items,)](w.float().contiguous(), u.float().contiguous(), k, v, y, sums, carry, counters,
+                                          T, C, ncb, nch, B * ncb, n_items, *k.stride(), *v.stride(), *y.stride(),
+                                          RW=rw, W=nw, BC=bc, NCHP=nchp, SPIN=0 if INTERPRET else 1 << 20,
+                                          num_warps=1 if INTERPRET else nw)
+    return bc
