@@ -3,7 +3,7 @@ default (variant C) at one shape: correctness, compile, registers, eager and CUD
 import importlib.util, json, statistics, sys, time, torch
 def load(name, path):
     s = importlib.util.spec_from_file_location(name, path); m = importlib.util.module_from_spec(s); s.loader.exec_module(m); return m
-wr = load("wr", ".carry/wkv_resident.py")
+wr = load("wr", ".carry/wkv_resident.py")   # ba8a24e's kernels/wkv_triton.py + resident_experiments.patch
 bench = load("bench", "benchmarks/wkv.py")
 from rwkvseg.kernels import wkv_triton as kt
 B, T, C = (int(x) for x in sys.argv[1:4])
