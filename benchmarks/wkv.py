@@ -216,8 +216,8 @@ def ab_variants(T: int) -> dict:
     variant C at the former fixed tile (T / 16 tokens a chunk) and at T / 8, and with blocks of 64 and 32
     channels (less padding at C = 288 = 2.25 x 128, more programs; rows then spread over 2 or 4 threads, so
     the in-chunk sums need shuffles). Earlier rounds:
-    results/wkv_ab_chunk/ (tile sweep), results/wkv_ab_lag/ (single launch), results/wkv_ab_wave/ (this one,
-    with the resident kernel that hung)."""
+    results/wkv_ab_chunk/ (tile sweep), results/wkv_ab_lag/ (single launch), results/wkv_ab_wave/ (one-wave chunk count,
+    and the resident kernel), results/wkv_ab_bc/ (this one)."""
     n = max(64, T)
     out = {"default": {}}
     for tile in ((n // 16, 4, 128, 1, 3), (n // 8, 4, 128, 1, 3),

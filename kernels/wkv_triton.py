@@ -519,18 +519,19 @@ def _wkv_fwd_chunk_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, T, C, NC
                   NCB, NCH, skb, skt, skc, svb, svt, svc, syb, syt, syc, CT, R, BC, NCHP, NSTAGE)
 
 
-def _chunk_tile(T: int, items: int = 0, slots: int = 0) -> tuple[int, int, int, int, int]:
+def _chunk_tile(T: int, B: int = 1, C: int = 0, slots: int = 0) -> tuple[int, int, int, int, int]:
     """(CT, R, BC, num_warps, num_stages) of variant C: sub-tiles of R = 4 rows, 128 channels a warp (4 a
     thread: 16-byte loads), loads pipelined 3 sub-tiles deep, and 8, 16 or 32 chunks a sequence: the most
-    whose programs (items chunks: batch x channel blocks x chunks) still run in one wave of `slots`
+    whose programs (B x channel blocks x chunks) still run in one wave of `slots`
     resident programs (measured on the H100, results/wkv_ab_chunk/: at B = 24, 16 chunks at C = 288,
     8 at C = 560 and 960; a second partial wave costs more than shorter chunks gain). Chunks of >= 64 tokens."""
     if INTERPRET:
         return 8, 4, 4, 1, 1
-    nch = 8
+    bc, nch = 128, 8
+    items = B * triton.cdiv(C, bc)
     while nch < 32 and items * nch * 2 <= slots:
         nch *= 2
-    return max(64, triton.next_power_of_2(T) // nch), 4, 128, 1, 3
+    return max(64, triton.next_power_of_2(T) // nch), 4, bc, 1, 3
 
 
 _SLOTS: dict = {}
@@ -560,7 +561,7 @@ def _counters(n: int, device: torch.device) -> torch.Tensor:
 def _chunk_forward(w, u, k, v, y, tile=None) -> int:
     """Variant C into y (the channel blocks outside its bounds untouched); returns its BC."""
     B, T, C = k.shape
-    ct, r, bc, nw, ns = tile or _chunk_tile(T, B * triton.cdiv(C, 128), 0 if INTERPRET else _wave_slots(k.device))
+    ct, r, bc, nw, ns = tile or _chunk_tile(T, B, C, 0 if INTERPRET else _wave_slots(k.device))
     ncb, nch = triton.cdiv(C, bc), triton.cdiv(T, ct)
     nchp = triton.next_power_of_2(nch)
     sums, carry = torch.empty((2, B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)

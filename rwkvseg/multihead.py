@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rwkvseg.scan import ScanOrder, _route, ms_rwkv_head_orders
-from rwkvseg.shift import QShift, _DepthwiseBranches, q_shift
+from rwkvseg.shift import QShift, _DepthwiseBranches, depthwise_branches, q_shift
 from rwkvseg.time_mix import TimeMix
 from rwkvseg.wkv import uni_wkv
 
@@ -112,18 +112,11 @@ class MultiHeadScan(nn.Module):
                 bias = None if conv.bias is None else torch.cat([s.merged.bias for s in shifts])
                 return F.conv2d(z, torch.cat([s.merged.weight for s in shifts]), bias,
                                 padding=conv.padding, groups=z.shape[1])
-            outs = []
-            for i, conv in enumerate(s0.branches):                  # one depthwise conv per size
-                bias = None if conv.bias is None else torch.cat([s.branches[i].bias for s in shifts])
-                outs.append(F.conv2d(z, torch.cat([s.branches[i].weight for s in shifts]), bias,
-                                     padding=conv.padding, groups=z.shape[1]))
-            if s0.alpha is None:                                    # P-Shift: plain sum
-                return z + sum(outs)
-            a = torch.stack([s.alpha for s in shifts]).repeat_interleave(d, dim=0)   # (C, K+1)
-            out = a[:, 0].view(1, -1, 1, 1) * z
-            for i, o in enumerate(outs):
-                out = out + a[:, i + 1].view(1, -1, 1, 1) * o
-            return out
+            weights = [torch.cat([s.branches[i].weight for s in shifts]) for i in range(len(s0.branches))]
+            biases = [None if conv.bias is None else torch.cat([s.branches[i].bias for s in shifts])
+                      for i, conv in enumerate(s0.branches)]
+            alpha = None if s0.alpha is None else torch.stack([s.alpha for s in shifts]).repeat_interleave(d, dim=0)
+            return depthwise_branches(z, weights, biases, alpha)                # alpha (C, K+1) per channel
         if same and isinstance(s0, QShift) and len({s.shift for s in shifts}) == 1:
             return _q_shift_groups(z, n, s0.shift)
         return torch.cat([s(g) for s, g in zip(shifts, z.split(d, dim=1))], dim=1)
@@ -161,7 +154,7 @@ class MultiHeadScan(nn.Module):
         T = routes.shape[0]
         seq = proj.gather(2, routes.view(1, 1, T, n, 1).expand(B, 3, T, n, d))
         k, v, r = (t.reshape(B, T, C) for t in seq.unbind(1))                     # (B, T', C)
-        w = torch.exp(torch.cat([m.theta for m in mixes]))                        # = each head's decay()
+        w = torch.cat([m.decay() for m in mixes])
         u = torch.cat([m.u for m in mixes])
         wkv = uni_wkv(w, u, k, v, backend=mixes[0].backend)                       # one call, all heads
         g = (torch.sigmoid(r) * wkv).view(B, T * n, d)

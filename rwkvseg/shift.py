@@ -135,6 +135,21 @@ class DynamicQShift(nn.Module):
         return dynamic_q_shift(x, self.shares, self.shift)
 
 
+def depthwise_branches(x: Tensor, weights: list[Tensor], biases: list[Tensor | None],
+                       alpha: Tensor | None = None) -> Tensor:
+    """Identity + depthwise convolutions of x (B, C, H, W) with weights[i] (C, 1, k, k) (same padding)
+    and biases[i] (C,) or None: summed (alpha None: P-Shift) or weighted, alpha[..., 0] on the identity
+    and alpha[..., i + 1] on branch i; alpha (K + 1,) for all channels or (C, K + 1) per channel."""
+    convs = [F.conv2d(x, wt, b, padding=wt.shape[-1] // 2, groups=x.shape[1]) for wt, b in zip(weights, biases)]
+    if alpha is None:
+        return x + sum(convs)
+    coef = [alpha[..., i].reshape(-1, 1, 1) for i in range(alpha.shape[-1])]
+    out = coef[0] * x
+    for c, conv in zip(coef[1:], convs):
+        out = out + c * conv
+    return out
+
+
 class _DepthwiseBranches(nn.Module):
     """Identity + depthwise k x k branches (k in ``kernels``), mergeable into one depthwise
     conv of the largest size. Subclasses fix biases and branch weights."""
@@ -154,13 +169,7 @@ class _DepthwiseBranches(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.merged is not None:
             return self.merged(x)
-        if self.alpha is None:                                              # P-Shift: plain sum
-            return x + sum(conv(x) for conv in self.branches)
-        a = self.alpha
-        out = a[0] * x
-        for i, conv in enumerate(self.branches):
-            out = out + a[i + 1] * conv(x)
-        return out
+        return depthwise_branches(x, [c.weight for c in self.branches], [c.bias for c in self.branches], self.alpha)
 
     @torch.no_grad()
     def merged_kernel(self) -> tuple[Tensor, Tensor | None]:
