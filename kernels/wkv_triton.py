@@ -324,13 +324,6 @@ def _single_tile(T: int) -> tuple[int, int, int]:
 
 
 @triton.jit
-def _chunk_weights(w2, t0, centre, rp, rpi):
-    """(R, BC) grow_t = 2^(w2 (t - centre)) and shrink_t = 1 / grow_t for the rows t0 .. t0 + R - 1."""
-    g0 = tl.exp2(w2 * (t0 - centre))
-    return g0[None, :] * rp, (1.0 / g0)[None, :] * rpi
-
-
-@triton.jit
 def _chunk_item(pid, NCB, NCH):
     """Work item pid -> (b, seq, chunk, cb): channel blocks fastest, then chunks, then batch items."""
     cb = pid % NCB
@@ -340,126 +333,129 @@ def _chunk_item(pid, NCB, NCH):
 
 
 @triton.jit
-def _chunk_setup(w_ptr, u_ptr, pid, T, C, NCB, NCH, R: tl.constexpr, BC: tl.constexpr):
-    """Item pid's batch item (int64), sequence, chunk, channels and their mask, w and u (log2 units),
-    whether the block is in the one-reference regime, and the sub-tile decay tables 2^(+-w r)."""
+def _chunk_setup(w_ptr, u_ptr, pid, T, C, NCB, NCH, CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr):
+    """Item pid's sequence, chunk, channels and their mask, w and u (log2 units), whether the block is in
+    the one-reference regime, the sub-tile decay tables rp = 2^(w r), rpi = 2^(-w r) (R, BC), its batch item
+    (int64) and the chunk's first R tokens (R, 1)."""
     b, seq, chunk, cb = _chunk_item(pid, NCB, NCH)
     cs = cb * BC + tl.arange(0, BC)
     cmask = cs < C
     w2, u2 = _load_wu(w_ptr, u_ptr, cs, cmask)
     ok = tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 1
-    rr = tl.arange(0, R).to(tl.float32)[:, None]
-    return b.to(tl.int64), seq, chunk, cs, cmask, w2, u2, ok, tl.exp2(w2[None, :] * rr), tl.exp2(-w2[None, :] * rr)
+    r = tl.arange(0, R)
+    rr = r.to(tl.float32)[:, None]
+    rows = (chunk * CT + r).to(tl.int64)[:, None]
+    return (seq, chunk, cs, cmask, w2, u2, ok, tl.exp2(w2[None, :] * rr), tl.exp2(-w2[None, :] * rr),
+            b.to(tl.int64), rows)
 
 
 @triton.jit
-def _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, chunk, s, T, cs, cmask,
-                CT: tl.constexpr, R: tl.constexpr):
-    """Sub-tile s of a chunk: its first token t0, tokens t and their mask, k (log2 units) and v."""
-    t0 = chunk * CT + s * R
-    t = t0 + tl.arange(0, R)
-    tmask = t < T
-    k2 = _load(k_ptr, skb, skt, skc, b64, t, cs, tmask, cmask, float("-inf")) * 1.4426950408889634
-    v = _load(v_ptr, svb, svt, svc, b64, t, cs, tmask, cmask, 0.0)
-    return t0, t, tmask, k2, v
+def _chunk_ptr(ptr, b64, rows, cs, sb, st, sc):
+    """(R, BC) pointers to rows `rows` (R, 1) and channels cs of batch item b64 of a (B, T, C) tensor."""
+    return ptr + b64 * sb + rows * st + cs[None, :] * sc
 
 
 @triton.jit
-def _chunk_fold(k2, v, w2, t0, centre, rp, rpi, m, gv, g1, sv, s1):
-    """Fold rows (k2, v) (R, BC) starting at token t0 into a chunk summary: the running max m of k and the
-    four weighted sums gv, g1 (grow-weighted e v and e), sv, s1 (shrink-weighted), rescaled online."""
+def _chunk_rows(kp, vp, T, t0, cmask, R: tl.constexpr, MASK_T: tl.constexpr, MASK_C: tl.constexpr):
+    """The sub-tile of R rows from token t0 (kp, vp point at them): k (log2 units) and v (R, BC); k = -inf and
+    v = 0 outside the sequence and the channels."""
+    if MASK_T:
+        mask = ((t0 + tl.arange(0, R)) < T)[:, None] & cmask[None, :]
+        k = tl.load(kp, mask=mask, other=float("-inf"))
+        v = tl.load(vp, mask=mask, other=0.0)
+    elif MASK_C:
+        k = tl.load(kp, mask=cmask[None, :], other=float("-inf"))
+        v = tl.load(vp, mask=cmask[None, :], other=0.0)
+    else:
+        k = tl.load(kp)
+        v = tl.load(vp)
+    return k.to(tl.float32) * 1.4426950408889634, v.to(tl.float32)
+
+
+@triton.jit
+def _chunk_fold(k2, v, g0, s0, rp, rpi, m, gv, g1, sv, s1):
+    """Fold rows (k2, v) (R, BC) into a chunk summary: the running max m of k and the four weighted sums
+    gv, g1 (grow-weighted e v and e), sv, s1 (shrink-weighted), rescaled online. The rows' weights are
+    g0 rp (grow) and s0 rpi (shrink): g0, s0 (BC,) the sub-tile's first row's, rp, rpi its table."""
     nm = tl.maximum(m, tl.max(k2, axis=0))
     nm = tl.where(nm == float("-inf"), 0.0, nm)                        # no token yet (or a padding channel)
     f = tl.exp2(m - nm)
     e = tl.exp2(k2 - nm[None, :])
     ev = e * v
-    grow, shrink = _chunk_weights(w2, t0, centre, rp, rpi)
-    return (nm, gv * f + tl.sum(grow * ev, axis=0), g1 * f + tl.sum(grow * e, axis=0),
-            sv * f + tl.sum(shrink * ev, axis=0), s1 * f + tl.sum(shrink * e, axis=0))
+    return (nm, gv * f + g0 * tl.sum(rp * ev, axis=0), g1 * f + g0 * tl.sum(rp * e, axis=0),
+            sv * f + s0 * tl.sum(rpi * ev, axis=0), s1 * f + s0 * tl.sum(rpi * e, axis=0))
 
 
 @triton.jit
-def _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC: tl.constexpr, NCHP: tl.constexpr):
+def _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC: tl.constexpr, NCHP: tl.constexpr, G: tl.constexpr = 64):
     """Every chunk's reference M (the sequence max) and carries (prefix: the chunks before; suffix: this
-    chunk and those after) from the sequence's NCH summaries (read from L2: .cg)."""
-    cc = tl.arange(0, BC)
-    sp = sums_ptr + seq * NCHP * 5 * BC + cc
-    cp = carry_ptr + seq * NCHP * 5 * BC + cc
-    M = tl.full((BC,), float("-inf"), tl.float32)
-    for j in tl.static_range(NCHP):
-        if j < NCH:
-            M = tl.maximum(M, tl.load(sp + j * 5 * BC, cache_modifier=".cg"))
-    M = tl.where(M == float("-inf"), 0.0, M)
-    a = tl.zeros((BC,), tl.float32)
-    a1 = tl.zeros((BC,), tl.float32)
-    for j in tl.static_range(NCHP):                                  # prefix: the chunks before
-        if j < NCH:
-            f = tl.exp2(tl.load(sp + j * 5 * BC, cache_modifier=".cg") - M)
-            tl.store(cp + j * 5 * BC, M)
-            tl.store(cp + j * 5 * BC + BC, a)
-            tl.store(cp + j * 5 * BC + 2 * BC, a1)
-            a += f * tl.load(sp + j * 5 * BC + BC, cache_modifier=".cg")
-            a1 += f * tl.load(sp + j * 5 * BC + 2 * BC, cache_modifier=".cg")
-    a = tl.zeros((BC,), tl.float32)
-    a1 = tl.zeros((BC,), tl.float32)
-    for i in tl.static_range(NCHP):                                  # suffix: this chunk and those after
-        j = NCHP - 1 - i
-        if j < NCH:
-            f = tl.exp2(tl.load(sp + j * 5 * BC, cache_modifier=".cg") - M)
-            a += f * tl.load(sp + j * 5 * BC + 3 * BC, cache_modifier=".cg")
-            a1 += f * tl.load(sp + j * 5 * BC + 4 * BC, cache_modifier=".cg")
-            tl.store(cp + j * 5 * BC + 3 * BC, a)
-            tl.store(cp + j * 5 * BC + 4 * BC, a1)
+    chunk and those after) from the sequence's NCH summaries (read from L2: .cg), as scans over the chunks
+    of (NCHP, G) tiles, G channels at a time and one summary at a time (few live registers)."""
+    j = tl.arange(0, NCHP)[:, None]
+    jm = j < NCH
+    for g in tl.static_range(BC // G):
+        off = seq * NCHP * 5 * BC + j * 5 * BC + g * G + tl.arange(0, G)[None, :]
+        m = tl.load(sums_ptr + off, mask=jm, other=float("-inf"), cache_modifier=".cg")
+        M = tl.max(m, axis=0)
+        M = tl.where(M == float("-inf"), 0.0, M)
+        f = tl.exp2(m - M[None, :])
+        tl.store(carry_ptr + off, tl.broadcast_to(M[None, :], (NCHP, G)), mask=jm)
+        for q in tl.static_range(1, 5):
+            x = f * tl.load(sums_ptr + off + q * BC, mask=jm, other=0.0, cache_modifier=".cg")
+            if q <= 2:
+                x = tl.cumsum(x, axis=0) - x                            # prefix: the chunks before
+            else:
+                x = tl.cumsum(x, axis=0, reverse=True)                  # suffix: this chunk and those after
+            tl.store(carry_ptr + off + q * BC, x, mask=jm)
 
 
 @triton.jit
-def _chunk_y(k2, v, w2, u2, t0, centre, rp, rpi, M, pv, p1, qv, q1):
-    """y for rows (k2, v) (R, BC) starting at token t0, from the carries entering them (pv, p1: prefix
-    sums before t0; qv, q1: suffix sums from t0 on, all against the sequence reference M); returns y and
-    the carries after the rows. With e = 2^(k - M), the prefix sums run forward from the carry, and the
-    suffix sums are the carry minus the sums so far: the single pass's formula."""
-    rinv = tl.exp2(w2)[None, :]
-    eu = tl.exp2(u2)[None, :]
+def _chunk_y(k2, v, g0, s0, rp, rpi, rinv, eu, M, pv, p1, qv, q1):
+    """y for rows (k2, v) (R, BC) whose weights are g0 rp (grow) and s0 rpi (shrink) (g0, s0, rinv = 2^w,
+    eu = 2^u: (BC,)), from the carries
+    entering them (pv, p1: prefix sums before the rows; qv, q1: suffix sums from the rows on, all against
+    the sequence reference M); returns y and the carries after the rows. The single pass's formula
+        N_r = rinv (shrink_r (pv + sum_{j<r} grow_j ev_j) + grow_r (qv - sum_{j<=r} shrink_j ev_j)) + e^u ev_r
+    with g0 s0 = 1 taken out: N_r = rpi_r A + rinv rpi_r X_r + rp_r B - rinv rp_r Y_r + e^u ev_r, where
+    A = rinv s0 pv, B = rinv g0 qv and X, Y the in-thread sums of rp ev (exclusive), rpi ev (inclusive)."""
     e = tl.exp2(k2 - M[None, :])
     ev = e * v
-    grow, shrink = _chunk_weights(w2, t0, centre, rp, rpi)
-    a = grow * ev
-    a1 = grow * e
-    ca, ca1 = tl.associative_scan((a, a1), 0, _add2)
-    N = (pv[None, :] + ca - a) * (shrink * rinv) + eu * ev
-    D = (p1[None, :] + ca1 - a1) * (shrink * rinv) + eu * e
-    pv += tl.sum(a, axis=0)
-    p1 += tl.sum(a1, axis=0)
-    a = shrink * ev
-    a1 = shrink * e
-    ca, ca1 = tl.associative_scan((a, a1), 0, _add2)
-    N += (qv[None, :] - ca) * (grow * rinv)
-    D += (q1[None, :] - ca1) * (grow * rinv)
-    qv -= tl.sum(a, axis=0)
-    q1 -= tl.sum(a1, axis=0)
-    return N / D, pv, p1, qv, q1
+    a = rp * ev
+    a1 = rp * e
+    xv, x1 = tl.associative_scan((a, a1), 0, _add2)
+    b = rpi * ev
+    b1 = rpi * e
+    yv, y1 = tl.associative_scan((b, b1), 0, _add2)
+    ri = rinv[None, :]
+    N = rpi * ((rinv * s0 * pv)[None, :] + ri * (xv - a)) + rp * ((rinv * g0 * qv)[None, :] - ri * yv) + eu[None, :] * ev
+    D = rpi * ((rinv * s0 * p1)[None, :] + ri * (x1 - a1)) + rp * ((rinv * g0 * q1)[None, :] - ri * y1) + eu[None, :] * e
+    return (N / D, pv + g0 * tl.sum(a, axis=0), p1 + g0 * tl.sum(a1, axis=0),
+            qv - s0 * tl.sum(b, axis=0), q1 - s0 * tl.sum(b1, axis=0))
 
 
 @triton.jit
 def _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, pid, T, C, NCB, NCH,
                      skb, skt, skc, svb, svt, svc,
                      CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
-                     NSTAGE: tl.constexpr):
+                     NSTAGE: tl.constexpr, MASK_T: tl.constexpr, MASK_C: tl.constexpr):
     """Phase 1 of item pid: the chunk's max of k and its four weighted sums (online rescale) -> sums.
     The sequence's last chunk to finish (counter cnt[seq]) turns the NCH summaries into every chunk's
     reference and carries, then resets the counter for the next call."""
-    b64, seq, chunk, cs, cmask, w2, u2, ok, rp, rpi = _chunk_setup(w_ptr, u_ptr, pid, T, C, NCB, NCH, R, BC)
+    seq, chunk, cs, cmask, w2, u2, ok, rp, rpi, b64, rows = _chunk_setup(w_ptr, u_ptr, pid, T, C, NCB, NCH, CT, R, BC)
     if ok:                                                             # else left to the tiled kernel
         centre = (T - 1) * 0.5
+        kp = _chunk_ptr(k_ptr, b64, rows, cs, skb, skt, skc)
+        vp = _chunk_ptr(v_ptr, b64, rows, cs, svb, svt, svc)
         m = tl.full((BC,), float("-inf"), tl.float32)
         gv = tl.zeros((BC,), tl.float32)
         g1 = tl.zeros((BC,), tl.float32)
         sv = tl.zeros((BC,), tl.float32)
         s1 = tl.zeros((BC,), tl.float32)
         for s in tl.range(0, CT // R, num_stages=NSTAGE):
-            t0, t, tmask, k2, v = _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, chunk, s, T,
-                                              cs, cmask, CT, R)
-            m, gv, g1, sv, s1 = _chunk_fold(k2, v, w2, t0, centre, rp, rpi, m, gv, g1, sv, s1)
+            t0 = chunk * CT + s * R
+            k2, v = _chunk_rows(kp + s * R * skt, vp + s * R * svt, T, t0, cmask, R, MASK_T, MASK_C)
+            d = w2 * (t0 - centre)
+            m, gv, g1, sv, s1 = _chunk_fold(k2, v, tl.exp2(d), tl.exp2(-d), rp, rpi, m, gv, g1, sv, s1)
         cc = tl.arange(0, BC)
         out = sums_ptr + (seq * NCHP + chunk) * 5 * BC + cc
         tl.store(out, m)
@@ -469,7 +465,7 @@ def _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, p
         tl.store(out + 4 * BC, s1)
         tl.debug_barrier()                                             # every thread's summary is written
         if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == NCH - 1:  # the sequence's last chunk to finish
-            _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC, NCHP)
+            _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC, NCHP, 64 if BC >= 64 else BC)
             tl.debug_barrier()                                         # every thread's carries are written
             tl.store(cnt_ptr + seq, 0)                                 # ready for the next call
 
@@ -477,11 +473,17 @@ def _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, p
 @triton.jit
 def _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, pid, T, C, NCB, NCH,
                   skb, skt, skc, svb, svt, svc, syb, syt, syc,
-                  CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr, NSTAGE: tl.constexpr):
+                  CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr, NSTAGE: tl.constexpr,
+                  MASK_T: tl.constexpr, MASK_C: tl.constexpr):
     """Phase 2 of item pid: y for its chunk, sub-tile by sub-tile (_chunk_y), from the chunk's carries."""
-    b64, seq, chunk, cs, cmask, w2, u2, ok, rp, rpi = _chunk_setup(w_ptr, u_ptr, pid, T, C, NCB, NCH, R, BC)
+    seq, chunk, cs, cmask, w2, u2, ok, rp, rpi, b64, rows = _chunk_setup(w_ptr, u_ptr, pid, T, C, NCB, NCH, CT, R, BC)
     if ok:
         centre = (T - 1) * 0.5
+        rinv = tl.exp2(w2)
+        eu = tl.exp2(u2)
+        kp = _chunk_ptr(k_ptr, b64, rows, cs, skb, skt, skc)
+        vp = _chunk_ptr(v_ptr, b64, rows, cs, svb, svt, svc)
+        yp = _chunk_ptr(y_ptr, b64, rows, cs, syb, syt, syc)
         cp = carry_ptr + (seq * NCHP + chunk) * 5 * BC + tl.arange(0, BC)
         M = tl.load(cp, cache_modifier=".cg")
         pv = tl.load(cp + BC, cache_modifier=".cg")
@@ -489,34 +491,42 @@ def _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, pid, T, C, NCB, 
         qv = tl.load(cp + 3 * BC, cache_modifier=".cg")
         q1 = tl.load(cp + 4 * BC, cache_modifier=".cg")
         for s in tl.range(0, CT // R, num_stages=NSTAGE):
-            t0, t, tmask, k2, v = _chunk_rows(k_ptr, v_ptr, skb, skt, skc, svb, svt, svc, b64, chunk, s, T,
-                                              cs, cmask, CT, R)
-            y, pv, p1, qv, q1 = _chunk_y(k2, v, w2, u2, t0, centre, rp, rpi, M, pv, p1, qv, q1)
-            _store(y_ptr, y, syb, syt, syc, b64, t, cs, tmask, cmask)
+            t0 = chunk * CT + s * R
+            k2, v = _chunk_rows(kp + s * R * skt, vp + s * R * svt, T, t0, cmask, R, MASK_T, MASK_C)
+            d = w2 * (t0 - centre)
+            y, pv, p1, qv, q1 = _chunk_y(k2, v, tl.exp2(d), tl.exp2(-d), rp, rpi, rinv, eu, M, pv, p1, qv, q1)
+            yps = yp + s * R * syt
+            if MASK_T:
+                t = t0 + tl.arange(0, R)
+                tl.store(yps, y.to(y_ptr.dtype.element_ty), mask=(t < T)[:, None] & cmask[None, :])
+            elif MASK_C:
+                tl.store(yps, y.to(y_ptr.dtype.element_ty), mask=cmask[None, :])
+            else:
+                tl.store(yps, y.to(y_ptr.dtype.element_ty))
 
 
 @triton.jit(do_not_specialize=["T"])
 def _wkv_fwd_sums_kernel(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, T, C, NCB, NCH,
                          skb, skt, skc, svb, svt, svc,
                          CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
-                         NSTAGE: tl.constexpr = 3):
+                         NSTAGE: tl.constexpr = 3, MASK_T: tl.constexpr = True, MASK_C: tl.constexpr = True):
     """Launch 1 of variant C, one program per item (B * NCB * NCH). sums / carry: (B * NCB, NCHP, 5, BC)
     float32; cnt: (>= B * NCB,) int32, zeros on entry, and zeros again on exit (the last program resets
     its counter), so one buffer serves every call on a stream. NSTAGE: software pipelining of the
-    sub-tile loads (cp.async on sm_80+)."""
+    sub-tile loads (cp.async on sm_80+). MASK_T / MASK_C: T not a multiple of CT / C not of BC."""
     _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, tl.program_id(0), T, C, NCB, NCH,
-                     skb, skt, skc, svb, svt, svc, CT, R, BC, NCHP, NSTAGE)
+                     skb, skt, skc, svb, svt, svc, CT, R, BC, NCHP, NSTAGE, MASK_T, MASK_C)
 
 
 @triton.jit(do_not_specialize=["T"])
 def _wkv_fwd_chunk_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, T, C, NCB, NCH,
                           skb, skt, skc, svb, svt, svc, syb, syt, syc,
                           CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
-                          NSTAGE: tl.constexpr = 3):
+                          NSTAGE: tl.constexpr = 3, MASK_T: tl.constexpr = True, MASK_C: tl.constexpr = True):
     """Launch 2 of variant C. Programs run in the reverse order of launch 1: the chunks launch 1 read
     last are still in L2."""
     _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, tl.num_programs(0) - 1 - tl.program_id(0), T, C,
-                  NCB, NCH, skb, skt, skc, svb, svt, svc, syb, syt, syc, CT, R, BC, NCHP, NSTAGE)
+                  NCB, NCH, skb, skt, skc, svb, svt, svc, syb, syt, syc, CT, R, BC, NCHP, NSTAGE, MASK_T, MASK_C)
 
 
 def _chunk_tile(T: int, B: int = 1, C: int = 0, slots: int = 0) -> tuple[int, int, int, int, int]:
@@ -567,11 +577,11 @@ def _chunk_forward(w, u, k, v, y, tile=None) -> int:
     sums, carry = torch.empty((2, B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
     counters = _counters(B * ncb, k.device)
     n_items = B * ncb * nch
-    _wkv_fwd_sums_kernel[(n_items,)](w, u, k, v, sums, carry, counters, T, C, ncb, nch,
-                                     *k.stride(), *v.stride(), CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns,
-                                     num_warps=nw)
+    meta = dict(CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns, MASK_T=T % ct != 0, MASK_C=C % bc != 0, num_warps=nw)
+    _wkv_fwd_sums_kernel[(n_items,)](w, u, k, v, sums, carry, counters, T, C, ncb, nch, *k.stride(), *v.stride(),
+                                     **meta)
     _wkv_fwd_chunk_kernel[(n_items,)](w, u, k, v, y, carry, T, C, ncb, nch, *k.stride(), *v.stride(), *y.stride(),
-                                      CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns, num_warps=nw)
+                                      **meta)
     return bc
 
 

@@ -150,23 +150,26 @@ def test_single_pass_forward(T):
     check("bi", 2, T, 8, k_scale=20.0, w_lo=-1.0 / T, w_hi=1.3 / T, seed=20 + T)
 
 
-@pytest.mark.parametrize("T", [1, 17, 40, 100])
-def test_chunked_forward(T):
+@pytest.mark.parametrize("T, C, tile", [(1, 13, None), (17, 13, None), (40, 13, None), (100, 13, None),
+                                         (32, 8, None), (24, 130, (8, 4, 128, 1, 1))])
+def test_chunked_forward(T, C, tile):
     """The chunked forward (variant C) against the oracle in its regime (|w| T log2 e <= 2),
     with large keys: several chunks and sub-tiles (8 and 4 tokens under the interpreter), T not a
-    multiple of either, channel blocks with padding (C = 13), and nothing left to the tiled kernel."""
+    multiple of either, channel blocks with padding (C = 13), and nothing left to the tiled kernel;
+    T and C multiples of the tile (no masks: T = 32, C = 8); 128-channel blocks, whose carry step
+    scans 64 channels at a time (C = 130)."""
     g = torch.Generator().manual_seed(40 + T)
-    k = torch.randn(2, T, 13, generator=g, dtype=torch.float64) * 20
-    v = torch.randn(2, T, 13, generator=g, dtype=torch.float64)
-    w = (-1.0 + 2.3 * torch.rand(13, generator=g, dtype=torch.float64)) / T
-    u = torch.randn(13, generator=g, dtype=torch.float64)
+    k = torch.randn(2, T, C, generator=g, dtype=torch.float64) * 20
+    v = torch.randn(2, T, C, generator=g, dtype=torch.float64)
+    w = (-1.0 + 2.3 * torch.rand(C, generator=g, dtype=torch.float64)) / T
+    u = torch.randn(C, generator=g, dtype=torch.float64)
     y_ref = wkv_dense(w, u, k, v, causal=False)
     f32 = [t.to(DEVICE, torch.float32) for t in (w, u, k, v)]
-    y = wkv_triton.wkv_forward(*f32, causal=False, single_impl="chunk")
+    y = wkv_triton.wkv_forward(*f32, causal=False, single_impl="chunk", single_tile=tile)
     assert (y.double().cpu() - y_ref).norm() / y_ref.norm() < 1e-5
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(wkv_triton, "_launch", lambda *a, **kw: None)
-        assert not torch.isnan(wkv_triton.wkv_forward(*f32, causal=False, single_impl="chunk")).any()
+        assert not torch.isnan(wkv_triton.wkv_forward(*f32, causal=False, single_impl="chunk", single_tile=tile)).any()
     assert all(int(c.abs().sum()) == 0 for c in wkv_triton._COUNTERS.values())   # left zeroed for the next call
 
 

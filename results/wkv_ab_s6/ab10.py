@@ -1,0 +1,60 @@
+"""Session 6 A/B 4 (variant L with register prefetch instead of cp.async): variant L (one program a sequence, two passes, the second from L2; persistent grid sized to
+an L2 budget) against variant C, fp32, B = 24, L2-flushed, CUDA events, median; CUDA-graph replay (+ eager)."""
+import importlib.util, json, statistics, sys, time, torch, triton
+def load(name, path):
+    s = importlib.util.spec_from_file_location(name, path); m = importlib.util.module_from_spec(s); s.loader.exec_module(m); return m
+bench = load("bench", "benchmarks/wkv.py")
+from rwkvseg.kernels import wkv_triton as kt
+out, reps = sys.argv[1], int(sys.argv[2])
+shapes = [(int(a), int(b)) for a, b in (s.split("x") for s in sys.argv[3].split(","))]
+bw = bench.copy_bandwidth("cuda")
+print(f"{torch.cuda.get_device_name(0)} copy {bw / 1e12:.3f} TB/s", flush=True)
+def ltile(T, nchk, r, bc, nw):
+    return (nchk, max(r, triton.cdiv(triton.cdiv(T, nchk), r) * r), r, bc, nw, 3)
+def variants_old(T):
+    v = {"C": dict(single_impl="chunk")}
+    for mb in (12, 24, 36, 48):
+        v[f"L b{mb}"] = dict(single_impl="l2", chunk_opts={"budget": mb * 2**20})
+    for t in ((16, 4, 32, 4), (64, 4, 16, 8), (32, 2, 32, 8), (64, 2, 32, 16)):
+        for mb in (16, 32):
+            v[f"L {'x'.join(map(str, t))} b{mb}"] = dict(single_impl="l2", single_tile=ltile(T, *t), chunk_opts={"budget": mb * 2**20})
+    return v
+def variants(T):
+    v = {"C": dict(single_impl="chunk")}
+    for t in ((32, 4, 32, 8), (16, 4, 32, 4), (32, 2, 32, 8), (64, 4, 16, 8), (32, 4, 16, 4)):
+        for mb in (24, 36, 48):
+            for pf in (True, False) if t == (32, 4, 32, 8) and mb == 36 else (True,):
+                v[f"L {'x'.join(map(str, t))} b{mb}" + (" pf" if pf else "")] = dict(
+                    single_impl="l2", single_tile=ltile(T, *t)[:5] + ((1,) if pf else (3,)),
+                    chunk_opts={"budget": mb * 2**20, "prefetch": pf})
+    return v
+EAGER = ("C",)
+x = torch.randn(1, 1024, 8, device="cuda")
+bench.cuda_graph(lambda: kt.wkv_forward(x[0, 0], x[0, 0], x, x, causal=False))
+rows = []
+for T, C in shapes:
+    torch.manual_seed(T + C)
+    k, v = torch.randn(2, 24, T, C, device="cuda").unbind(0)
+    w, u = torch.rand(C, device="cuda") / T, torch.randn(C, device="cuda") / T
+    floor = 3 * k.numel() * 4 / bw * 1e3
+    ref = kt.wkv_forward(w, u, k, v, causal=False, allow_single=False, tile=(128, 16, 4))
+    for name, kw in variants(T).items():
+        fn = lambda kw=kw: kt.wkv_forward(w, u, k, v, causal=False, **kw)
+        row = {"T": T, "C": C, "variant": name}
+        try:
+            t0 = time.time(); yv = fn(); torch.cuda.synchronize(); row["first_s"] = time.time() - t0
+            row["rel_diff_vs_tiled"] = ((yv.double() - ref.double()).norm() / ref.double().norm()).item()
+            row["graph_ms"] = statistics.median(bench.time_fn(bench.cuda_graph(fn), reps=reps, flush=True))
+            row["graph_pct"] = 100 * floor / row["graph_ms"]
+            if name in EAGER:
+                row["eager_ms"] = statistics.median(bench.time_fn(fn, reps=reps, flush=True))
+                row["eager_pct"] = 100 * floor / row["eager_ms"]
+        except Exception as exc:
+            row["error"] = repr(exc)[:400]
+        rows.append(row)
+        print(f"T={T:5d} C={C:3d} {name:22s} graph {row.get('graph_ms', float('nan')):.4f} ms ({row.get('graph_pct', 0):.0f}%)"
+              + (f" eager {row['eager_ms']:.4f} ({row['eager_pct']:.0f}%)" if "eager_ms" in row else "")
+              + f" diff {row.get('rel_diff_vs_tiled', float('nan')):.1e}"
+              + (f" ERR {row['error'][:200]}" if "error" in row else ""), flush=True)
+    json.dump({"device": torch.cuda.get_device_name(0), "copy_TBps": bw / 1e12, "reps": reps, "rows": rows},
+              open(out, "w"), indent=1)
