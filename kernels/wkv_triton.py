@@ -373,6 +373,18 @@ def _chunk_rows(kp, vp, T, t0, cmask, R: tl.constexpr, MASK_T: tl.constexpr, MAS
 
 
 @triton.jit
+def _chunk_store(yp, y, T, t0, cmask, R: tl.constexpr, MASK_T: tl.constexpr, MASK_C: tl.constexpr):
+    """Store the sub-tile y (R, BC) of rows t0 .. t0 + R - 1 at yp (the rows and channels that exist)."""
+    y = y.to(yp.dtype.element_ty)
+    if MASK_T:
+        tl.store(yp, y, mask=((t0 + tl.arange(0, R)) < T)[:, None] & cmask[None, :])
+    elif MASK_C:
+        tl.store(yp, y, mask=cmask[None, :])
+    else:
+        tl.store(yp, y)
+
+
+@triton.jit
 def _chunk_fold(k2, v, g0, s0, rp, rpi, m, gv, g1, sv, s1):
     """Fold rows (k2, v) (R, BC) into a chunk summary: the running max m of k and the four weighted sums
     gv, g1 (grow-weighted e v and e), sv, s1 (shrink-weighted), rescaled online. The rows' weights are
@@ -495,14 +507,7 @@ def _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, pid, T, C, NCB, 
             k2, v = _chunk_rows(kp + s * R * skt, vp + s * R * svt, T, t0, cmask, R, MASK_T, MASK_C)
             d = w2 * (t0 - centre)
             y, pv, p1, qv, q1 = _chunk_y(k2, v, tl.exp2(d), tl.exp2(-d), rp, rpi, rinv, eu, M, pv, p1, qv, q1)
-            yps = yp + s * R * syt
-            if MASK_T:
-                t = t0 + tl.arange(0, R)
-                tl.store(yps, y.to(y_ptr.dtype.element_ty), mask=(t < T)[:, None] & cmask[None, :])
-            elif MASK_C:
-                tl.store(yps, y.to(y_ptr.dtype.element_ty), mask=cmask[None, :])
-            else:
-                tl.store(yps, y.to(y_ptr.dtype.element_ty))
+            _chunk_store(yp + s * R * syt, y, T, t0, cmask, R, MASK_T, MASK_C)
 
 
 @triton.jit(do_not_specialize=["T"])
