@@ -55,6 +55,10 @@ else:
         for bt, bc, nw in [(64, 16, 4), (128, 8, 4), (128, 16, 4), (256, 8, 8)]
     ]
 MIN_BT = min(c.kwargs["BT"] for c in _CONFIGS)
+# The tiled kernel's tile when it only follows a one-reference forward (variant S or C) for the channel blocks
+# they declined: as fast as the autotuned tile on the H100 (results/wkv_ab_s6/ab15: within 0.5 % at 11 of 12
+# shapes with every block declined, 5 % slower at 1024 x 960), and no autotuner on the host in every call.
+FALLBACK_TILE = (16, 4, 1) if INTERPRET else (128, 16, 4)
 
 
 @triton.jit
@@ -783,11 +787,11 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
 
     Bi-WKV: a one-reference kernel first (single_impl "auto": the chunked two-launch kernel when
     T >= CHUNK_MIN_T, else the single pass), then the tiled kernel for the channel blocks it declined
-    (an early exit everywhere else). For benchmarks and tests: allow_fast=False forces the segment scan
-    everywhere, allow_tight=False the reversed scans for the suffix sums, allow_single=False the tiled
-    kernel alone, tile=(BT, BC, num_warps) a fixed tile instead of autotuning, single_impl "scan" (the
-    single pass, T <= SINGLE_MAX_T) or "chunk", and single_tile their tile: (TP, BC, num_warps) or
-    (CT, R, BC, num_warps, num_stages)."""
+    (an early exit everywhere else; tile FALLBACK_TILE unless given). For benchmarks and tests:
+    allow_fast=False forces the segment scan everywhere, allow_tight=False the reversed scans for the
+    suffix sums, allow_single=False the tiled kernel alone (autotuned), tile=(BT, BC, num_warps) a fixed
+    tile instead, single_impl "scan" (the single pass, T <= SINGLE_MAX_T) or "chunk", and single_tile
+    their tile: (TP, BC, num_warps) or (CT, R, BC, num_warps, num_stages)."""
     B, T, C = k.shape
     y = _empty((B, T, C), k.dtype, k.device)
     if y.numel() == 0:
@@ -802,6 +806,8 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
         tp, skip, nw = single_tile or _single_tile(T)
         _wkv_fwd_single_kernel[(triton.cdiv(C, skip), B)](w, u, k, v, y, T, C, *k.stride(), *v.stride(),
                                                            *y.stride(), TP=tp, BC=skip, num_warps=nw)
+    if skip and tile is None:
+        tile = FALLBACK_TILE   # after a one-reference kernel: a fixed tile, no autotuner on the host
     nt = triton.cdiv(T, tile[0] if tile else MIN_BT)
     scratch = torch.empty((B, nt, 3, C), dtype=torch.float32, device=k.device)
     _launch(_fwd, _wkv_fwd_kernel, tile, B, C, w, u, k, v, y, scratch, B, T, C, nt, *k.stride(), *v.stride(),
