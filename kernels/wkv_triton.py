@@ -360,9 +360,14 @@ def _chunk_ptr(ptr, b64, rows, cs, sb, st, sc):
 
 
 @triton.jit
-def _chunk_rows(kp, vp, T, t0, cmask, R: tl.constexpr, MASK_T: tl.constexpr, MASK_C: tl.constexpr):
-    """The sub-tile of R rows from token t0 (kp, vp point at them): k (log2 units) and v (R, BC); k = -inf and
-    v = 0 outside the sequence and the channels."""
+def _chunk_rows(kp, vp, skt, svt, s, chunk, T, centre, w2, cmask, CT: tl.constexpr, R: tl.constexpr,
+                MASK_T: tl.constexpr, MASK_C: tl.constexpr):
+    """Sub-tile s of the chunk (kp, vp point at the chunk's first R rows): its first token t0, k (log2 units)
+    and v (R, BC) (k = -inf and v = 0 outside the sequence and the channels), and its first row's decay
+    weights g0 = 2^(w (t0 - centre)), s0 = 1 / g0 (BC,)."""
+    t0 = chunk * CT + s * R
+    kp += s * R * skt
+    vp += s * R * svt
     if MASK_T:
         mask = ((t0 + tl.arange(0, R)) < T)[:, None] & cmask[None, :]
         k = tl.load(kp, mask=mask, other=float("-inf"))
@@ -373,7 +378,8 @@ def _chunk_rows(kp, vp, T, t0, cmask, R: tl.constexpr, MASK_T: tl.constexpr, MAS
     else:
         k = tl.load(kp)
         v = tl.load(vp)
-    return k.to(tl.float32) * 1.4426950408889634, v.to(tl.float32)
+    d = w2 * (t0 - centre)
+    return t0, k.to(tl.float32) * 1.4426950408889634, v.to(tl.float32), tl.exp2(d), tl.exp2(-d)
 
 
 @triton.jit
@@ -428,9 +434,8 @@ def _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC: tl.constexpr, NCHP: tl.con
 @triton.jit
 def _chunk_y(k2, v, g0, s0, rp, rpi, rinv, eu, M, pv, p1, qv, q1):
     """y for rows (k2, v) (R, BC) whose weights are g0 rp (grow) and s0 rpi (shrink) (g0, s0, rinv = 2^w,
-    eu = 2^u: (BC,)), from the carries
-    entering them (pv, p1: prefix sums before the rows; qv, q1: suffix sums from the rows on, all against
-    the sequence reference M); returns y and the carries after the rows. The single pass's formula
+    eu = 2^u: (BC,)), from the carries entering them (pv, p1: prefix sums before the rows; qv, q1: suffix
+    sums from the rows on, all against the sequence reference M); returns y and the carries after the rows. The single pass's formula
         N_r = rinv (shrink_r (pv + sum_{j<r} grow_j ev_j) + grow_r (qv - sum_{j<=r} shrink_j ev_j)) + e^u ev_r
     with g0 s0 = 1 taken out: N_r = rpi_r A + rinv rpi_r X_r + rp_r B - rinv rp_r Y_r + e^u ev_r, where
     A = rinv s0 pv, B = rinv g0 qv and X, Y the in-thread sums of rp ev (exclusive), rpi ev (inclusive)."""
@@ -468,10 +473,8 @@ def _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, p
         sv = tl.zeros((BC,), tl.float32)
         s1 = tl.zeros((BC,), tl.float32)
         for s in tl.range(0, CT // R, num_stages=NSTAGE):
-            t0 = chunk * CT + s * R
-            k2, v = _chunk_rows(kp + s * R * skt, vp + s * R * svt, T, t0, cmask, R, MASK_T, MASK_C)
-            d = w2 * (t0 - centre)
-            m, gv, g1, sv, s1 = _chunk_fold(k2, v, tl.exp2(d), tl.exp2(-d), rp, rpi, m, gv, g1, sv, s1)
+            _, k2, v, g0, s0 = _chunk_rows(kp, vp, skt, svt, s, chunk, T, centre, w2, cmask, CT, R, MASK_T, MASK_C)
+            m, gv, g1, sv, s1 = _chunk_fold(k2, v, g0, s0, rp, rpi, m, gv, g1, sv, s1)
         cc = tl.arange(0, BC)
         out = sums_ptr + (seq * NCHP + chunk) * 5 * BC + cc
         tl.store(out, m)
@@ -507,10 +510,8 @@ def _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, pid, T, C, NCB, 
         qv = tl.load(cp + 3 * BC, cache_modifier=".cg")
         q1 = tl.load(cp + 4 * BC, cache_modifier=".cg")
         for s in tl.range(0, CT // R, num_stages=NSTAGE):
-            t0 = chunk * CT + s * R
-            k2, v = _chunk_rows(kp + s * R * skt, vp + s * R * svt, T, t0, cmask, R, MASK_T, MASK_C)
-            d = w2 * (t0 - centre)
-            y, pv, p1, qv, q1 = _chunk_y(k2, v, tl.exp2(d), tl.exp2(-d), rp, rpi, rinv, eu, M, pv, p1, qv, q1)
+            t0, k2, v, g0, s0 = _chunk_rows(kp, vp, skt, svt, s, chunk, T, centre, w2, cmask, CT, R, MASK_T, MASK_C)
+            y, pv, p1, qv, q1 = _chunk_y(k2, v, g0, s0, rp, rpi, rinv, eu, M, pv, p1, qv, q1)
             _chunk_store(yp + s * R * syt, y, T, t0, cmask, R, MASK_T, MASK_C)
 
 
