@@ -409,26 +409,42 @@ def _chunk_fold(k2, v, g0, s0, rp, rpi, m, gv, g1, sv, s1):
 
 
 @triton.jit
-def _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC: tl.constexpr, NCHP: tl.constexpr, G: tl.constexpr = 64):
-    """Every chunk's reference M (the sequence max) and carries (prefix: the chunks before; suffix: this
-    chunk and those after) from the sequence's NCH summaries (read from L2: .cg), as scans over the chunks
-    of (NCHP, G) tiles, G channels at a time and one summary at a time (few live registers)."""
-    j = tl.arange(0, NCHP)[:, None]
-    jm = j < NCH
-    for g in tl.static_range(BC // G):
-        off = seq * NCHP * 5 * BC + j * 5 * BC + g * G + tl.arange(0, G)[None, :]
-        m = tl.load(sums_ptr + off, mask=jm, other=float("-inf"), cache_modifier=".cg")
-        M = tl.max(m, axis=0)
-        M = tl.where(M == float("-inf"), 0.0, M)
-        f = tl.exp2(m - M[None, :])
-        tl.store(carry_ptr + off, tl.broadcast_to(M[None, :], (NCHP, G)), mask=jm)
-        for q in tl.static_range(1, 5):
-            x = f * tl.load(sums_ptr + off + q * BC, mask=jm, other=0.0, cache_modifier=".cg")
-            if q <= 2:
-                x = tl.cumsum(x, axis=0) - x                            # prefix: the chunks before
-            else:
-                x = tl.cumsum(x, axis=0, reverse=True)                  # suffix: this chunk and those after
-            tl.store(carry_ptr + off + q * BC, x, mask=jm)
+def _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC: tl.constexpr, NCHP: tl.constexpr):
+    """The carries of every chunk from the sequence's NCH summaries (read from L2: .cg), in one pass over the
+    chunks in order, each thread summing its own channels (no shuffles; the loads pipelined): the running max R
+    of the chunk maxima up to chunk j, and against 2^R the sums of the chunks before j, grow-weighted (pv, p1:
+    the prefix carries) and shrink-weighted (sv, s1; launch 2 takes its suffix carries as the totals minus
+    these) -> carry row j; the sequence max and the shrink-weighted totals -> carry row NCHP."""
+    cc = tl.arange(0, BC)
+    src = sums_ptr + seq * NCHP * 5 * BC + cc
+    dst = carry_ptr + seq * (NCHP + 1) * 5 * BC + cc
+    R = tl.full((BC,), float("-inf"), tl.float32)
+    pv = tl.zeros((BC,), tl.float32)
+    p1 = tl.zeros((BC,), tl.float32)
+    sv = tl.zeros((BC,), tl.float32)
+    s1 = tl.zeros((BC,), tl.float32)
+    for j in tl.range(0, NCH, num_stages=3):
+        row = src + j * 5 * BC
+        m = tl.load(row, cache_modifier=".cg")                          # finite (0 for a padding channel)
+        Rn = tl.maximum(R, m)
+        f = tl.exp2(R - Rn)
+        pv, p1, sv, s1 = pv * f, p1 * f, sv * f, s1 * f
+        out = dst + j * 5 * BC
+        tl.store(out, Rn)
+        tl.store(out + BC, pv)
+        tl.store(out + 2 * BC, p1)
+        tl.store(out + 3 * BC, sv)
+        tl.store(out + 4 * BC, s1)
+        fj = tl.exp2(m - Rn)
+        pv += fj * tl.load(row + BC, cache_modifier=".cg")
+        p1 += fj * tl.load(row + 2 * BC, cache_modifier=".cg")
+        sv += fj * tl.load(row + 3 * BC, cache_modifier=".cg")
+        s1 += fj * tl.load(row + 4 * BC, cache_modifier=".cg")
+        R = Rn
+    out = dst + NCHP * 5 * BC
+    tl.store(out, R)
+    tl.store(out + 3 * BC, sv)
+    tl.store(out + 4 * BC, s1)
 
 
 @triton.jit
@@ -484,7 +500,7 @@ def _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, p
         tl.store(out + 4 * BC, s1)
         tl.debug_barrier()                                             # every thread's summary is written
         if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == NCH - 1:  # the sequence's last chunk to finish
-            _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC, NCHP, 64 if BC >= 64 else BC)
+            _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC, NCHP)
             tl.debug_barrier()                                         # every thread's carries are written
             tl.store(cnt_ptr + seq, 0)                                 # ready for the next call
 
@@ -503,12 +519,14 @@ def _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, pid, T, C, NCB, 
         kp = _chunk_ptr(k_ptr, b64, rows, cs, skb, skt, skc)
         vp = _chunk_ptr(v_ptr, b64, rows, cs, svb, svt, svc)
         yp = _chunk_ptr(y_ptr, b64, rows, cs, syb, syt, syc)
-        cp = carry_ptr + (seq * NCHP + chunk) * 5 * BC + tl.arange(0, BC)
-        M = tl.load(cp, cache_modifier=".cg")
-        pv = tl.load(cp + BC, cache_modifier=".cg")
-        p1 = tl.load(cp + 2 * BC, cache_modifier=".cg")
-        qv = tl.load(cp + 3 * BC, cache_modifier=".cg")
-        q1 = tl.load(cp + 4 * BC, cache_modifier=".cg")
+        cp = carry_ptr + (seq * (NCHP + 1) + chunk) * 5 * BC + tl.arange(0, BC)   # this chunk's carries
+        tp = carry_ptr + (seq * (NCHP + 1) + NCHP) * 5 * BC + tl.arange(0, BC)    # the sequence's max, totals
+        M = tl.load(tp, cache_modifier=".cg")
+        f = tl.exp2(tl.load(cp, cache_modifier=".cg") - M)                    # to the sequence reference
+        pv = f * tl.load(cp + BC, cache_modifier=".cg")
+        p1 = f * tl.load(cp + 2 * BC, cache_modifier=".cg")
+        qv = tl.load(tp + 3 * BC, cache_modifier=".cg") - f * tl.load(cp + 3 * BC, cache_modifier=".cg")
+        q1 = tl.load(tp + 4 * BC, cache_modifier=".cg") - f * tl.load(cp + 4 * BC, cache_modifier=".cg")
         for s in tl.range(0, CT // R, num_stages=NSTAGE):
             t0, k2, v, g0, s0 = _chunk_rows(kp, vp, skt, svt, s, chunk, T, centre, w2, cmask, CT, R, MASK_T, MASK_C)
             y, pv, p1, qv, q1 = _chunk_y(k2, v, g0, s0, rp, rpi, rinv, eu, M, pv, p1, qv, q1)
@@ -520,8 +538,8 @@ def _wkv_fwd_sums_kernel(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_pt
                          skb, skt, skc, svb, svt, svc,
                          CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
                          NSTAGE: tl.constexpr = 3, MASK_T: tl.constexpr = True, MASK_C: tl.constexpr = True):
-    """Launch 1 of variant C, one program per item (B * NCB * NCH). sums / carry: (B * NCB, NCHP, 5, BC)
-    float32; cnt: (>= B * NCB,) int32, zeros on entry, and zeros again on exit (the last program resets
+    """Launch 1 of variant C, one program per item (B * NCB * NCH). sums: (B * NCB, NCHP, 5, BC) and carry:
+    (B * NCB, NCHP + 1, 5, BC) float32; cnt: (>= B * NCB,) int32, zeros on entry, and zeros again on exit (the last program resets
     its counter), so one buffer serves every call on a stream. NSTAGE: software pipelining of the
     sub-tile loads (cp.async on sm_80+). MASK_T / MASK_C: T not a multiple of CT / C not of BC."""
     _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, tl.program_id(0), T, C, NCB, NCH,
@@ -584,7 +602,8 @@ def _chunk_forward(w, u, k, v, y, tile=None) -> int:
     ct, r, bc, nw, ns = tile or _chunk_tile(T, B, C, 0 if INTERPRET else _wave_slots(k.device))
     ncb, nch = triton.cdiv(C, bc), triton.cdiv(T, ct)
     nchp = triton.next_power_of_2(nch)
-    sums, carry = torch.empty((2, B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
+    sums = torch.empty((B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
+    carry = torch.empty((B * ncb, nchp + 1, 5, bc), dtype=torch.float32, device=k.device)
     counters = _counters(B * ncb, k.device)
     n_items = B * ncb * nch
     meta = dict(CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns, MASK_T=T % ct != 0, MASK_C=C % bc != 0, num_warps=nw)
