@@ -615,12 +615,17 @@ def _chunk_forward(w, u, k, v, y, tile=None) -> int:
 
 
 @triton.jit
-def _done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC: tl.constexpr):
-    """(BC,) mask of the channels whose one-reference block (SKIP_BC wide) was complete."""
-    blk = (cs // SKIP_BC)[:, None] * SKIP_BC + tl.arange(0, SKIP_BC)[None, :]
-    bm = blk < C
-    w2, u2 = _load_wu(w_ptr, u_ptr, blk, bm)
-    return tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=1) == 1
+def _done_by_single(w_ptr, u_ptr, T, C, cs, cmask, SKIP_BC: tl.constexpr, BC: tl.constexpr):
+    """Whether the one-reference kernel (blocks of SKIP_BC channels) did all of this program's channels cs."""
+    if SKIP_BC >= BC:              # powers of two: cs lie in one block, checked once (the usual case: 128 vs 16)
+        blk = (tl.min(cs, axis=0) // SKIP_BC) * SKIP_BC + tl.arange(0, SKIP_BC)
+        w2, u2 = _load_wu(w_ptr, u_ptr, blk, blk < C)
+        return tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 1
+    else:                          # several blocks: each channel's own
+        blk = (cs // SKIP_BC)[:, None] * SKIP_BC + tl.arange(0, SKIP_BC)[None, :]
+        w2, u2 = _load_wu(w_ptr, u_ptr, blk, blk < C)
+        done = tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=1) == 1
+        return tl.min((done | ~cmask).to(tl.int32), axis=0) == 1
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -637,7 +642,7 @@ def _wkv_fwd_kernel(
         # Skip a block only when the single pass did all of it; otherwise redo the whole block (its
         # stores overwrite, in stream order). Narrowing cmask to the declined channels instead made
         # the mask data-dependent and cost the loads their vectorisation (2x slower on the H100).
-        if tl.min((_done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC) | ~cmask).to(tl.int32), axis=0) == 1:
+        if _done_by_single(w_ptr, u_ptr, T, C, cs, cmask, SKIP_BC, BC):
             return
     w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST, ALLOW_TIGHT)
     jj = tl.arange(0, BT)

@@ -174,9 +174,11 @@ def test_chunked_forward(T, C, tile):
 
 
 @pytest.mark.parametrize("impl", ["scan", "chunk"])
-def test_single_pass_partition(monkeypatch, impl):
+@pytest.mark.parametrize("tile", [None, (16, 8, 1)])
+def test_single_pass_partition(monkeypatch, impl, tile):
     """The single-pass kernel takes exactly the channel blocks inside its bounds and the tiled kernel
-    the others: with the tiled kernel switched off, only the declined blocks stay unwritten."""
+    the others: with the tiled kernel switched off, only the declined blocks stay unwritten. The tiled
+    kernel's programs either lie inside one such block (default tile) or span several (8 channels)."""
     g = torch.Generator().manual_seed(21)
     B, T, C = 2, 30, 14                       # blocks of 4 channels under the interpreter
     k, v = (torch.randn(B, T, C, generator=g).to(DEVICE) for _ in range(2))
@@ -184,7 +186,7 @@ def test_single_pass_partition(monkeypatch, impl):
     w[1] = 2.0                                # |w| T log2 e > 2: block 0 declined
     u[9] = -6.0                               # u log2 e < -8: block 2 declined
     bs = wkv_triton._single_tile(T)[1] if impl == "scan" else wkv_triton._chunk_tile(T)[2]
-    full = wkv_triton.wkv_forward(w, u, k, v, causal=False, single_impl=impl)
+    full = wkv_triton.wkv_forward(w, u, k, v, causal=False, single_impl=impl, tile=tile)
     tiled = wkv_triton.wkv_forward(w, u, k, v, causal=False, allow_single=False)
     assert torch.allclose(full, tiled, rtol=1e-5, atol=1e-6)
     monkeypatch.setattr(wkv_triton, "_launch", lambda *a, **kw: None)
