@@ -410,41 +410,34 @@ def _chunk_fold(k2, v, g0, s0, rp, rpi, m, gv, g1, sv, s1):
 
 @triton.jit
 def _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC: tl.constexpr, NCHP: tl.constexpr):
-    """The carries of every chunk from the sequence's NCH summaries (read from L2: .cg), in one pass over the
-    chunks in order, each thread summing its own channels (no shuffles; the loads pipelined): the running max R
-    of the chunk maxima up to chunk j, and against 2^R the sums of the chunks before j, grow-weighted (pv, p1:
-    the prefix carries) and shrink-weighted (sv, s1; launch 2 takes its suffix carries as the totals minus
-    these) -> carry row j; the sequence max and the shrink-weighted totals -> carry row NCHP."""
+    """Every chunk's reference M (the sequence max) and carries (prefix: the chunks before; suffix: this chunk
+    and those after) from the sequence's NCH summaries (read from L2: .cg), each thread summing its own
+    channels (no shuffles; the loads pipelined): one pass for M, then one pass that walks the chunks left to
+    right for the prefix sums and right to left for the suffix sums at once."""
     cc = tl.arange(0, BC)
     src = sums_ptr + seq * NCHP * 5 * BC + cc
-    dst = carry_ptr + seq * (NCHP + 1) * 5 * BC + cc
-    R = tl.full((BC,), float("-inf"), tl.float32)
+    dst = carry_ptr + seq * NCHP * 5 * BC + cc
+    M = tl.full((BC,), float("-inf"), tl.float32)
+    for j in tl.range(0, NCH, num_stages=3):
+        M = tl.maximum(M, tl.load(src + j * 5 * BC, cache_modifier=".cg"))   # finite: 0 for a padding channel
     pv = tl.zeros((BC,), tl.float32)
     p1 = tl.zeros((BC,), tl.float32)
-    sv = tl.zeros((BC,), tl.float32)
-    s1 = tl.zeros((BC,), tl.float32)
+    qv = tl.zeros((BC,), tl.float32)
+    q1 = tl.zeros((BC,), tl.float32)
     for j in tl.range(0, NCH, num_stages=3):
-        row = src + j * 5 * BC
-        m = tl.load(row, cache_modifier=".cg")                          # finite (0 for a padding channel)
-        Rn = tl.maximum(R, m)
-        f = tl.exp2(R - Rn)
-        pv, p1, sv, s1 = pv * f, p1 * f, sv * f, s1 * f
-        out = dst + j * 5 * BC
-        tl.store(out, Rn)
-        tl.store(out + BC, pv)
-        tl.store(out + 2 * BC, p1)
-        tl.store(out + 3 * BC, sv)
-        tl.store(out + 4 * BC, s1)
-        fj = tl.exp2(m - Rn)
-        pv += fj * tl.load(row + BC, cache_modifier=".cg")
-        p1 += fj * tl.load(row + 2 * BC, cache_modifier=".cg")
-        sv += fj * tl.load(row + 3 * BC, cache_modifier=".cg")
-        s1 += fj * tl.load(row + 4 * BC, cache_modifier=".cg")
-        R = Rn
-    out = dst + NCHP * 5 * BC
-    tl.store(out, R)
-    tl.store(out + 3 * BC, sv)
-    tl.store(out + 4 * BC, s1)
+        fwd = j * 5 * BC                                               # chunk j: the prefix before it
+        tl.store(dst + fwd, M)
+        tl.store(dst + fwd + BC, pv)
+        tl.store(dst + fwd + 2 * BC, p1)
+        f = tl.exp2(tl.load(src + fwd, cache_modifier=".cg") - M)
+        pv += f * tl.load(src + fwd + BC, cache_modifier=".cg")
+        p1 += f * tl.load(src + fwd + 2 * BC, cache_modifier=".cg")
+        bwd = (NCH - 1 - j) * 5 * BC                                   # chunk NCH-1-j: the suffix from it on
+        f = tl.exp2(tl.load(src + bwd, cache_modifier=".cg") - M)
+        qv += f * tl.load(src + bwd + 3 * BC, cache_modifier=".cg")
+        q1 += f * tl.load(src + bwd + 4 * BC, cache_modifier=".cg")
+        tl.store(dst + bwd + 3 * BC, qv)
+        tl.store(dst + bwd + 4 * BC, q1)
 
 
 @triton.jit
@@ -519,14 +512,12 @@ def _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, pid, T, C, NCB, 
         kp = _chunk_ptr(k_ptr, b64, rows, cs, skb, skt, skc)
         vp = _chunk_ptr(v_ptr, b64, rows, cs, svb, svt, svc)
         yp = _chunk_ptr(y_ptr, b64, rows, cs, syb, syt, syc)
-        cp = carry_ptr + (seq * (NCHP + 1) + chunk) * 5 * BC + tl.arange(0, BC)   # this chunk's carries
-        tp = carry_ptr + (seq * (NCHP + 1) + NCHP) * 5 * BC + tl.arange(0, BC)    # the sequence's max, totals
-        M = tl.load(tp, cache_modifier=".cg")
-        f = tl.exp2(tl.load(cp, cache_modifier=".cg") - M)                    # to the sequence reference
-        pv = f * tl.load(cp + BC, cache_modifier=".cg")
-        p1 = f * tl.load(cp + 2 * BC, cache_modifier=".cg")
-        qv = tl.load(tp + 3 * BC, cache_modifier=".cg") - f * tl.load(cp + 3 * BC, cache_modifier=".cg")
-        q1 = tl.load(tp + 4 * BC, cache_modifier=".cg") - f * tl.load(cp + 4 * BC, cache_modifier=".cg")
+        cp = carry_ptr + (seq * NCHP + chunk) * 5 * BC + tl.arange(0, BC)
+        M = tl.load(cp, cache_modifier=".cg")
+        pv = tl.load(cp + BC, cache_modifier=".cg")
+        p1 = tl.load(cp + 2 * BC, cache_modifier=".cg")
+        qv = tl.load(cp + 3 * BC, cache_modifier=".cg")
+        q1 = tl.load(cp + 4 * BC, cache_modifier=".cg")
         for s in tl.range(0, CT // R, num_stages=NSTAGE):
             t0, k2, v, g0, s0 = _chunk_rows(kp, vp, skt, svt, s, chunk, T, centre, w2, cmask, CT, R, MASK_T, MASK_C)
             y, pv, p1, qv, q1 = _chunk_y(k2, v, g0, s0, rp, rpi, rinv, eu, M, pv, p1, qv, q1)
@@ -538,8 +529,8 @@ def _wkv_fwd_sums_kernel(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_pt
                          skb, skt, skc, svb, svt, svc,
                          CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
                          NSTAGE: tl.constexpr = 3, MASK_T: tl.constexpr = True, MASK_C: tl.constexpr = True):
-    """Launch 1 of variant C, one program per item (B * NCB * NCH). sums: (B * NCB, NCHP, 5, BC) and carry:
-    (B * NCB, NCHP + 1, 5, BC) float32; cnt: (>= B * NCB,) int32, zeros on entry, and zeros again on exit (the last program resets
+    """Launch 1 of variant C, one program per item (B * NCB * NCH). sums / carry: (B * NCB, NCHP, 5, BC)
+    float32; cnt: (>= B * NCB,) int32, zeros on entry, and zeros again on exit (the last program resets
     its counter), so one buffer serves every call on a stream. NSTAGE: software pipelining of the
     sub-tile loads (cp.async on sm_80+). MASK_T / MASK_C: T not a multiple of CT / C not of BC."""
     _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, tl.program_id(0), T, C, NCB, NCH,
@@ -602,8 +593,7 @@ def _chunk_forward(w, u, k, v, y, tile=None) -> int:
     ct, r, bc, nw, ns = tile or _chunk_tile(T, B, C, 0 if INTERPRET else _wave_slots(k.device))
     ncb, nch = triton.cdiv(C, bc), triton.cdiv(T, ct)
     nchp = triton.next_power_of_2(nch)
-    sums = torch.empty((B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
-    carry = torch.empty((B * ncb, nchp + 1, 5, bc), dtype=torch.float32, device=k.device)
+    sums, carry = torch.empty((2, B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
     counters = _counters(B * ncb, k.device)
     n_items = B * ncb * nch
     meta = dict(CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns, MASK_T=T % ct != 0, MASK_C=C % bc != 0, num_warps=nw)
