@@ -567,7 +567,8 @@ _SLOTS: dict = {}
 
 
 def _wave_slots(device: torch.device) -> int:
-    """One-warp programs of variant C (~140 registers) resident at once on the device: 13 an SM."""
+    """One-warp programs of variant C resident at once on the device, counted as 13 an SM (on the H100 with
+    Triton 3.6 launch 1 takes 126 registers, launch 2 168: 16 and 12 warps an SM; results/wkv_ab_s7/ab21)."""
     if device not in _SLOTS:
         _SLOTS[device] = 13 * torch.cuda.get_device_properties(device).multi_processor_count
     return _SLOTS[device]
