@@ -444,7 +444,8 @@ def _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC: tl.constexpr, NCHP: tl.con
 def _chunk_y(k2, v, g0, s0, rp, rpi, rinv, eu, M, pv, p1, qv, q1):
     """y for rows (k2, v) (R, BC) whose weights are g0 rp (grow) and s0 rpi (shrink) (g0, s0, rinv = 2^w,
     eu = 2^u: (BC,)), from the carries entering them (pv, p1: prefix sums before the rows; qv, q1: suffix
-    sums from the rows on, all against the sequence reference M); returns y and the carries after the rows. The single pass's formula
+    sums from the rows on, all against the sequence reference M); returns y and the carries after the rows.
+    The single pass's formula
         N_r = rinv (shrink_r (pv + sum_{j<r} grow_j ev_j) + grow_r (qv - sum_{j<=r} shrink_j ev_j)) + e^u ev_r
     with g0 s0 = 1 taken out: N_r = rpi_r A + rinv rpi_r X_r + rp_r B - rinv rp_r Y_r + e^u ev_r, where
     A = rinv s0 pv, B = rinv g0 qv and X, Y the in-thread sums of rp ev (exclusive), rpi ev (inclusive)."""
@@ -606,17 +607,14 @@ def _chunk_forward(w, u, k, v, y, tile=None) -> int:
 
 
 @triton.jit
-def _done_by_single(w_ptr, u_ptr, T, C, cs, cmask, SKIP_BC: tl.constexpr, BC: tl.constexpr):
-    """Whether the one-reference kernel (blocks of SKIP_BC channels) did all of this program's channels cs."""
-    if SKIP_BC >= BC:              # powers of two: cs lie in one block, checked once (the usual case: 128 vs 16)
-        blk = (tl.min(cs, axis=0) // SKIP_BC) * SKIP_BC + tl.arange(0, SKIP_BC)
-        w2, u2 = _load_wu(w_ptr, u_ptr, blk, blk < C)
-        return tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=0) == 1
-    else:                          # several blocks: each channel's own
-        blk = (cs // SKIP_BC)[:, None] * SKIP_BC + tl.arange(0, SKIP_BC)[None, :]
-        w2, u2 = _load_wu(w_ptr, u_ptr, blk, blk < C)
-        done = tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=1) == 1
-        return tl.min((done | ~cmask).to(tl.int32), axis=0) == 1
+def _done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC: tl.constexpr, BC: tl.constexpr):
+    """Whether the one-reference kernel (blocks of SKIP_BC channels) did all of this program's channels cs: every
+    block they touch is checked once, as an (NB, SKIP_BC) tile (powers of two: NB = 1 when BC <= SKIP_BC).
+    Channels past C load w = u = 0, which passes, so the padding of the last block never declines it."""
+    blocks = tl.min(cs, axis=0) // SKIP_BC + tl.arange(0, (BC + SKIP_BC - 1) // SKIP_BC)
+    blk = blocks[:, None] * SKIP_BC + tl.arange(0, SKIP_BC)[None, :]
+    w2, u2 = _load_wu(w_ptr, u_ptr, blk, blk < C)
+    return tl.min(tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=1), axis=0) == 1
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -633,7 +631,7 @@ def _wkv_fwd_kernel(
         # Skip a block only when the single pass did all of it; otherwise redo the whole block (its
         # stores overwrite, in stream order). Narrowing cmask to the declined channels instead made
         # the mask data-dependent and cost the loads their vectorisation (2x slower on the H100).
-        if _done_by_single(w_ptr, u_ptr, T, C, cs, cmask, SKIP_BC, BC):
+        if _done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC, BC):
             return
     w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST, ALLOW_TIGHT)
     jj = tl.arange(0, BT)
