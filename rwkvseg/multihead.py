@@ -37,8 +37,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from rwkvseg.scan import ScanOrder, _route, ms_rwkv_head_orders
-from rwkvseg.shift import QShift, _DepthwiseBranches, depthwise_branches, q_shift
+from rwkvseg.scan import ScanOrder, route, ms_rwkv_head_orders
+from rwkvseg.shift import QShift, DepthwiseBranches, depthwise_branches, q_shift
 from rwkvseg.time_mix import TimeMix
 from rwkvseg.wkv import uni_wkv
 
@@ -106,7 +106,7 @@ class MultiHeadScan(nn.Module):
         if all(isinstance(s, nn.Identity) for s in shifts):
             return z
         same = all(type(s) is type(s0) for s in shifts)
-        if same and isinstance(s0, _DepthwiseBranches) and _same_branches(shifts):
+        if same and isinstance(s0, DepthwiseBranches) and _same_branches(shifts):
             if s0.merged is not None:                                # reparameterised: one conv
                 conv = s0.merged
                 bias = None if conv.bias is None else torch.cat([s.merged.bias for s in shifts])
@@ -195,7 +195,7 @@ def _head_routes(orders: tuple[ScanOrder, ...], H: int, W: int,
     not modify them).
     """
     n, HW = len(orders), H * W
-    seqs = [_route(o, H, W) for o in orders]
+    seqs = [route(o, H, W) for o in orders]
     T = max(len(fwd) for fwd, _ in seqs)
     with torch.inference_mode(False):
         routes = torch.full((T, n), HW, dtype=torch.int64)

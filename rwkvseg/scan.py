@@ -36,7 +36,7 @@ from torch import Tensor
 
 __all__ = [
     "ScanOrder", "RowMajor", "ColumnMajor", "Snake", "Diagonal", "WindowScan",
-    "ms_rwkv_head_orders", "neighbour_distances", "wkv_receptive_field",
+    "route", "ms_rwkv_head_orders", "neighbour_distances", "wkv_receptive_field",
 ]
 
 
@@ -70,7 +70,7 @@ class ScanOrder:
     def length(self, H: int, W: int) -> int:
         """T', the sequence length including padding slots."""
         _check_size(H, W)
-        return len(_route(self, H, W)[0])
+        return len(route(self, H, W)[0])
 
     def scan(self, x: Tensor, pad_token: Tensor | None = None) -> Tensor:
         """(B, C, H, W) -> (B, T', C). Padding slots hold ``pad_token`` ((C,)) or zeros."""
@@ -122,7 +122,7 @@ def _check_size(H: int, W: int) -> None:
 
 
 @lru_cache(maxsize=512)
-def _route(order: ScanOrder, H: int, W: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def route(order: ScanOrder, H: int, W: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The route (slot -> pixel, -1 at padding) and its inverse (pixel -> slot) as plain Python
     tuples: torch.compile treats them as constants, so a compiled network has no data-dependent
     shapes here."""
@@ -151,7 +151,7 @@ def _route(order: ScanOrder, H: int, W: int) -> tuple[tuple[int, ...], tuple[int
 def _cached_index(order: ScanOrder, H: int, W: int, device: torch.device = torch.device("cpu"),
                   pad_slot: int = -1) -> Tensor:
     with torch.inference_mode(False):    # a normal tensor even when first asked for under inference mode
-        idx = torch.tensor(_route(order, H, W)[0], dtype=torch.int64)
+        idx = torch.tensor(route(order, H, W)[0], dtype=torch.int64)
         if pad_slot != -1:
             idx = torch.where(idx < 0, pad_slot, idx)
         return idx.to(device)
@@ -160,7 +160,7 @@ def _cached_index(order: ScanOrder, H: int, W: int, device: torch.device = torch
 @lru_cache(maxsize=1024)
 def _cached_inverse(order: ScanOrder, H: int, W: int, device: torch.device = torch.device("cpu")) -> Tensor:
     with torch.inference_mode(False):
-        return torch.tensor(_route(order, H, W)[1], dtype=torch.int64).to(device)
+        return torch.tensor(route(order, H, W)[1], dtype=torch.int64).to(device)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ def depthwise_branches(x: Tensor, weights: list[Tensor], biases: list[Tensor | N
     return out
 
 
-class _DepthwiseBranches(nn.Module):
+class DepthwiseBranches(nn.Module):
     """Identity + depthwise k x k branches (k in ``kernels``), mergeable into one depthwise
     conv of the largest size. Subclasses fix biases and branch weights."""
 
@@ -191,7 +191,7 @@ class _DepthwiseBranches(nn.Module):
         return weight, bias
 
     @torch.no_grad()
-    def reparameterize(self) -> "_DepthwiseBranches":
+    def reparameterize(self) -> "DepthwiseBranches":
         """Replace the branches by one depthwise K x K conv with the same output (in place)."""
         if self.merged is None:
             weight, bias = self.merged_kernel()
@@ -207,7 +207,7 @@ class _DepthwiseBranches(nn.Module):
         return self
 
 
-class PShift(_DepthwiseBranches):
+class PShift(DepthwiseBranches):
     """P-Shift, the panoramic token shift of MS-RWKV (Eq. 15, spec ms-rwkv.md §2.5):
 
         z_hat = z + DW_1x1(z) + DW_3x3(z) + DW_5x5(z)     on (B, C, H, W), "same" padding
@@ -222,7 +222,7 @@ class PShift(_DepthwiseBranches):
         super().__init__(channels=channels, kernels=kernels, bias=True, weighted=False)
 
 
-class OmniShift(_DepthwiseBranches):
+class OmniShift(DepthwiseBranches):
     """Omni-shift of Restore-RWKV: alpha_0 z + alpha_1 DW_1x1(z) + alpha_2 DW_3x3(z) + alpha_3 DW_5x5(z)
     with learnable scalars alpha (init 1 [choose]) and bias-free depthwise convs; re-parameterisable
     into one depthwise 5x5 like PShift (which is this without the alphas, plus biases)."""
