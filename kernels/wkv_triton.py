@@ -4,7 +4,8 @@ Which kernel runs (wkv_forward / wkv_backward at the bottom):
     Bi-WKV forward, channels with small decays (|w| T log2 e <= 2: every Vision-RWKV call)
         T <  512  variant S, the single pass: the whole sequence of a channel block in one program
         T >= 512  variant C, chunked: chunk summaries, then y (two launches, T-parallel)
-    everything else (causal forwards, wide decays, every backward): the tiled kernel below
+    Bi-WKV backward, the same channels, T >= 128: variant C's chunks, three launches
+    everything else (causal forwards and backwards, wide decays): the tiled kernel below
     (variant T), which also takes the channel blocks that S or C declined.
 
 Variant T: one program owns one batch item b and a block of BC channels, and walks the sequence in
@@ -303,6 +304,9 @@ def _wkv_fwd_single_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, T, C, skb, skt, sk
 # tile only matched the tiled kernel, so longer sequences take the tiled kernel.
 SINGLE_MAX_T = 1024
 CHUNK_MIN_T = 512        # from here on the chunked kernel (variant C, below) is the default
+# The chunked backward beats the tiled one from ~128 tokens (results/wkv_ab_s8/ab37: at 64 tokens fp32 13 % faster,
+# bf16 3 % slower; from 196 on 1.5-2.9x faster)
+CHUNK_BWD_MIN_T = 128
 
 
 def _single_tile(T: int) -> tuple[int, int, int]:
@@ -360,26 +364,30 @@ def _chunk_ptr(ptr, b64, rows, cs, sb, st, sc):
 
 
 @triton.jit
+def _chunk_load(p, st, s, t0, T, cmask, other, R: tl.constexpr, MASK_T: tl.constexpr, MASK_C: tl.constexpr):
+    """Sub-tile s (R, BC) of a chunk (p points at its first R rows, row stride st; t0 its first token) in
+    float32, `other` outside the sequence and the channels."""
+    p += s * R * st
+    if MASK_T:
+        x = tl.load(p, mask=((t0 + tl.arange(0, R)) < T)[:, None] & cmask[None, :], other=other)
+    elif MASK_C:
+        x = tl.load(p, mask=cmask[None, :], other=other)
+    else:
+        x = tl.load(p)
+    return x.to(tl.float32)
+
+
+@triton.jit
 def _chunk_rows(kp, vp, skt, svt, s, chunk, T, centre, w2, cmask, CT: tl.constexpr, R: tl.constexpr,
                 MASK_T: tl.constexpr, MASK_C: tl.constexpr):
     """Sub-tile s of the chunk (kp, vp point at the chunk's first R rows): its first token t0, k (log2 units)
     and v (R, BC) (k = -inf and v = 0 outside the sequence and the channels), and its first row's decay
     weights g0 = 2^(w (t0 - centre)), s0 = 1 / g0 (BC,)."""
     t0 = chunk * CT + s * R
-    kp += s * R * skt
-    vp += s * R * svt
-    if MASK_T:
-        mask = ((t0 + tl.arange(0, R)) < T)[:, None] & cmask[None, :]
-        k = tl.load(kp, mask=mask, other=float("-inf"))
-        v = tl.load(vp, mask=mask, other=0.0)
-    elif MASK_C:
-        k = tl.load(kp, mask=cmask[None, :], other=float("-inf"))
-        v = tl.load(vp, mask=cmask[None, :], other=0.0)
-    else:
-        k = tl.load(kp)
-        v = tl.load(vp)
+    k = _chunk_load(kp, skt, s, t0, T, cmask, float("-inf"), R, MASK_T, MASK_C)
+    v = _chunk_load(vp, svt, s, t0, T, cmask, 0.0, R, MASK_T, MASK_C)
     d = w2 * (t0 - centre)
-    return t0, k.to(tl.float32) * 1.4426950408889634, v.to(tl.float32), tl.exp2(d), tl.exp2(-d)
+    return t0, k * 1.4426950408889634, v, tl.exp2(d), tl.exp2(-d)
 
 
 @triton.jit
@@ -441,27 +449,51 @@ def _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC: tl.constexpr, NCHP: tl.con
 
 
 @triton.jit
+def _load_chunk_carries(carry_ptr, seq, chunk, NCHP: tl.constexpr, BC: tl.constexpr):
+    """The five carries (reference, two prefix sums, two suffix sums) of one chunk, (BC,) each, from L2."""
+    cp = carry_ptr + (seq * NCHP + chunk) * 5 * BC + tl.arange(0, BC)
+    return (tl.load(cp, cache_modifier=".cg"), tl.load(cp + BC, cache_modifier=".cg"),
+            tl.load(cp + 2 * BC, cache_modifier=".cg"), tl.load(cp + 3 * BC, cache_modifier=".cg"),
+            tl.load(cp + 4 * BC, cache_modifier=".cg"))
+
+
+@triton.jit
+def _chunk_sums(x, x1, g0, s0, rp, rpi, rinv, cp, cp1, cs, cs1):
+    """The decayed sums of a pair of (R, BC) tiles x, x1 on the rows whose weights are g0 rp (grow) and s0 rpi
+    (shrink) (g0, s0, rinv = 2^w: (BC,)), from the carries entering the rows (cp, cp1: grow-weighted sums
+    before them; cs, cs1: shrink-weighted sums from them on); returns, for each row r,
+        P_r = sum_{i<r} rho^(r-1-i) x_i = rinv shrink_r (cp + sum_{j<r} grow_j x_j)
+        S_r = sum_{i>r} rho^(i-1-r) x_i = rinv grow_r (cs - sum_{j<=r} shrink_j x_j)
+    (P1, S1 the same for x1) and the carries after the rows. With g0 s0 = 1 taken out:
+    P = rpi (rinv s0 cp + rinv X) and S = rp (rinv g0 cs - rinv Y), X, Y the in-thread sums of rp x
+    (exclusive) and rpi x (inclusive)."""
+    a = rp * x
+    a1 = rp * x1
+    xv, xv1 = tl.associative_scan((a, a1), 0, _add2)
+    b = rpi * x
+    b1 = rpi * x1
+    yv, yv1 = tl.associative_scan((b, b1), 0, _add2)
+    ri = rinv[None, :]
+    P = rpi * ((rinv * s0 * cp)[None, :] + ri * (xv - a))
+    P1 = rpi * ((rinv * s0 * cp1)[None, :] + ri * (xv1 - a1))
+    S = rp * ((rinv * g0 * cs)[None, :] - ri * yv)
+    S1 = rp * ((rinv * g0 * cs1)[None, :] - ri * yv1)
+    return (P, P1, S, S1, cp + g0 * tl.sum(a, axis=0), cp1 + g0 * tl.sum(a1, axis=0),
+            cs - s0 * tl.sum(b, axis=0), cs1 - s0 * tl.sum(b1, axis=0))
+
+
+@triton.jit
 def _chunk_y(k2, v, g0, s0, rp, rpi, rinv, eu, M, pv, p1, qv, q1):
-    """y for rows (k2, v) (R, BC) whose weights are g0 rp (grow) and s0 rpi (shrink) (g0, s0, rinv = 2^w,
-    eu = 2^u: (BC,)), from the carries entering them (pv, p1: prefix sums before the rows; qv, q1: suffix
-    sums from the rows on, all against the sequence reference M); returns y and the carries after the rows.
-    The single pass's formula
-        N_r = rinv (shrink_r (pv + sum_{j<r} grow_j ev_j) + grow_r (qv - sum_{j<=r} shrink_j ev_j)) + e^u ev_r
-    with g0 s0 = 1 taken out: N_r = rpi_r A + rinv rpi_r X_r + rp_r B - rinv rp_r Y_r + e^u ev_r, where
-    A = rinv s0 pv, B = rinv g0 qv and X, Y the in-thread sums of rp ev (exclusive), rpi ev (inclusive)."""
+    """y for rows (k2, v) (R, BC) from the carries entering them (pv, p1: prefix sums before the rows; qv, q1:
+    suffix sums from the rows on, all against the sequence reference M); returns y and the carries after the
+    rows. The single pass's formula N_t = sum_{i<t} rho^(t-1-i) e_i v_i + sum_{i>t} rho^(i-1-t) e_i v_i
+    + e^u e_t v_t, D_t the same with v = 1, y = N / D (_chunk_sums: the two sums)."""
     e = tl.exp2(k2 - M[None, :])
     ev = e * v
-    a = rp * ev
-    a1 = rp * e
-    xv, x1 = tl.associative_scan((a, a1), 0, _add2)
-    b = rpi * ev
-    b1 = rpi * e
-    yv, y1 = tl.associative_scan((b, b1), 0, _add2)
-    ri = rinv[None, :]
-    N = rpi * ((rinv * s0 * pv)[None, :] + ri * (xv - a)) + rp * ((rinv * g0 * qv)[None, :] - ri * yv) + eu[None, :] * ev
-    D = rpi * ((rinv * s0 * p1)[None, :] + ri * (x1 - a1)) + rp * ((rinv * g0 * q1)[None, :] - ri * y1) + eu[None, :] * e
-    return (N / D, pv + g0 * tl.sum(a, axis=0), p1 + g0 * tl.sum(a1, axis=0),
-            qv - s0 * tl.sum(b, axis=0), q1 - s0 * tl.sum(b1, axis=0))
+    P, P1, S, S1, pv, p1, qv, q1 = _chunk_sums(ev, e, g0, s0, rp, rpi, rinv, pv, p1, qv, q1)
+    N = P + S + eu[None, :] * ev
+    D = P1 + S1 + eu[None, :] * e
+    return N / D, pv, p1, qv, q1
 
 
 @triton.jit
@@ -513,12 +545,7 @@ def _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, pid, T, C, NCB, 
         kp = _chunk_ptr(k_ptr, b64, rows, cs, skb, skt, skc)
         vp = _chunk_ptr(v_ptr, b64, rows, cs, svb, svt, svc)
         yp = _chunk_ptr(y_ptr, b64, rows, cs, syb, syt, syc)
-        cp = carry_ptr + (seq * NCHP + chunk) * 5 * BC + tl.arange(0, BC)
-        M = tl.load(cp, cache_modifier=".cg")
-        pv = tl.load(cp + BC, cache_modifier=".cg")
-        p1 = tl.load(cp + 2 * BC, cache_modifier=".cg")
-        qv = tl.load(cp + 3 * BC, cache_modifier=".cg")
-        q1 = tl.load(cp + 4 * BC, cache_modifier=".cg")
+        M, pv, p1, qv, q1 = _load_chunk_carries(carry_ptr, seq, chunk, NCHP, BC)
         for s in tl.range(0, CT // R, num_stages=NSTAGE):
             t0, k2, v, g0, s0 = _chunk_rows(kp, vp, skt, svt, s, chunk, T, centre, w2, cmask, CT, R, MASK_T, MASK_C)
             y, pv, p1, qv, q1 = _chunk_y(k2, v, g0, s0, rp, rpi, rinv, eu, M, pv, p1, qv, q1)
@@ -547,6 +574,116 @@ def _wkv_fwd_chunk_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, T, C, NC
     last are still in L2."""
     _chunk_output(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, tl.num_programs(0) - 1 - tl.program_id(0), T, C,
                   NCB, NCH, skb, skt, skc, svb, svt, svc, syb, syt, syc, CT, R, BC, NCHP, NSTAGE, MASK_T, MASK_C)
+
+
+# ---- variant C backward: the same chunks, three launches ---------------------------------------------------
+# Gradients of y = N / D (spec wkv.md §6) with q = g / D: dv_i = e_i (Sq_i + Pq_i + e^u q_i) and
+# dk_i = v_i dv_i - e_i (Sqy_i + Pqy_i + e^u q_i y_i), where Pq, Sq are the decayed sums of q over the tokens
+# before / after i (the forward's sums with q in place of e v) and Pqy, Sqy those of q y; dw and du from the
+# same sums (as the tiled kernel's pass 3). q needs D, which needs the forward's carries, so:
+#   launch 1 (_wkv_fwd_sums_kernel): the forward's chunk summaries and carries, as in the forward
+#   launch 2 (_wkv_bwd_qsums_kernel): each chunk's forward again (y, D), q and q y, and their four weighted
+#            sums (summaries); the sequence's last chunk turns them into carries (_chunk_carries, reference 0)
+#   launch 3 (_wkv_bwd_chunk_kernel): forward and q sums from both carries; dk, dv; dw, du partials a program.
+# k, v are read three times and g twice: 10N against the 5N floor of a backward, T-parallel like the forward.
+
+
+@triton.jit
+def _chunk_q(k2, v, gr, g0, s0, rp, rpi, rinv, eu, M, pv, p1, qv, q1):
+    """The forward of rows (k2, v) (R, BC) from its carries (_chunk_y), then q = g / D and q y for their
+    incoming gradient gr; returns e, v, y, q, q y, the forward sums P, P1, S, S1 and the carries after the rows."""
+    e = tl.exp2(k2 - M[None, :])
+    ev = e * v
+    P, P1, S, S1, pv, p1, qv, q1 = _chunk_sums(ev, e, g0, s0, rp, rpi, rinv, pv, p1, qv, q1)
+    inv = 1.0 / (P1 + S1 + eu[None, :] * e)
+    y = (P + S + eu[None, :] * ev) * inv
+    q = gr * inv                                                       # 0 on rows past T (g = 0 there)
+    return e, y, q, q * y, P, P1, S, S1, pv, p1, qv, q1
+
+
+@triton.jit(do_not_specialize=["T"])
+def _wkv_bwd_qsums_kernel(w_ptr, u_ptr, k_ptr, v_ptr, g_ptr, carry_ptr, qsums_ptr, qcarry_ptr, cnt_ptr, T, C, NCB,
+                          NCH, skb, skt, skc, svb, svt, svc, sgb, sgt, sgc,
+                          CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
+                          NSTAGE: tl.constexpr = 3, MASK_T: tl.constexpr = True, MASK_C: tl.constexpr = True):
+    """Launch 2 of the chunked backward, one program per item: the chunk's forward from launch 1's carries,
+    q = g / D, and the four weighted sums of q and q y -> qsums (reference 0); the sequence's last chunk to
+    finish (counter cnt[seq], zeros on entry and exit) turns them into every chunk's q carries."""
+    pid = tl.program_id(0)
+    seq, chunk, cs, cmask, w2, u2, ok, rp, rpi, b64, rows = _chunk_setup(w_ptr, u_ptr, pid, T, C, NCB, NCH, CT, R, BC)
+    if ok:
+        centre = (T - 1) * 0.5
+        rinv = tl.exp2(w2)
+        eu = tl.exp2(u2)
+        kp = _chunk_ptr(k_ptr, b64, rows, cs, skb, skt, skc)
+        vp = _chunk_ptr(v_ptr, b64, rows, cs, svb, svt, svc)
+        gp = _chunk_ptr(g_ptr, b64, rows, cs, sgb, sgt, sgc)
+        M, pv, p1, qv, q1 = _load_chunk_carries(carry_ptr, seq, chunk, NCHP, BC)
+        gq = tl.zeros((BC,), tl.float32)
+        gqy = tl.zeros((BC,), tl.float32)
+        sq = tl.zeros((BC,), tl.float32)
+        sqy = tl.zeros((BC,), tl.float32)
+        for s in tl.range(0, CT // R, num_stages=NSTAGE):
+            t0, k2, v, g0, s0 = _chunk_rows(kp, vp, skt, svt, s, chunk, T, centre, w2, cmask, CT, R, MASK_T, MASK_C)
+            gr = _chunk_load(gp, sgt, s, t0, T, cmask, 0.0, R, MASK_T, MASK_C)
+            e, y, q, qy, P, P1, S, S1, pv, p1, qv, q1 = _chunk_q(k2, v, gr, g0, s0, rp, rpi, rinv, eu, M, pv, p1, qv, q1)
+            gq += g0 * tl.sum(rp * q, axis=0)
+            gqy += g0 * tl.sum(rp * qy, axis=0)
+            sq += s0 * tl.sum(rpi * q, axis=0)
+            sqy += s0 * tl.sum(rpi * qy, axis=0)
+        out = qsums_ptr + (seq * NCHP + chunk) * 5 * BC + tl.arange(0, BC)
+        tl.store(out, tl.zeros((BC,), tl.float32))                     # reference 0: q needs no rescale
+        tl.store(out + BC, gq)
+        tl.store(out + 2 * BC, gqy)
+        tl.store(out + 3 * BC, sq)
+        tl.store(out + 4 * BC, sqy)
+        tl.debug_barrier()                                             # every thread's summary is written
+        if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == NCH - 1:  # the sequence's last chunk to finish
+            _chunk_carries(qsums_ptr, qcarry_ptr, seq, NCH, BC, NCHP)
+            tl.debug_barrier()
+            tl.store(cnt_ptr + seq, 0)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _wkv_bwd_chunk_kernel(w_ptr, u_ptr, k_ptr, v_ptr, g_ptr, dk_ptr, dv_ptr, dw_ptr, du_ptr, carry_ptr, qcarry_ptr,
+                          T, C, NCB, NCH, skb, skt, skc, svb, svt, svc, sgb, sgt, sgc, sdb, sdt, sdc,
+                          CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
+                          NSTAGE: tl.constexpr = 3, MASK_T: tl.constexpr = True, MASK_C: tl.constexpr = True):
+    """Launch 3 of the chunked backward, one program per item: dk, dv of its chunk, and its partial dw, du
+    ((BC,) at row pid of dw, du: zeros for a declined block), as the tiled kernel's pass 3 computes them."""
+    pid = tl.program_id(0)
+    seq, chunk, cs, cmask, w2, u2, ok, rp, rpi, b64, rows = _chunk_setup(w_ptr, u_ptr, pid, T, C, NCB, NCH, CT, R, BC)
+    dw_acc = tl.zeros((BC,), tl.float32)
+    du_acc = tl.zeros((BC,), tl.float32)
+    if ok:
+        centre = (T - 1) * 0.5
+        rinv = tl.exp2(w2)
+        eu = tl.exp2(u2)
+        kp = _chunk_ptr(k_ptr, b64, rows, cs, skb, skt, skc)
+        vp = _chunk_ptr(v_ptr, b64, rows, cs, svb, svt, svc)
+        gp = _chunk_ptr(g_ptr, b64, rows, cs, sgb, sgt, sgc)
+        dkp = _chunk_ptr(dk_ptr, b64, rows, cs, sdb, sdt, sdc)
+        dvp = _chunk_ptr(dv_ptr, b64, rows, cs, sdb, sdt, sdc)
+        M, pv, p1, qv, q1 = _load_chunk_carries(carry_ptr, seq, chunk, NCHP, BC)
+        _, cq, cqy, rq, rqy = _load_chunk_carries(qcarry_ptr, seq, chunk, NCHP, BC)
+        for s in tl.range(0, CT // R, num_stages=NSTAGE):
+            t0, k2, v, g0, s0 = _chunk_rows(kp, vp, skt, svt, s, chunk, T, centre, w2, cmask, CT, R, MASK_T, MASK_C)
+            gr = _chunk_load(gp, sgt, s, t0, T, cmask, 0.0, R, MASK_T, MASK_C)
+            e, y, q, qy, P, P1, S, S1, pv, p1, qv, q1 = _chunk_q(k2, v, gr, g0, s0, rp, rpi, rinv, eu, M, pv, p1, qv, q1)
+            Pq, Pqy, Sq, Sqy, cq, cqy, rq, rqy = _chunk_sums(q, qy, g0, s0, rp, rpi, rinv, cq, cqy, rq, rqy)
+            dv = e * (Sq + Pq + eu[None, :] * q)
+            dk = v * dv - e * (Sqy + Pqy + eu[None, :] * qy)
+            pos = (t0 - centre + tl.arange(0, R).to(tl.float32))[:, None]
+            # d/dw: sum over pairs (t, i) of c(t, i) = q_t rho^(|t-i|-1) e_i (v_i - y_t) times -(|t - i| - 1)
+            dw_t = (pos + 1.0) * (e * (v * Sq - Sqy) + q * (S - y * S1)) - pos * (q * (P - y * P1) + e * (v * Pq - Pqy))
+            dw_acc += tl.sum(dw_t, axis=0)                             # 0 on rows past T (e = q = 0)
+            du_acc += tl.sum(e * q * (v - y), axis=0)
+            _chunk_store(dkp + s * R * sdt, dk, T, t0, cmask, R, MASK_T, MASK_C)
+            _chunk_store(dvp + s * R * sdt, dv, T, t0, cmask, R, MASK_T, MASK_C)
+        du_acc = du_acc * eu
+    cc = tl.arange(0, BC)
+    tl.store(dw_ptr + pid * BC + cc, dw_acc)
+    tl.store(du_ptr + pid * BC + cc, du_acc)
 
 
 def _chunk_tile(T: int, B: int = 1, C: int = 0, slots: int = 0) -> tuple[int, int, int, int, int]:
@@ -606,6 +743,29 @@ def _chunk_forward(w, u, k, v, y, tile=None) -> int:
     return bc
 
 
+def _chunk_backward(w, u, k, v, gy, dk, dv, tile=None):
+    """The chunked backward into dk, dv (the channel blocks outside its bounds untouched); returns its BC and
+    its dw, du (C,), zero on the blocks it declined."""
+    B, T, C = k.shape
+    ct, r, bc, nw, ns = tile or _chunk_tile(T, B, C, 0 if INTERPRET else _wave_slots(k.device))
+    ncb, nch = triton.cdiv(C, bc), triton.cdiv(T, ct)
+    nchp = triton.next_power_of_2(nch)
+    sums, carry, qsums, qcarry = torch.empty((4, B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
+    counters = _counters(B * ncb, k.device)
+    n_items = B * ncb * nch
+    dw_part, du_part = torch.empty((2, B, nch, ncb * bc), dtype=torch.float32, device=k.device)
+    meta = dict(CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns, MASK_T=T % ct != 0, MASK_C=C % bc != 0, num_warps=nw)
+    _wkv_fwd_sums_kernel[(n_items,)](w, u, k, v, sums, carry, counters, T, C, ncb, nch, *k.stride(), *v.stride(),
+                                     **meta)
+    _wkv_bwd_qsums_kernel[(n_items,)](w, u, k, v, gy, carry, qsums, qcarry, counters, T, C, ncb, nch, *k.stride(),
+                                      *v.stride(), *gy.stride(), **meta)
+    # launch 3 holds ~20 (R, BC) tiles at once: half the rows keeps it within 255 registers (results/wkv_ab_s8/ab37:
+    # 4-11 % faster in fp32, 2-10 % in bf16)
+    _wkv_bwd_chunk_kernel[(n_items,)](w, u, k, v, gy, dk, dv, dw_part, du_part, carry, qcarry, T, C, ncb, nch,
+                                      *k.stride(), *v.stride(), *gy.stride(), *dk.stride(), **{**meta, "R": r // 2})
+    return bc, dw_part.sum((0, 1))[:C], du_part.sum((0, 1))[:C]
+
+
 @triton.jit
 def _done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC: tl.constexpr, BC: tl.constexpr):
     """Whether the one-reference kernel (blocks of SKIP_BC channels) did all of this program's channels cs: every
@@ -615,6 +775,14 @@ def _done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC: tl.constexpr, BC: tl.conste
     blk = blocks[:, None] * SKIP_BC + tl.arange(0, SKIP_BC)[None, :]
     w2, u2 = _load_wu(w_ptr, u_ptr, blk, blk < C)
     return tl.min(tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=1), axis=0) == 1
+
+
+@triton.jit
+def _declined(w_ptr, u_ptr, T, C, cs, SKIP_BC: tl.constexpr):
+    """Per channel cs (BC,): whether the one-reference kernel (blocks of SKIP_BC channels) declined its block."""
+    blk = (cs // SKIP_BC * SKIP_BC)[:, None] + tl.arange(0, SKIP_BC)[None, :]
+    w2, u2 = _load_wu(w_ptr, u_ptr, blk, blk < C)
+    return tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=1) == 0
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -665,10 +833,16 @@ def _wkv_bwd_kernel(
     sx_ptr, px_ptr, qx_ptr, B, T, C, NT,
     skb, skt, skc, svb, svt, svc, sgb, sgt, sgc, sdb, sdt, sdc,
     CAUSAL: tl.constexpr, ALLOW_FAST: tl.constexpr, ALLOW_TIGHT: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+    SKIP_BC: tl.constexpr = 0,
 ):
     b = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BC + tl.arange(0, BC)
     cmask = cs < C
+    if SKIP_BC > 0:                  # the chunked backward ran first: skip what it did (as the forward does)
+        if _done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC, BC):
+            tl.store(dw_ptr + b * C + cs, tl.zeros((BC,), tl.float32), mask=cmask)
+            tl.store(du_ptr + b * C + cs, tl.zeros((BC,), tl.float32), mask=cmask)
+            return
     w2, eu, rho, jpow, jpow_rev, grow, shrink, rinv, fast, tight = _setup(w_ptr, u_ptr, cs, cmask, BT, BC, ALLOW_FAST, ALLOW_TIGHT)
     jj = tl.arange(0, BT)
     n_tiles = tl.cdiv(T, BT)
@@ -769,13 +943,17 @@ def _wkv_bwd_kernel(
         if not CAUSAL:
             ss, sn, sd = _carry(ss, sn, sd, tl.sum(jpow * ev, axis=0), tl.sum(jpow * e, axis=0), r, w2, BT)
         qs, qa, qb = _carry(qs, qa, qb, tl.sum(jpow * q, axis=0), tl.sum(jpow * qy, axis=0), -r, w2, BT)
+    if SKIP_BC > 0:                  # a program spanning several blocks: dw, du of the others are the chunked kernel's
+        keep = _declined(w_ptr, u_ptr, T, C, cs, SKIP_BC)
+        dw_acc = tl.where(keep, dw_acc, 0.0)
+        du_acc = tl.where(keep, du_acc, 0.0)
     tl.store(dw_ptr + b * C + cs, dw_acc, mask=cmask)
     tl.store(du_ptr + b * C + cs, du_acc, mask=cmask)
 
 
 # B is an argument only so that the tuned tile shape is chosen per batch size too.
 _fwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST", "ALLOW_TIGHT", "SKIP_BC"])(_wkv_fwd_kernel)
-_bwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST", "ALLOW_TIGHT"])(_wkv_bwd_kernel)
+_bwd = triton.autotune(configs=_CONFIGS, key=["B", "T", "C", "CAUSAL", "ALLOW_FAST", "ALLOW_TIGHT", "SKIP_BC"])(_wkv_bwd_kernel)
 
 
 def _empty(shape, dtype, device):
@@ -830,9 +1008,12 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
 
 
 def wkv_backward(w, u, k, v, gy, *, causal: bool, allow_fast: bool = True, allow_tight: bool = True,
-                 tile: tuple[int, int, int] | None = None):
+                 allow_single: bool = True, tile: tuple[int, int, int] | None = None, single_tile: tuple | None = None,
+                 single_impl: str = "auto"):
     """(dw, du, dk, dv): dw, du (C,) float32 summed over the batch in fixed order; dk, dv in k's dtype.
-    allow_fast, allow_tight, tile: as in wkv_forward (the backward has no single-pass kernel yet)."""
+    Bi-WKV with T >= CHUNK_BWD_MIN_T (or single_impl "chunk"): the chunked backward first, then the tiled kernel
+    for the channel blocks it declined (an early exit elsewhere). allow_fast, allow_tight, allow_single, tile,
+    single_tile: as in wkv_forward."""
     B, T, C = k.shape
     dk = _empty((B, T, C), k.dtype, k.device)
     dv = _empty((B, T, C), v.dtype, v.device)
@@ -840,10 +1021,16 @@ def wkv_backward(w, u, k, v, gy, *, causal: bool, allow_fast: bool = True, allow
     du_part = _empty((B, C), torch.float32, k.device)
     if dk.numel() == 0:
         return dw_part.sum(0), du_part.sum(0), dk, dv
+    w, u = w.float().contiguous(), u.float().contiguous()
+    if single_impl == "auto":
+        single_impl = "chunk" if T >= CHUNK_BWD_MIN_T else "none"
+    skip, dw, du = 0, 0.0, 0.0
+    if not causal and allow_single and allow_fast and allow_tight and single_impl == "chunk":
+        skip, dw, du = _chunk_backward(w, u, k, v, gy, dk, dv, single_tile)
+        tile = tile or FALLBACK_TILE
     nt = triton.cdiv(T, tile[0] if tile else MIN_BT)
     sx, px, qx = (torch.empty((B, nt, 3, C), dtype=torch.float32, device=k.device) for _ in range(3))
-    w, u = w.float().contiguous(), u.float().contiguous()
     _launch(_bwd, _wkv_bwd_kernel, tile, B, C, w, u, k, v, gy, dk, dv, dw_part, du_part, sx, px, qx, B, T, C, nt,
             *k.stride(), *v.stride(), *gy.stride(), *dk.stride(), CAUSAL=causal, ALLOW_FAST=allow_fast,
-            ALLOW_TIGHT=allow_tight)
-    return dw_part.sum(0), du_part.sum(0), dk, dv
+            ALLOW_TIGHT=allow_tight, SKIP_BC=skip)
+    return dw_part.sum(0) + dw, du_part.sum(0) + du, dk, dv

@@ -150,26 +150,36 @@ def test_single_pass_forward(T):
     check("bi", 2, T, 8, k_scale=20.0, w_lo=-1.0 / T, w_hi=1.3 / T, seed=20 + T)
 
 
-@pytest.mark.parametrize("T, C, tile", [(1, 13, None), (17, 13, None), (40, 13, None), (100, 13, None),
+@pytest.mark.parametrize("T, C, tile", [(1, 13, None), (17, 13, None), (40, 13, None), (70, 13, None),
                                          (32, 8, None), (24, 130, (8, 4, 128, 1, 1))])
-def test_chunked_forward(T, C, tile):
-    """The chunked forward (variant C) against the oracle in its regime (|w| T log2 e <= 2),
+def test_chunked_forward_backward(T, C, tile):
+    """The chunked forward and backward (variant C) against the oracle in their regime (|w| T log2 e <= 2),
     with large keys: several chunks and sub-tiles (8 and 4 tokens under the interpreter), T not a
     multiple of either, channel blocks with padding (C = 13), and nothing left to the tiled kernel;
-    T and C multiples of the tile (no masks: T = 32, C = 8); 128-channel blocks, whose carry step
-    scans 64 channels at a time (C = 130)."""
+    T and C multiples of the tile (no masks: T = 32, C = 8); 128-channel blocks (C = 130)."""
     g = torch.Generator().manual_seed(40 + T)
     k = torch.randn(2, T, C, generator=g, dtype=torch.float64) * 20
     v = torch.randn(2, T, C, generator=g, dtype=torch.float64)
     w = (-1.0 + 2.3 * torch.rand(C, generator=g, dtype=torch.float64)) / T
     u = torch.randn(C, generator=g, dtype=torch.float64)
-    y_ref = wkv_dense(w, u, k, v, causal=False)
+    gy = torch.randn(2, T, C, generator=g, dtype=torch.float64)
+    leaves = [t.clone().requires_grad_() for t in (w, u, k, v)]
+    y_ref = wkv_dense(*leaves, causal=False)
+    grads_ref = torch.autograd.grad(y_ref, leaves, gy)
     f32 = [t.to(DEVICE, torch.float32) for t in (w, u, k, v)]
+    gy32 = gy.to(DEVICE, torch.float32)
     y = wkv_triton.wkv_forward(*f32, causal=False, single_impl="chunk", single_tile=tile)
     assert (y.double().cpu() - y_ref).norm() / y_ref.norm() < 1e-5
-    with pytest.MonkeyPatch.context() as mp:
+    grads = wkv_triton.wkv_backward(*f32, gy32, causal=False, single_impl="chunk", single_tile=tile)
+    floor = (1e-1 if T <= 2 else 1e-2) * gy.norm().item()      # dw, du, dk are ~0 at T = 1 (see check)
+    for name, a, b in zip(["dw", "du", "dk", "dv"], grads, grads_ref):
+        err = (a.double().cpu() - b).norm().item() / max(b.norm().item(), floor)
+        assert err < (3e-5 if name == "dw" else 1e-5), f"{name}: relative error {err:.2e}"
+    with pytest.MonkeyPatch.context() as mp:                   # the tiled kernel switched off: nothing unwritten
         mp.setattr(wkv_triton, "_launch", lambda *a, **kw: None)
         assert not torch.isnan(wkv_triton.wkv_forward(*f32, causal=False, single_impl="chunk", single_tile=tile)).any()
+        _, _, dk, dv = wkv_triton.wkv_backward(*f32, gy32, causal=False, single_impl="chunk", single_tile=tile)
+        assert not (torch.isnan(dk).any() or torch.isnan(dv).any())
     assert all(int(c.abs().sum()) == 0 for c in wkv_triton._COUNTERS.values())   # left zeroed for the next call
 
 
@@ -178,7 +188,8 @@ def test_chunked_forward(T, C, tile):
 def test_single_pass_partition(monkeypatch, impl, tile):
     """The single-pass kernel takes exactly the channel blocks inside its bounds and the tiled kernel
     the others: with the tiled kernel switched off, only the declined blocks stay unwritten. The tiled
-    kernel's programs either lie inside one such block (default tile) or span several (8 channels)."""
+    kernel's programs either lie inside one such block (default tile) or span several (8 channels). The
+    chunked backward splits the channels the same way."""
     g = torch.Generator().manual_seed(21)
     B, T, C = 2, 30, 14                       # blocks of 4 channels under the interpreter
     k, v = (torch.randn(B, T, C, generator=g).to(DEVICE) for _ in range(2))
@@ -189,6 +200,12 @@ def test_single_pass_partition(monkeypatch, impl, tile):
     full = wkv_triton.wkv_forward(w, u, k, v, causal=False, single_impl=impl, tile=tile)
     tiled = wkv_triton.wkv_forward(w, u, k, v, causal=False, allow_single=False)
     assert torch.allclose(full, tiled, rtol=1e-5, atol=1e-6)
+    gy = torch.randn(B, T, C, generator=g).to(DEVICE)
+    if impl == "chunk":
+        gfull = wkv_triton.wkv_backward(w, u, k, v, gy, causal=False, single_impl="chunk", tile=tile)
+        gtiled = wkv_triton.wkv_backward(w, u, k, v, gy, causal=False, allow_single=False)
+        for a, b in zip(gfull, gtiled):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
     monkeypatch.setattr(wkv_triton, "_launch", lambda *a, **kw: None)
     only_single = wkv_triton.wkv_forward(w, u, k, v, causal=False, single_impl=impl)
     declined = torch.zeros(C, dtype=torch.bool)
@@ -196,3 +213,8 @@ def test_single_pass_partition(monkeypatch, impl, tile):
         declined[c // bs * bs:(c // bs + 1) * bs] = True
     assert torch.isnan(only_single[..., declined]).all()
     assert torch.allclose(only_single[..., ~declined], full[..., ~declined], rtol=1e-5, atol=1e-6)
+    if impl == "chunk":                       # the backward splits the channels the same way
+        _, _, dk, dv = wkv_triton.wkv_backward(w, u, k, v, gy, causal=False, single_impl="chunk")
+        for got, ref in ((dk, gfull[2]), (dv, gfull[3])):
+            assert torch.isnan(got[..., declined]).all()
+            assert torch.allclose(got[..., ~declined], ref[..., ~declined], rtol=1e-5, atol=1e-6)
