@@ -2,6 +2,11 @@
 
     python benchmarks/train_throughput.py --model rwkv_unet_t --size 256 --batch 32 --out results/bench/x.json
     python benchmarks/train_throughput.py --quick          # CPU smoke test (tiny model, 2 steps)
+    python benchmarks/train_throughput.py --merge run1.json run2.json run3.json --out x.json
+
+Steps of one process vary by 5-12 % between separate runs on the same GPU (results/train_throughput/ab_s8/), so a
+committed record merges several: per setting, the run with the median img/s (one that happened, not an average),
+with every run's img/s beside it.
 
 One step = rwkvseg.train.train_step (the engine's step): forward under bf16 autocast (CUDA), the
 0.5 BCE + 1.0 Dice loss, backward, AdamW step, on a batch that already sits on the device (the
@@ -88,6 +93,23 @@ def write_profile(one_step, path: str, steps: int = 2, cpu: bool = True) -> None
     Path(path).write_text(f"torch.profiler, {steps} steps\n" + table)
 
 
+def merge(records: list[dict], names: list[str]) -> dict:
+    """One record from several runs of the same settings: per setting, the run with the median img/s (the lower
+    middle one for an even count), plus every run's img/s and each run's provenance."""
+    by_setting: dict = {}
+    for rec in records:
+        for r in rec["results"]:
+            key = (r["model"], r["size"], r["batch"], r["bf16"], r["channels_last"], r["compile"])
+            by_setting.setdefault(key, []).append(r)
+    rows = []
+    for runs in by_setting.values():
+        speeds = sorted(r["img_per_s"] for r in runs)
+        pick = next(r for r in runs if r["img_per_s"] == statistics.median_low(speeds))
+        rows.append({**pick, "runs_img_per_s": speeds})
+    return {"results": rows, "merged_from": [{"file": Path(n).name, **rec["provenance"]} for n, rec in zip(names, records)],
+            "provenance": records[-1]["provenance"]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="rwkv_unet_t")
@@ -102,7 +124,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="write the JSON here")
     ap.add_argument("--profile", default=None, help="also write a torch.profiler kernel table here (CUDA)")
     ap.add_argument("--profile-kernels-only", action="store_true", help="profile CUDA kernels only (no aten ops)")
+    ap.add_argument("--merge", nargs="+", default=None, help="merge these records of separate runs into --out")
     a = ap.parse_args(argv)
+    if a.merge:
+        Path(a.out).write_text(json.dumps(merge([json.loads(Path(f).read_text()) for f in a.merge], a.merge), indent=1))
+        return 0
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if a.quick:
         a.model, a.size, a.batch, a.steps, a.warmup, a.compile = "rwkv_unet_test", 64, 2, 2, 1, "off"
