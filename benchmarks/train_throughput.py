@@ -127,7 +127,8 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", nargs="+", default=None, help="merge these records of separate runs into --out")
     a = ap.parse_args(argv)
     if a.merge:
-        Path(a.out).write_text(json.dumps(merge([json.loads(Path(f).read_text()) for f in a.merge], a.merge), indent=1))
+        records = [json.loads(Path(f).read_text()) for f in a.merge]
+        Path(a.out).write_text(json.dumps(merge(records, a.merge), indent=1))
         return 0
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if a.quick:

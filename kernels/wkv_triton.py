@@ -598,8 +598,9 @@ def _wkv_fwd_chunk_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, carry_ptr, T, C, NC
 
 @triton.jit
 def _chunk_q(k2, v, gr, g0, s0, rp, rpi, rinv, eu, M, pv, p1, qv, q1):
-    """The forward of rows (k2, v) (R, BC) from its carries (_chunk_y), then q = g / D and q y for their
-    incoming gradient gr; returns e, v, y, q, q y, the forward sums P, P1, S, S1 and the carries after the rows."""
+    """The forward of rows (k2, v) (R, BC) from its carries (_chunk_y's sums, through _chunk_sums), then
+    q = g / D and q y for their incoming gradient gr; returns e, y, q, q y, the forward sums P, P1, S, S1 (of e v
+    and e) and the carries after the rows."""
     e = tl.exp2(k2 - M[None, :])
     ev = e * v
     P, P1, S, S1, pv, p1, qv, q1 = _chunk_sums(ev, e, g0, s0, rp, rpi, rinv, pv, p1, qv, q1)
@@ -634,7 +635,8 @@ def _wkv_bwd_qsums_kernel(w_ptr, u_ptr, k_ptr, v_ptr, g_ptr, carry_ptr, qsums_pt
         for s in tl.range(0, CT // R, num_stages=NSTAGE):
             t0, k2, v, g0, s0 = _chunk_rows(kp, vp, skt, svt, s, chunk, T, centre, w2, cmask, CT, R, MASK_T, MASK_C)
             gr = _chunk_load(gp, sgt, s, t0, T, cmask, 0.0, R, MASK_T, MASK_C)
-            e, y, q, qy, P, P1, S, S1, pv, p1, qv, q1 = _chunk_q(k2, v, gr, g0, s0, rp, rpi, rinv, eu, M, pv, p1, qv, q1)
+            _, y, q, qy, _, _, _, _, pv, p1, qv, q1 = _chunk_q(k2, v, gr, g0, s0, rp, rpi, rinv, eu, M,
+                                                               pv, p1, qv, q1)
             gq += g0 * tl.sum(rp * q, axis=0)
             gqy += g0 * tl.sum(rp * qy, axis=0)
             sq += s0 * tl.sum(rpi * q, axis=0)
@@ -677,7 +679,8 @@ def _wkv_bwd_chunk_kernel(w_ptr, u_ptr, k_ptr, v_ptr, g_ptr, dk_ptr, dv_ptr, dw_
         for s in tl.range(0, CT // R, num_stages=NSTAGE):
             t0, k2, v, g0, s0 = _chunk_rows(kp, vp, skt, svt, s, chunk, T, centre, w2, cmask, CT, R, MASK_T, MASK_C)
             gr = _chunk_load(gp, sgt, s, t0, T, cmask, 0.0, R, MASK_T, MASK_C)
-            e, y, q, qy, P, P1, S, S1, pv, p1, qv, q1 = _chunk_q(k2, v, gr, g0, s0, rp, rpi, rinv, eu, M, pv, p1, qv, q1)
+            e, y, q, qy, P, P1, S, S1, pv, p1, qv, q1 = _chunk_q(k2, v, gr, g0, s0, rp, rpi, rinv, eu, M,
+                                                                 pv, p1, qv, q1)
             Pq, Pqy, Sq, Sqy, cq, cqy, rq, rqy = _chunk_sums(q, qy, g0, s0, rp, rpi, rinv, cq, cqy, rq, rqy)
             dv = e * (Sq + Pq + eu[None, :] * q)
             dk = v * dv - e * (Sqy + Pqy + eu[None, :] * qy)
@@ -1020,8 +1023,8 @@ def wkv_backward(w, u, k, v, gy, *, causal: bool, allow_fast: bool = True, allow
                  single_impl: str = "auto"):
     """(dw, du, dk, dv): dw, du (C,) float32 summed over the batch in fixed order; dk, dv in k's dtype.
     Bi-WKV with T >= CHUNK_BWD_MIN_T (or single_impl "chunk"): the chunked backward first, then the tiled kernel
-    for the channel blocks it declined (an early exit elsewhere). allow_fast, allow_tight, allow_single, tile,
-    single_tile: as in wkv_forward."""
+    for the channel blocks it declined (an early exit elsewhere); single_impl "none" never chunks. allow_fast,
+    allow_tight, allow_single, tile, single_tile: as in wkv_forward."""
     B, T, C = k.shape
     dk = _empty((B, T, C), k.dtype, k.device)
     dv = _empty((B, T, C), v.dtype, v.device)
