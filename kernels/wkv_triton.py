@@ -505,6 +505,25 @@ def _chunk_y(k2, v, g0, s0, rp, rpi, rinv, eu, M, pv, p1, qv, q1):
 
 
 @triton.jit
+def _post_summary(sums_ptr, carry_ptr, cnt_ptr, seq, chunk, NCH, m, gv, g1, sv, s1, BC: tl.constexpr,
+                  NCHP: tl.constexpr):
+    """Write one chunk's summary (reference m and four weighted sums, (BC,) each); the sequence's last chunk
+    to finish (counter cnt[seq]) turns the NCH summaries into every chunk's carries (_chunk_carries), then
+    resets the counter for the next call."""
+    out = sums_ptr + (seq * NCHP + chunk) * 5 * BC + tl.arange(0, BC)
+    tl.store(out, m)
+    tl.store(out + BC, gv)
+    tl.store(out + 2 * BC, g1)
+    tl.store(out + 3 * BC, sv)
+    tl.store(out + 4 * BC, s1)
+    tl.debug_barrier()                                                 # every thread's summary is written
+    if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == NCH - 1:      # the sequence's last chunk to finish
+        _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC, NCHP)
+        tl.debug_barrier()                                             # every thread's carries are written
+        tl.store(cnt_ptr + seq, 0)                                     # ready for the next call
+
+
+@triton.jit
 def _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, pid, T, C, NCB, NCH,
                      skb, skt, skc, svb, svt, svc,
                      CT: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, NCHP: tl.constexpr,
@@ -525,18 +544,7 @@ def _chunk_summarise(w_ptr, u_ptr, k_ptr, v_ptr, sums_ptr, carry_ptr, cnt_ptr, p
         for s in tl.range(0, CT // R, num_stages=NSTAGE):
             _, k2, v, g0, s0 = _chunk_rows(kp, vp, skt, svt, s, chunk, T, centre, w2, cmask, CT, R, MASK_T, MASK_C)
             m, gv, g1, sv, s1 = _chunk_fold(k2, v, g0, s0, rp, rpi, m, gv, g1, sv, s1)
-        cc = tl.arange(0, BC)
-        out = sums_ptr + (seq * NCHP + chunk) * 5 * BC + cc
-        tl.store(out, m)
-        tl.store(out + BC, gv)
-        tl.store(out + 2 * BC, g1)
-        tl.store(out + 3 * BC, sv)
-        tl.store(out + 4 * BC, s1)
-        tl.debug_barrier()                                             # every thread's summary is written
-        if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == NCH - 1:  # the sequence's last chunk to finish
-            _chunk_carries(sums_ptr, carry_ptr, seq, NCH, BC, NCHP)
-            tl.debug_barrier()                                         # every thread's carries are written
-            tl.store(cnt_ptr + seq, 0)                                 # ready for the next call
+        _post_summary(sums_ptr, carry_ptr, cnt_ptr, seq, chunk, NCH, m, gv, g1, sv, s1, BC, NCHP)
 
 
 @triton.jit
@@ -641,17 +649,9 @@ def _wkv_bwd_qsums_kernel(w_ptr, u_ptr, k_ptr, v_ptr, g_ptr, carry_ptr, qsums_pt
             gqy += g0 * tl.sum(rp * qy, axis=0)
             sq += s0 * tl.sum(rpi * q, axis=0)
             sqy += s0 * tl.sum(rpi * qy, axis=0)
-        out = qsums_ptr + (seq * NCHP + chunk) * 5 * BC + tl.arange(0, BC)
-        tl.store(out, tl.zeros((BC,), tl.float32))                     # reference 0: q needs no rescale
-        tl.store(out + BC, gq)
-        tl.store(out + 2 * BC, gqy)
-        tl.store(out + 3 * BC, sq)
-        tl.store(out + 4 * BC, sqy)
-        tl.debug_barrier()                                             # every thread's summary is written
-        if tl.atomic_add(cnt_ptr + seq, 1, sem="acq_rel") == NCH - 1:  # the sequence's last chunk to finish
-            _chunk_carries(qsums_ptr, qcarry_ptr, seq, NCH, BC, NCHP)
-            tl.debug_barrier()
-            tl.store(cnt_ptr + seq, 0)
+        # reference 0: q needs no rescale
+        _post_summary(qsums_ptr, qcarry_ptr, cnt_ptr, seq, chunk, NCH, tl.zeros((BC,), tl.float32), gq, gqy, sq, sqy,
+                      BC, NCHP)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -737,63 +737,69 @@ def _counters(n: int, device: torch.device) -> torch.Tensor:
     return buf
 
 
-def _chunk_forward(w, u, k, v, y, tile=None) -> int:
-    """Variant C into y (the channel blocks outside its bounds untouched); returns its BC."""
+def _chunk_launch1(w, u, k, v, tile=None):
+    """Variant C's launch 1 (chunk summaries and every chunk's carries), shared by the forward and the backward;
+    returns the carries and what the later launches need: (carry, n_items, ncb, nch, meta)."""
     B, T, C = k.shape
     ct, r, bc, nw, ns = tile or _chunk_tile(T, B, C, 0 if INTERPRET else _wave_slots(k.device))
     ncb, nch = triton.cdiv(C, bc), triton.cdiv(T, ct)
     nchp = triton.next_power_of_2(nch)
     sums, carry = torch.empty((2, B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
-    counters = _counters(B * ncb, k.device)
     n_items = B * ncb * nch
     meta = dict(CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns, MASK_T=T % ct != 0, MASK_C=C % bc != 0, num_warps=nw)
-    _wkv_fwd_sums_kernel[(n_items,)](w, u, k, v, sums, carry, counters, T, C, ncb, nch, *k.stride(), *v.stride(),
-                                     **meta)
+    _wkv_fwd_sums_kernel[(n_items,)](w, u, k, v, sums, carry, _counters(B * ncb, k.device), T, C, ncb, nch,
+                                     *k.stride(), *v.stride(), **meta)
+    return carry, n_items, ncb, nch, meta
+
+
+def _chunk_forward(w, u, k, v, y, tile=None) -> int:
+    """Variant C into y (the channel blocks outside its bounds untouched); returns its BC."""
+    T, C = k.shape[1:]
+    carry, n_items, ncb, nch, meta = _chunk_launch1(w, u, k, v, tile)
     _wkv_fwd_chunk_kernel[(n_items,)](w, u, k, v, y, carry, T, C, ncb, nch, *k.stride(), *v.stride(), *y.stride(),
                                       **meta)
-    return bc
+    return meta["BC"]
 
 
 def _chunk_backward(w, u, k, v, gy, dk, dv, tile=None):
     """The chunked backward into dk, dv (the channel blocks outside its bounds untouched); returns its BC and
     its dw, du (C,), zero on the blocks it declined."""
     B, T, C = k.shape
-    ct, r, bc, nw, ns = tile or _chunk_tile(T, B, C, 0 if INTERPRET else _wave_slots(k.device))
-    ncb, nch = triton.cdiv(C, bc), triton.cdiv(T, ct)
-    nchp = triton.next_power_of_2(nch)
-    sums, carry, qsums, qcarry = torch.empty((4, B * ncb, nchp, 5, bc), dtype=torch.float32, device=k.device)
-    counters = _counters(B * ncb, k.device)
-    n_items = B * ncb * nch
+    carry, n_items, ncb, nch, meta = _chunk_launch1(w, u, k, v, tile)
+    bc = meta["BC"]
+    qsums, qcarry = torch.empty((2, *carry.shape), dtype=torch.float32, device=k.device)
     dw_part, du_part = torch.empty((2, B, nch, ncb * bc), dtype=torch.float32, device=k.device)
-    meta = dict(CT=ct, R=r, BC=bc, NCHP=nchp, NSTAGE=ns, MASK_T=T % ct != 0, MASK_C=C % bc != 0, num_warps=nw)
-    _wkv_fwd_sums_kernel[(n_items,)](w, u, k, v, sums, carry, counters, T, C, ncb, nch, *k.stride(), *v.stride(),
-                                     **meta)
-    _wkv_bwd_qsums_kernel[(n_items,)](w, u, k, v, gy, carry, qsums, qcarry, counters, T, C, ncb, nch, *k.stride(),
-                                      *v.stride(), *gy.stride(), **meta)
+    _wkv_bwd_qsums_kernel[(n_items,)](w, u, k, v, gy, carry, qsums, qcarry, _counters(B * ncb, k.device), T, C, ncb,
+                                      nch, *k.stride(), *v.stride(), *gy.stride(), **meta)
     # launch 3 holds ~20 (R, BC) tiles at once: half the rows keeps it within 255 registers (results/wkv_ab_s8/ab37:
     # 4-11 % faster in fp32, 2-10 % in bf16)
     _wkv_bwd_chunk_kernel[(n_items,)](w, u, k, v, gy, dk, dv, dw_part, du_part, carry, qcarry, T, C, ncb, nch,
-                                      *k.stride(), *v.stride(), *gy.stride(), *dk.stride(), **{**meta, "R": r // 2})
+                                      *k.stride(), *v.stride(), *gy.stride(), *dk.stride(), **{**meta, "R": meta["R"] // 2})
     return bc, dw_part.sum((0, 1))[:C], du_part.sum((0, 1))[:C]
 
 
 @triton.jit
-def _done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC: tl.constexpr, BC: tl.constexpr):
-    """Whether the one-reference kernel (blocks of SKIP_BC channels) did all of this program's channels cs: every
-    block they touch is checked once, as an (NB, SKIP_BC) tile (powers of two: NB = 1 when BC <= SKIP_BC).
-    Channels past C load w = u = 0, which passes, so the padding of the last block never declines it."""
-    blocks = tl.min(cs, axis=0) // SKIP_BC + tl.arange(0, (BC + SKIP_BC - 1) // SKIP_BC)
-    blk = blocks[:, None] * SKIP_BC + tl.arange(0, SKIP_BC)[None, :]
+def _blocks_taken(w_ptr, u_ptr, T, C, first, SKIP_BC: tl.constexpr):
+    """Whether the one-reference kernel (blocks of SKIP_BC channels) took the block starting at each channel index
+    of `first` (any shape): 1 where it did, 0 where it declined. Channels past C load w = u = 0, which passes, so
+    the padding of the last block never declines it."""
+    blk = first[:, None] + tl.arange(0, SKIP_BC)[None, :]
     w2, u2 = _load_wu(w_ptr, u_ptr, blk, blk < C)
-    return tl.min(tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=1), axis=0) == 1
+    return tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=1)
+
+
+@triton.jit
+def _done_by_single(w_ptr, u_ptr, T, C, cs, SKIP_BC: tl.constexpr, BC: tl.constexpr):
+    """Whether the one-reference kernel did all of this program's channels cs: every block they touch is checked
+    once (NB blocks, powers of two: NB = 1 when BC <= SKIP_BC)."""
+    blocks = tl.min(cs, axis=0) // SKIP_BC + tl.arange(0, (BC + SKIP_BC - 1) // SKIP_BC)
+    return tl.min(_blocks_taken(w_ptr, u_ptr, T, C, blocks * SKIP_BC, SKIP_BC), axis=0) == 1
 
 
 @triton.jit
 def _declined(w_ptr, u_ptr, T, C, cs, SKIP_BC: tl.constexpr):
-    """Per channel cs (BC,): whether the one-reference kernel (blocks of SKIP_BC channels) declined its block."""
-    blk = (cs // SKIP_BC * SKIP_BC)[:, None] + tl.arange(0, SKIP_BC)[None, :]
-    w2, u2 = _load_wu(w_ptr, u_ptr, blk, blk < C)
-    return tl.min(_single_ok(w2, u2, T).to(tl.int32), axis=1) == 0
+    """Per channel cs (BC,): whether the one-reference kernel declined its block."""
+    return _blocks_taken(w_ptr, u_ptr, T, C, cs // SKIP_BC * SKIP_BC, SKIP_BC) == 0
 
 
 @triton.jit(do_not_specialize=["T"])
