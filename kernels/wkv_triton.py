@@ -2,8 +2,8 @@
 
 Which kernel runs (wkv_forward / wkv_backward at the bottom):
     Bi-WKV forward, channels with small decays (|w| T log2 e <= 2: every Vision-RWKV call)
-        T <  512  variant S, the single pass: the whole sequence of a channel block in one program
-        T >= 512  variant C, chunked: chunk summaries, then y (two launches, T-parallel)
+        T <= 128  variant S, the single pass: the whole sequence of a channel block in one program
+        T >  128  variant C, chunked: chunk summaries, then y (two launches, T-parallel)
     Bi-WKV backward, the same channels, T >= 128: variant C's chunks, three launches
     everything else (causal forwards and backwards, wide decays): the tiled kernel below
     (variant T), which also takes the channel blocks that S or C declined.
@@ -315,9 +315,13 @@ def _wkv_fwd_single_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, T, C, skb, skt, sk
 # beat 2, 8 and 16 channels; at T = 256, 16 channels x 4 warps). At T = 4096 the best single-pass
 # tile only matched the tiled kernel, so longer sequences take the tiled kernel.
 SINGLE_MAX_T = 1024
-CHUNK_MIN_T = 512        # from here on the chunked kernel (variant C, below) is the default
-# The chunked backward beats the tiled one from ~128 tokens (results/wkv_ab_s8/ab37: at 64 tokens fp32 13 % faster,
-# bf16 3 % slower; from 196 on 1.5-2.9x faster)
+# From here on the chunked kernel (variant C, below) is the default forward: on the H100 it is as fast as the single
+# pass or faster at every T > 128 (up to 2.8x at 144-400 tokens, where the single pass pads to 256 or 512 tokens), and
+# slower at T <= 128 but for C = 960 from 100 tokens (by 3-26 %; results/wkv_ab_s9/ab40, ab41)
+CHUNK_MIN_T = 129
+# The chunked backward beats the tiled one from ~128 tokens (results/wkv_ab_s8/ab37: from 196 on 1.5-2.9x faster;
+# results/wkv_ab_s9/ab40, bf16 with its 4-channel layout: at 49-64 tokens the tiled kernel is faster at C <= 560 and
+# the chunked one at C = 960, at 100 tokens the chunked one from C = 560)
 CHUNK_BWD_MIN_T = 128
 
 
@@ -498,22 +502,11 @@ def _chunk_sums(x, x1, g0, s0, rp, rpi, rinv, cp, cp1, cs, cs1):
 def _chunk_y(k2, v, g0, s0, rp, rpi, rinv, eu, M, pv, p1, qv, q1):
     """y for rows (k2, v) (R, BC) from the carries entering them (pv, p1: prefix sums before the rows; qv, q1:
     suffix sums from the rows on, all against the sequence reference M); returns y and the carries after the
-    rows: N_r = P_r + S_r + e^u e_r v_r with _chunk_sums' P, S of e v (D the same with v = 1), y = N / D.
-    Written out rather than through _chunk_sums: that form gives launch 2 in bf16 168 registers instead of 235
-    on the H100's Triton 3.6, and 16-21 % more time at C = 560 (10 % less at C = 960; results/wkv_ab_s8/ab38)."""
+    rows: N_r = P_r + S_r + e^u e_r v_r with _chunk_sums' P, S of e v (D the same with v = 1), y = N / D."""
     e = tl.exp2(k2 - M[None, :])
     ev = e * v
-    a = rp * ev
-    a1 = rp * e
-    xv, x1 = tl.associative_scan((a, a1), 0, _add2)
-    b = rpi * ev
-    b1 = rpi * e
-    yv, y1 = tl.associative_scan((b, b1), 0, _add2)
-    ri = rinv[None, :]
-    N = rpi * ((rinv * s0 * pv)[None, :] + ri * (xv - a)) + rp * ((rinv * g0 * qv)[None, :] - ri * yv) + eu[None, :] * ev
-    D = rpi * ((rinv * s0 * p1)[None, :] + ri * (x1 - a1)) + rp * ((rinv * g0 * q1)[None, :] - ri * y1) + eu[None, :] * e
-    return (N / D, pv + g0 * tl.sum(a, axis=0), p1 + g0 * tl.sum(a1, axis=0),
-            qv - s0 * tl.sum(b, axis=0), q1 - s0 * tl.sum(b1, axis=0))
+    P, P1, S, S1, pv, p1, qv, q1 = _chunk_sums(ev, e, g0, s0, rp, rpi, rinv, pv, p1, qv, q1)
+    return (P + S + eu[None, :] * ev) / (P1 + S1 + eu[None, :] * e), pv, p1, qv, q1
 
 
 @triton.jit
