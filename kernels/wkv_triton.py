@@ -3,7 +3,8 @@
 Which kernel runs (wkv_forward / wkv_backward at the bottom):
     Bi-WKV forward, channels with small decays (|w| T log2 e <= 2: every Vision-RWKV call)
         T <= 128  variant S, the single pass: the whole sequence of a channel block in one program
-        T >  128  variant C, chunked: chunk summaries, then y (two launches, T-parallel)
+        T >  128  variant C, chunked: chunk summaries, then y (two launches, T-parallel); on a CUDA GPU for
+                  T <= 1024 the same chunks from shared memory with one read of k, v (wkv_gluon.py, Gluon)
     Bi-WKV backward, the same channels, T >= 128: variant C's chunks, three launches
     everything else (causal forwards and backwards, wide decays): the tiled kernel below
     (variant T), which also takes the channel blocks that S or C declined.
@@ -40,6 +41,8 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+from . import wkv_gluon
 
 LOG2E = 1.4426950408889634
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -999,12 +1002,13 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
                 single_impl: str = "auto") -> torch.Tensor:
     """y (B, T, C) in k's dtype. k, v any strides (a (B, C, T) view works); w, u (C,) float32.
 
-    Bi-WKV: a one-reference kernel first (single_impl "auto": the chunked two-launch kernel when
+    Bi-WKV: a one-reference kernel first (single_impl "auto": on a CUDA GPU with Gluon the single-read kernel of
+    wkv_gluon for wkv_gluon.MIN_T <= T <= wkv_gluon.MAX_T; else the chunked two-launch kernel when
     T >= CHUNK_MIN_T, else the single pass), then the tiled kernel for the channel blocks it declined
     (an early exit everywhere else; tile FALLBACK_TILE unless given). For benchmarks and tests:
     allow_fast=False forces the segment scan everywhere, allow_tight=False the reversed scans for the
     suffix sums, allow_single=False the tiled kernel alone (autotuned), tile=(BT, BC, num_warps) a fixed
-    tile instead, single_impl "scan" (the single pass, T <= SINGLE_MAX_T) or "chunk", and single_tile
+    tile instead, single_impl "scan" (the single pass, T <= SINGLE_MAX_T), "chunk" or "gluon", and single_tile
     their tile: (TP, BC, num_warps) or (CT, R, BC, num_warps, num_stages)."""
     B, T, C = k.shape
     y = _empty((B, T, C), k.dtype, k.device)
@@ -1012,11 +1016,15 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
         return y
     w, u = w.float().contiguous(), u.float().contiguous()
     if single_impl == "auto":
-        single_impl = "chunk" if T >= CHUNK_MIN_T else "scan"
+        single_impl = "gluon" if wkv_gluon.usable(k, v) else "chunk" if T >= CHUNK_MIN_T else "scan"
+    one_ref = not causal and allow_single and allow_fast and allow_tight
     skip = 0
-    if not causal and allow_single and allow_fast and allow_tight and single_impl == "chunk":
+    if one_ref and single_impl == "gluon":
+        skip = wkv_gluon.forward(w, u, k, v, y)            # 0 where Gluon failed to compile (warned once)
+        single_impl = "chunk" if skip == 0 else single_impl
+    if one_ref and single_impl == "chunk":
         skip = _chunk_forward(w, u, k, v, y, single_tile)
-    elif not causal and allow_single and allow_fast and allow_tight and (T <= SINGLE_MAX_T or single_tile):
+    elif one_ref and single_impl == "scan" and (T <= SINGLE_MAX_T or single_tile):
         tp, skip, nw = single_tile or _single_tile(T)
         _wkv_fwd_single_kernel[(triton.cdiv(C, skip), B)](w, u, k, v, y, T, C, *k.stride(), *v.stride(),
                                                            *y.stride(), TP=tp, BC=skip, num_warps=nw)
