@@ -190,10 +190,15 @@ if gluon is not None:
 
 def usable(k: torch.Tensor, v: torch.Tensor) -> bool:
     """Whether this kernel can take the call: CUDA sm_80+, Gluon importable and not failed here before, MIN_T <= T
-    <= MAX_T, 16- or 32-bit floats with unit channel stride."""
+    <= MAX_T, 16- or 32-bit floats with unit channel stride. A cp.async copies 4, 8 or 16 bytes, so 16-bit inputs
+    also need what lets Triton prove 4-byte alignment: C and the strides multiples of 16, 16-byte aligned data
+    (a bf16 call at C = 8 failed to compile)."""
     if gluon is None or _failed or not k.is_cuda:
         return False
-    T = k.shape[1]
+    T, C = k.shape[1:]
+    if k.element_size() == 2 and (C % 16 or any(s % 16 for t in (k, v) for s in t.stride()[:2])
+                                  or k.data_ptr() % 16 or v.data_ptr() % 16):
+        return False
     return (MIN_T <= T <= MAX_T and k.dtype in (torch.float32, torch.bfloat16, torch.float16) and k.stride(2) == 1
             and v.stride(2) == 1 and torch.cuda.get_device_capability(k.device) >= (8, 0))
 
