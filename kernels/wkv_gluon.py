@@ -39,8 +39,12 @@ except ImportError:                      # a Triton without Gluon: wkv_forward u
 
 BC = 8                     # channels a program: 8 lanes of a warp, 4 chunks on the other lanes
 MAX_T = 1024               # 64 KB of shared memory in float32: two programs an SM
-MIN_T = 129                # below, the single pass (wkv_triton) is as fast; TP >= 4 x num_warps x R = 256
+MIN_T = 129                # from here on the single pass pads to 256 tokens (below, it stays: not measured against this)
 NUM_WARPS = 8
+# 16-bit inputs halve the bytes but not the arithmetic: past T x C = 2^19 variant C's T-parallel programs are faster
+# (bf16 at 1024 x 560: 81 against 78 us, 1024 x 960: 129 against 109; below it the single read wins by up to 40 %,
+# 1024 x 288: 49 against 55 us; results/wkv_ab_s9/ab43b)
+MAX_TC_16BIT = 2 ** 19
 R = 4                      # rows a sub-tile: at most 128 registers, two programs an SM (results/wkv_ab_s9/ab42, probe44)
 
 _failed: list = []         # the first failure, if Gluon could not compile or launch here
@@ -192,12 +196,12 @@ def usable(k: torch.Tensor, v: torch.Tensor) -> bool:
     """Whether this kernel can take the call: CUDA sm_80+, Gluon importable and not failed here before, MIN_T <= T
     <= MAX_T, 16- or 32-bit floats with unit channel stride. A cp.async copies 4, 8 or 16 bytes, so 16-bit inputs
     also need what lets Triton prove 4-byte alignment: C and the strides multiples of 16, 16-byte aligned data
-    (a bf16 call at C = 8 failed to compile)."""
+    (a bf16 call at C = 8 failed to compile); and T x C <= MAX_TC_16BIT."""
     if gluon is None or _failed or not k.is_cuda:
         return False
     T, C = k.shape[1:]
     if k.element_size() == 2 and (C % 16 or any(s % 16 for t in (k, v) for s in t.stride()[:2])
-                                  or k.data_ptr() % 16 or v.data_ptr() % 16):
+                                  or k.data_ptr() % 16 or v.data_ptr() % 16 or T * C > MAX_TC_16BIT):
         return False
     return (MIN_T <= T <= MAX_T and k.dtype in (torch.float32, torch.bfloat16, torch.float16) and k.stride(2) == 1
             and v.stride(2) == 1 and torch.cuda.get_device_capability(k.device) >= (8, 0))
