@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import torch
@@ -96,7 +97,7 @@ def env_report(mode: str | None = None) -> dict:
 
 def show_source(obj) -> None:
     """Display the real source of a package function or class (never a retyped copy)."""
-    src = inspect.getsource(getattr(obj, "fn", obj))  # a Triton JITFunction keeps its Python function in .fn
+    src = textwrap.dedent(inspect.getsource(getattr(obj, "fn", obj)))  # a Triton JITFunction keeps its function in .fn
     try:
         from IPython.display import Markdown, display
 
