@@ -1020,8 +1020,9 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
     one_ref = not causal and allow_single and allow_fast and allow_tight
     skip = 0
     if one_ref and single_impl == "gluon":
-        skip = wkv_gluon.forward(w, u, k, v, y)            # 0 where Gluon failed to compile (warned once)
-        single_impl = "chunk" if skip == 0 else single_impl
+        skip = wkv_gluon.forward(w, u, k, v, y) if wkv_gluon.usable(k, v) else 0
+        if not skip:                          # no Gluon for this call, or it failed to compile here (warned once)
+            single_impl = "chunk"
     if one_ref and single_impl == "chunk":
         skip = _chunk_forward(w, u, k, v, y, single_tile)
     elif one_ref and single_impl == "scan" and (T <= SINGLE_MAX_T or single_tile):
