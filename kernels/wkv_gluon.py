@@ -39,13 +39,13 @@ except ImportError:                      # a Triton without Gluon: wkv_forward u
 
 BC = 8                     # channels a program: 8 lanes of a warp, 4 chunks on the other lanes
 MAX_T = 1024               # 64 KB of shared memory in float32: two programs an SM
-MIN_T = 129                # from here on the single pass pads to 256 tokens (below, it stays: not measured against this)
+MIN_T = 129                # from here the single pass pads to 256 tokens (below, it stays: not measured against this)
 NUM_WARPS = 8
 # 16-bit inputs halve the bytes but not the arithmetic: past T x C = 2^19 variant C's T-parallel programs are faster
 # (bf16 at 1024 x 560: 81 against 78 us, 1024 x 960: 129 against 109; below it the single read wins by up to 40 %,
 # 1024 x 288: 49 against 55 us; results/wkv_ab_s9/ab43b)
 MAX_TC_16BIT = 2 ** 19
-R = 4                      # rows a sub-tile: at most 128 registers, two programs an SM (results/wkv_ab_s9/ab42, probe44)
+R = 4                      # rows a sub-tile: <= 128 registers, two programs an SM (results/wkv_ab_s9/ab42, probe44)
 
 _failed: list = []         # the first failure, if Gluon could not compile or launch here
 
@@ -70,6 +70,20 @@ if gluon is not None:
     @gluon.jit
     def _add2(a1, b1, a2, b2):
         return a1 + a2, b1 + b2
+
+    @gluon.jit
+    def _sub_tile(k_s, v_s, chunk, rr, T, w2, centre, s: gl.constexpr, CT: gl.constexpr, R: gl.constexpr,
+                  L3: gl.constexpr):
+        """Sub-tile s of every chunk from shared memory (wkv_triton._chunk_rows): its rows' tokens trow (NCH, R, 1)
+        and whether they exist, k (log2 units, -inf past T) and v (0 past T) (NCH, R, BC) in float32, and the
+        decay weights of its first row g0 = 2^(w (t0 - centre)), s0 = 1 / g0 (NCH, BC)."""
+        t0 = chunk * CT + s * R                                        # (NCH, 1): the sub-tile's first token
+        trow = t0[:, None, :] + rr
+        inside = trow < T
+        k2 = gl.where(inside, k_s.slice(s * R, R, dim=1).load(L3).to(gl.float32) * 1.4426950408889634, float("-inf"))
+        v = gl.where(inside, v_s.slice(s * R, R, dim=1).load(L3).to(gl.float32), 0.0)
+        d = w2[None, :] * (t0.to(gl.float32) - centre)
+        return trow, inside, k2, v, gl.exp2(d), gl.exp2(-d)
 
     @gluon.jit
     def _wkv_fwd_gluon_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, T, C, skb, skt, svb, svt, syb, syt,
@@ -125,14 +139,7 @@ if gluon is not None:
             sv = gl.full([NCH, BC], 0.0, gl.float32, S2)
             s1 = gl.full([NCH, BC], 0.0, gl.float32, S2)
             for s in gl.static_range(CT // R):
-                t0 = chunk * CT + s * R                                # (NCH, 1): the sub-tile's first token
-                inside = (t0[:, None, :] + rr) < T                     # (NCH, R, 1)
-                k2 = gl.where(inside, k_s.slice(s * R, R, dim=1).load(L3).to(gl.float32) * 1.4426950408889634,
-                              float("-inf"))
-                v = gl.where(inside, v_s.slice(s * R, R, dim=1).load(L3).to(gl.float32), 0.0)
-                d = w2[None, :] * (t0.to(gl.float32) - centre)
-                g0 = gl.exp2(d)
-                s0 = gl.exp2(-d)
+                _, _, k2, v, g0, s0 = _sub_tile(k_s, v_s, chunk, rr, T, w2, centre, s, CT, R, L3)
                 nm = gl.maximum(m, gl.reduce(k2, 1, _max))
                 nm = gl.where(nm == float("-inf"), 0.0, nm)            # no token yet (or a padding channel)
                 f = gl.exp2(m - nm)
@@ -162,15 +169,7 @@ if gluon is not None:
             ych = cb * BC + hh
             ri3 = rinv[:, None, :]
             for s in gl.static_range(CT // R):
-                t0 = chunk * CT + s * R
-                trow = t0[:, None, :] + rr
-                inside = trow < T
-                k2 = gl.where(inside, k_s.slice(s * R, R, dim=1).load(L3).to(gl.float32) * 1.4426950408889634,
-                              float("-inf"))
-                v = gl.where(inside, v_s.slice(s * R, R, dim=1).load(L3).to(gl.float32), 0.0)
-                d = w2[None, :] * (t0.to(gl.float32) - centre)
-                g0 = gl.exp2(d)
-                s0 = gl.exp2(-d)
+                trow, inside, k2, v, g0, s0 = _sub_tile(k_s, v_s, chunk, rr, T, w2, centre, s, CT, R, L3)
                 e = gl.exp2(k2 - M[None, None, :])
                 ev = e * v
                 a = rp * ev
@@ -209,7 +208,10 @@ def usable(k: torch.Tensor, v: torch.Tensor) -> bool:
 
 def forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, y: torch.Tensor) -> int:
     """y (B, T, C) for the channel blocks in the one-reference regime (the others untouched); returns BC, or 0 when
-    Gluon failed to compile or launch here (once, with a warning): the caller then runs variant C."""
+    the kernel cannot take the call (usable) or Gluon failed to compile or launch here (once, with a warning): the
+    caller then runs a wkv_triton kernel."""
+    if not usable(k, v):
+        return 0
     B, T, C = k.shape
     tp = max(triton.next_power_of_2(T), 4 * NUM_WARPS * R)
     try:

@@ -1016,13 +1016,13 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
         return y
     w, u = w.float().contiguous(), u.float().contiguous()
     if single_impl == "auto":
-        single_impl = "gluon" if wkv_gluon.usable(k, v) else "chunk" if T >= CHUNK_MIN_T else "scan"
+        single_impl = "gluon" if k.is_cuda else "chunk" if T >= CHUNK_MIN_T else "scan"
     one_ref = not causal and allow_single and allow_fast and allow_tight
     skip = 0
     if one_ref and single_impl == "gluon":
-        skip = wkv_gluon.forward(w, u, k, v, y) if wkv_gluon.usable(k, v) else 0
-        if not skip:                          # no Gluon for this call, or it failed to compile here (warned once)
-            single_impl = "chunk"
+        skip = wkv_gluon.forward(w, u, k, v, y)          # 0 where it does not take the call (wkv_gluon.usable)
+        if not skip:
+            single_impl = "chunk" if T >= CHUNK_MIN_T else "scan"
     if one_ref and single_impl == "chunk":
         skip = _chunk_forward(w, u, k, v, y, single_tile)
     elif one_ref and single_impl == "scan" and (T <= SINGLE_MAX_T or single_tile):
