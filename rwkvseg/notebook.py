@@ -185,12 +185,10 @@ def static_then_widget(plot_fn, **sliders):
 
 
 def results_path(*parts: str) -> Path:
-    """A path under the repository's committed results/ folder, found from the working directory
-    (chapters run from book/, scripts from the root). Raises FileNotFoundError naming the path."""
-    for base in [Path.cwd(), *Path.cwd().parents]:
-        if (base / "results").is_dir() and (base / "_toc.yml").is_file():
-            return base.joinpath("results", *parts)
-    raise FileNotFoundError(f"no results/ folder above {Path.cwd()}: run the chapter from a clone of the repository")
+    """A path under the committed records that ship inside the package (rwkvseg/results/): the
+    benchmark and training records the chapters render, found the same way in a clone and in an
+    installed wheel."""
+    return Path(__file__).resolve().parent.joinpath("results", *parts)
 
 
 def committed_runs(folder: str) -> list[tuple[str, dict]]:
@@ -198,10 +196,7 @@ def committed_runs(folder: str) -> list[tuple[str, dict]]:
     pairs sorted by name: the engine's JSON files (results/<folder>/<name>.json) and the record
     folders that rwkvseg.record writes (results/<folder>/<name>/results.json). Files without a
     full-mode provenance (histories, quick runs) are left out."""
-    try:
-        root = results_path(folder)
-    except FileNotFoundError:
-        return []
+    root = results_path(folder)
     if not root.is_dir():
         return []
     runs = [(p.name, p) for p in root.glob("*.json")] + [(p.parent.name, p) for p in root.glob("*/results.json")]
