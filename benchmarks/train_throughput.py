@@ -289,7 +289,8 @@ def run_variant_in_child(a, compiled: bool, out: Path) -> dict:
     caches), so that its time to first step is what a new training run pays."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--model", a.model, "--size", str(a.size),
            "--batch", str(a.batch), "--steps", str(a.steps), "--warmup", str(a.warmup),
-           "--profile-steps", str(a.profile_steps), "--compile", "on" if compiled else "off", "--out", str(out)]
+           "--profile-steps", str(a.profile_steps), "--compile", "on" if compiled else "off", "--out", str(out),
+           "--in-process"]
     cmd += ["--no-bf16"] * a.no_bf16 + ["--no-channels-last"] * a.no_channels_last
     if a.profile:
         cmd += ["--profile", a.profile]
@@ -320,6 +321,7 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default=None,
                     help="also write the kernel table as text to PREFIX_{eager,compiled}.txt (CUDA)")
     ap.add_argument("--merge", nargs="+", default=None, help="merge these records of separate runs into --out")
+    ap.add_argument("--in-process", action="store_true", help="run the variants in this process (CPU: always)")
     a = ap.parse_args(argv)
     if a.merge:
         records = [json.loads(Path(f).read_text()) for f in a.merge]
@@ -330,7 +332,7 @@ def main(argv=None) -> int:
         a.model, a.size, a.batch, a.steps, a.warmup, a.compile = "rwkv_unet_test", 64, 2, 2, 1, "off"
     variants = {"both": (False, True), "on": (True,), "off": (False,)}[a.compile]
     rows = []
-    if device.type == "cuda" and len(variants) > 1:
+    if device.type == "cuda" and not a.in_process:
         with tempfile.TemporaryDirectory() as tmp:
             rows = [run_variant_in_child(a, c, Path(tmp) / f"{int(c)}.json") for c in variants]
     else:
