@@ -130,7 +130,8 @@ def kernel_breakdown(kernels: list[tuple[str, float]], steps: int, step_ms: floa
 
 
 def profile_kernels(fn, steps: int) -> list[tuple[str, float]]:
-    """(kernel name, microseconds) of every CUDA kernel, copy and memset that `steps` calls of fn launch."""
+    """(kernel name, microseconds) of every CUDA kernel, copy and memset that `steps` calls of fn launch
+    (not the GPU-side spans of annotations such as ``Optimizer.step#AdamW.step``, which cover kernels)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
@@ -138,7 +139,8 @@ def profile_kernels(fn, steps: int) -> list[tuple[str, float]]:
         for _ in range(steps):
             fn()
         torch.cuda.synchronize()
-    return [(e.name, e.time_range.elapsed_us()) for e in prof.events() if e.device_type == DeviceType.CUDA]
+    return [(e.name, e.time_range.elapsed_us()) for e in prof.events()
+            if e.device_type == DeviceType.CUDA and not e.is_user_annotation]  # annotations span kernels
 
 
 def kernel_table(breakdown: dict, title: str) -> str:
