@@ -3,7 +3,6 @@ import importlib.util as _ilu
 import os as _os
 import sys as _sys
 
-__version__ = "0.1.0"
 
 
 def _map_source_kernels():
@@ -23,10 +22,10 @@ _map_source_kernels()
 from rwkvseg.flops import flops  # noqa: E402
 from rwkvseg.hub import from_pretrained, save_pretrained  # noqa: E402
 from rwkvseg.models import create_model, list_models  # noqa: E402
-from rwkvseg.notebook import env_report  # noqa: E402
+from rwkvseg.version import __version__  # noqa: E402
 from rwkvseg.wkv import bi_wkv, uni_wkv  # noqa: E402
 
 __all__ = [
     "__version__", "bi_wkv", "uni_wkv", "create_model", "list_models", "flops",
-    "save_pretrained", "from_pretrained", "env_report",
+    "save_pretrained", "from_pretrained",
 ]

@@ -7,7 +7,9 @@ A checkpoint is a directory:
                          "in_chans": ..., "input_size": ..., "normalization": ..., "training_data": ...,
                          "metrics": ..., "dtype": ..., "extra": {...}}
 
-Loading needs nothing but the directory: the registered builder `model_name` is called with the
+The networks trained for the book ship inside the package (rwkvseg/weights/<name>/, each with a
+model card): `from_pretrained("rwkv_unet_t_isic2018")` loads one by name, `list_pretrained()` names
+them. Loading needs nothing but the directory: the registered builder `model_name` is called with the
 saved config fields (rwkvseg.models.create_model), then the weights load with strict=True. A
 checkpoint whose tensors do not match the rebuilt model is refused with the missing, unexpected
 and mis-shaped keys named. The model must carry its config dataclass as `model.config`.
@@ -21,12 +23,29 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file, save_file
 
-__all__ = ["save_pretrained", "from_pretrained", "load_config", "WEIGHTS_NAME", "CONFIG_NAME"]
+from rwkvseg.models import create_model, list_models
+
+__all__ = ["save_pretrained", "from_pretrained", "list_pretrained", "load_config", "WEIGHTS_NAME", "CONFIG_NAME"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
+SHIPPED = Path(__file__).resolve().parent / "weights"
+
+
+def list_pretrained() -> list[str]:
+    """The names of the trained networks that ship with the package."""
+    return sorted(p.name for p in SHIPPED.iterdir() if (p / CONFIG_NAME).is_file())
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """`path` when it is a folder; else the shipped network of that name."""
+    p = Path(path).expanduser()
+    if not p.is_dir() and str(path) in list_pretrained():
+        return SHIPPED / str(path)
+    return p
 _KNOWN_METADATA = ("input_size", "normalization", "training_data", "metrics")
 
 
@@ -62,8 +81,6 @@ def save_pretrained(
         **metadata: input_size, normalization (e.g. {"mean": [...], "std": [...]}), training_data,
             metrics, and any other JSON-serialisable facts (stored under "extra").
     """
-    from rwkvseg.models import list_models
-
     config = _model_config(model)
     model_name = model_name or getattr(model, "model_name", None)
     if model_name is None:
@@ -72,8 +89,6 @@ def save_pretrained(
         raise ValueError(f"model_name {model_name!r} is not registered; registered: {', '.join(list_models())}")
     if dtype is not None and not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype such as torch.float16, got {dtype}")
-
-    from safetensors.torch import save_file
 
     state = {}
     for key, t in model.state_dict().items():
@@ -103,8 +118,8 @@ def save_pretrained(
 
 
 def load_config(path: str | Path) -> dict:
-    """The config.json of a checkpoint directory, as a dict."""
-    path = Path(path)
+    """The config.json of a checkpoint directory (or a shipped network's name), as a dict."""
+    path = checkpoint_dir(path)
     cfg_file = path / CONFIG_NAME
     if not cfg_file.is_file():
         raise FileNotFoundError(
@@ -126,14 +141,11 @@ def _as_tuples(value: Any) -> Any:
 def from_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model from config.json via the registry, load the weights with strict=True.
 
+    `path` is a checkpoint directory or the name of a shipped network (list_pretrained()).
     Returns the model in eval mode, in float32 (a float16 checkpoint is upcast), on `map_location`,
     with the checkpoint record attached as `model.pretrained_record`.
     """
-    from safetensors.torch import load_file
-
-    from rwkvseg.models import create_model
-
-    path = Path(path)
+    path = checkpoint_dir(path)
     record = load_config(path)
     weights = path / WEIGHTS_NAME
     if not weights.is_file():

@@ -11,3 +11,35 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+from rwkvseg.data.paths import dataset_dir, has_dataset  # noqa: E402
+
+DATA_FIXTURES = {"isic_dir": "isic2018", "acdc_dir": "acdc"}
+
+
+def _data_folder(name: str):
+    """The real data set's folder, from RWKVSEG_DATA (or ~/rwkvseg-data); skip where it is absent."""
+    if not has_dataset(name):
+        pytest.skip(f"needs the real {name} data: set RWKVSEG_DATA to a data root holding {name}/")
+    return dataset_dir(name)
+
+
+@pytest.fixture(scope="session")
+def isic_dir():
+    """The ISIC 2018 folder (images/, masks/) of the data root."""
+    return _data_folder("isic2018")
+
+
+@pytest.fixture(scope="session")
+def acdc_dir():
+    """The ACDC folder (data/*.h5, *.list) of the data root."""
+    return _data_folder("acdc")
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that use the real data are marked `data` (CI's data leg selects them with -m data)."""
+    for item in items:
+        if DATA_FIXTURES.keys() & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.data)

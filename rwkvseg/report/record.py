@@ -1,8 +1,8 @@
-"""A training run's record for results/: what a training chapter writes in full mode.
+"""A training run's record: what a training chapter writes in full mode, and what is committed.
 
-    results = rwkvseg.train.train(cfg)
-    write_record(results, "results/train_isic2018/notebook_rwkv_unet_t_35ep", run_dir=cfg.out_dir)
-    python -m rwkvseg record --run runs/isic2018_rwkv_unet_t --out results/train_isic2018/<name>
+    results = rwkvseg.engine.train(cfg)
+    write_record(results, "records/isic2018_rwkv_unet_t", run_dir=cfg.out_dir)
+    rwkvseg record --run runs/isic2018_rwkv_unet_t --out records/isic2018_rwkv_unet_t
 
 writes into the record folder
     results.json            the engine's results (test metrics with and without TTA, per-epoch history,
@@ -11,7 +11,7 @@ writes into the record folder
     metrics.csv             one row per epoch, as the run directory has it
     curves.png              training loss and validation score per epoch, the selected epoch marked
     cases.json, cases.png   the best, median and worst test cases of the selected weights
-                            (rwkvseg.cases, as `python -m rwkvseg evaluate --no-tta --cases` writes them)
+                            (rwkvseg.report.cases, as `rwkvseg evaluate --no-tta --cases` writes them)
 
 The cases come from the weights the engine selected and exported (run_dir/model: best validation
 epoch, or the last), evaluated once more on the test split without TTA as the engine evaluates (bf16
@@ -26,13 +26,16 @@ import json
 import shutil
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
+from rwkvseg.engine.evaluate import evaluate_checkpoint
+from rwkvseg.report.cases import write_cases
+
 
 def curves_figure(history: list[dict], *, title: str | None = None, selected_epoch: int | None = None):
-    """A matplotlib Figure (no pyplot, Agg canvas) of a run's history (rwkvseg.train.train's
+    """A matplotlib Figure (no pyplot, Agg canvas) of a run's history (rwkvseg.engine.train's
     results["history"]): the training loss and learning rate per epoch, and the validation score
     of the epochs that were validated, with `selected_epoch` (0-based) marked."""
-    from matplotlib.figure import Figure
-
     epochs = [r["epoch"] + 1 for r in history]
     fig = Figure(figsize=(8, 2.8), layout="constrained")
     ax_loss, ax_val = fig.subplots(1, 2)
@@ -65,12 +68,10 @@ def write_record(results: dict, out_dir: str | Path, *, run_dir: str | Path, com
     """Write results.json, metrics.csv, curves.png, cases.json and cases.png of a finished run to
     `out_dir` (see the module docstring); returns {"dir", "files", "cases"}.
 
-    `results` is what rwkvseg.train.train returned (also run_dir/results.json); `run_dir` its out_dir,
+    `results` is what rwkvseg.engine.train returned (also run_dir/results.json); `run_dir` its out_dir,
     holding metrics.csv and the exported weights (run_dir/model). `command` replaces the provenance's
     command (e.g. the papermill line that ran a chapter); `provenance` adds keys to it (e.g. notebook=).
     The cases are evaluated on the run's own test split (its first max_eval_items in quick mode)."""
-    from rwkvseg.evaluate import evaluate_checkpoint
-
     out, run = Path(out_dir), Path(run_dir)
     model_dir = run / "model"
     if not (model_dir / "config.json").is_file():
@@ -89,9 +90,13 @@ def write_record(results: dict, out_dir: str | Path, *, run_dir: str | Path, com
                               f"selected by {selection.get('rule', '?')}")
     fig.savefig(out / "curves.png", dpi=dpi, pil_kwargs={"optimize": True})
 
-    evaluated = evaluate_checkpoint(model_dir, split="test", tta=False, cases_dir=out, n_cases=n_cases,
-                                    max_items=results["config"].get("max_eval_items"),
-                                    bf16=bool(results["provenance"].get("bf16")),
-                                    command=record["provenance"]["command"])
+    bf16 = bool(results["provenance"].get("bf16"))
+    evaluated = evaluate_checkpoint(model_dir, split="test", tta=False, per_case=True, bf16=bf16,
+                                    max_items=results["config"].get("max_eval_items"))
+    cases = write_cases(out, evaluated.model, evaluated.split, evaluated.result["no_tta"],
+                        binary=evaluated.binary, normalization=evaluated.normalization,
+                        k=n_cases, dataset=results["dataset"], checkpoint=str(model_dir),
+                        split_info=evaluated.result["split_info"], command=record["provenance"]["command"],
+                        mode=results["provenance"].get("mode", "full"), bf16=bf16)
     files = sorted(p.name for p in out.iterdir() if p.is_file())
-    return {"dir": str(out), "files": files, "cases": evaluated["cases"]}
+    return {"dir": str(out), "files": files, "cases": cases}

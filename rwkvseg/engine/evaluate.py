@@ -1,8 +1,7 @@
-"""Evaluation and prediction with a trained network (spec protocols.md §4-5).
+"""Evaluation of a trained network: the numbers, and each case's score (no figures: rwkvseg.report draws them).
 
     evaluate_split(model, split, binary=True, normalization=...)   metrics of one split (ISIC or ACDC)
     evaluate_checkpoint("runs/x/best.pt", split="test")            the same from a checkpoint
-    predict_images(model, ["a.jpg", ...], out_dir="pred")           masks and overlays for any images
 
 Every number comes from rwkvseg.metrics; the network input from the data package's normalisation
 (rwkvseg.data.NORMALIZATIONS, the same object as in training).
@@ -20,23 +19,28 @@ TTA: the mean of the logits of the image and of its horizontal flip (flipped bac
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from rwkvseg.data import NORMALIZATIONS, Normalization, resize_label
+from rwkvseg.data import Normalization, resize_label
+from rwkvseg.data.acdc import LABELS
+from rwkvseg.data.sets import EvalSet, load_dataset
+from rwkvseg.engine.checkpoint import load_model
 from rwkvseg.metrics import BinaryMetrics, VolumeMetrics, scores_from_counts
 
-ACDC_CLASSES = ("RV", "Myo", "LV")     # labels 1, 2, 3 (0 is background)
 
+class Evaluated(NamedTuple):
+    """What evaluate_checkpoint returns: the metrics, the loaded model, and the split it scored."""
 
-def normalization_for(dataset: str) -> Normalization:
-    """The normalisation of a training data set name ("isic2018", "isic2018_samples", "acdc", ...)."""
-    return NORMALIZATIONS["isic2018" if dataset.startswith("isic") else "acdc"]
+    result: dict
+    model: torch.nn.Module
+    split: EvalSet
+    binary: bool
+    normalization: Normalization
 
 
 def metric_conventions(*, binary: bool) -> dict:
@@ -109,7 +113,7 @@ def evaluate_binary(model, images: Tensor, masks: Tensor, *, normalization: Norm
 def predict_volume(model, image, native_size: tuple[int, int], *, normalization: Normalization,
                    tta: bool = False, bf16: bool = False, batch_size: int = 32) -> Tensor:
     """Label volume (D, H, W) uint8 at the native size for an image volume (D, 1, S, S) uint8 as
-    trained (the cache's rows of one volume); protocols §5."""
+    trained (the cache's rows of one volume)."""
     dev = _device_of(model)
     image = torch.as_tensor(image)
     out = []
@@ -127,7 +131,7 @@ def evaluate_volumes(model, volumes: list, *, normalization: Normalization, tta:
     also `per_case`: each volume's name, per-class Dice and their mean (authors' rules), in order."""
     was_training = model.training
     model.eval()
-    names = ACDC_CLASSES if num_classes == 4 else tuple(f"class{c}" for c in range(1, num_classes))
+    names = LABELS[1:] if num_classes == len(LABELS) else tuple(f"class{c}" for c in range(1, num_classes))
     by_rule = {rule: VolumeMetrics(num_classes=num_classes, class_names=names, rules=rule, hd95=hd95)
                for rule in ("authors", "strict")}
     for vol in volumes:
@@ -150,7 +154,7 @@ def evaluate_volumes(model, volumes: list, *, normalization: Normalization, tta:
 
 def evaluate_split(model, split, *, binary: bool, normalization: Normalization, tta: bool = False,
                    hd95: bool = True, bf16: bool = False, per_case: bool = False) -> dict:
-    """Metrics of an EvalSet (rwkvseg.train.EvalSet), with the score used for model selection:
+    """Metrics of an EvalSet (rwkvseg.data.EvalSet), with the score used for model selection:
     pooled DSC for ISIC, mean 3-D Dice over RV/Myo/LV (authors' rules) for ACDC. With per_case,
     `per_case` lists {"id", "dice"} of every image (its DSC) or volume (mean over its classes)."""
     if binary:
@@ -168,76 +172,30 @@ def evaluate_split(model, split, *, binary: bool, normalization: Normalization, 
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# Checkpoints, tables, prediction on any image
-# --------------------------------------------------------------------------------------------
-
-def load_model(checkpoint: str | Path, *, device: torch.device | str | None = None):
-    """(model in eval mode, training config dict) from a train.py checkpoint file (best.pt / last.pt)
-    or from the exported directory out_dir/model (rwkvseg.hub.save_pretrained)."""
-    from rwkvseg.models import create_model
-    from rwkvseg.notebook import default_device
-
-    device = torch.device(device) if device is not None else default_device()
-    path = Path(checkpoint)
-    if path.is_dir():
-        from rwkvseg.hub import from_pretrained
-
-        model = from_pretrained(path, map_location=device)
-        cfg = model.pretrained_record.get("extra", {}).get("train_config")
-        if cfg is None:
-            raise ValueError(f"{path} holds no training config (extra.train_config): it was not exported by "
-                             "`python -m rwkvseg train`; evaluate it with evaluate_split instead")
-        return model, cfg
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found: pass out_dir/best.pt, out_dir/last.pt or the "
-                                "exported directory out_dir/model of a `python -m rwkvseg train` run")
-    ckpt = torch.load(path, map_location=device, weights_only=False)
-    cfg = ckpt["config"]
-    model = create_model(cfg["model"], in_chans=ckpt["in_chans"], num_classes=ckpt["num_classes"],
-                         **cfg.get("model_kwargs", {}))
-    state = {k.replace("_orig_mod.", "").replace("module.", ""): v for k, v in ckpt["model"].items()}
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval(), cfg
-
-
 def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, split: str = "test",
                         tta: bool = True, max_items: int | None = None, device: str | None = None,
-                        cases_dir: str | Path | None = None, n_cases: int = 2, command: str | None = None,
-                        bf16: bool = False) -> dict:
+                        per_case: bool = False, bf16: bool = False) -> Evaluated:
     """Evaluate a checkpoint on the `split` ("test" or "val") of the data set it was trained on.
 
-    `data_dir` defaults to the training run's; with `max_items`, only that many images / volumes
-    are decoded (no cache file), otherwise the data set's cache is used. With `cases_dir`, the
-    n_cases best, median and worst cases of the plain (no-TTA) predictions are written there
-    (rwkvseg.cases.write_cases: cases.json with every case's Dice and provenance, cases.png). `bf16`:
-    predict under bf16 autocast on CUDA, as the training engine evaluates (default: float32)."""
-    import dataclasses
-
-    from rwkvseg.train import TrainConfig, load_training_data
-
-    model, cfg_dict = load_model(checkpoint, device=device)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{**{k: v for k, v in cfg_dict.items() if k in known},
-                         "data_dir": data_dir or cfg_dict.get("data_dir"),
-                         "max_eval_items": max_items, "selection": "val" if split == "val" else "last",
-                         "max_train_images": 1 if max_items else None})
-    data = load_training_data(cfg, device=_device_of(model))
+    Returns the result, the model, the evaluated split (EvalSet), whether it is binary and its
+    normalisation; the result holds the metrics without TTA ("no_tta") and,
+    with `tta`, with the flip TTA ("tta"); with `per_case`, "no_tta" lists every case's Dice (what
+    rwkvseg.report.cases ranks and draws). `data_dir` defaults to the training run's; with
+    `max_items`, only that many images / volumes are decoded (no cache file). `bf16`: predict under
+    bf16 autocast on CUDA, as the training engine evaluates (default: float32)."""
+    model, cfg = load_model(checkpoint, device=device)
+    data = load_dataset(cfg["dataset"], split=cfg.get("split", "default"), img_size=cfg["img_size"],
+                        data_dir=data_dir or cfg.get("data_dir"), with_val=split == "val",
+                        max_train=1 if max_items else None, max_eval=max_items, seed=cfg.get("seed", 0),
+                        device=_device_of(model))
     es = data.val if split == "val" else data.test
-    kw = dict(binary=cfg.is_binary, normalization=data.normalization, bf16=bf16)
-    no_tta = evaluate_split(model, es, tta=False, per_case=cases_dir is not None, **kw)
-    out = {"checkpoint": str(checkpoint), "dataset": cfg.dataset, "split_info": data.split_info,
-           "metric_conventions": metric_conventions(binary=cfg.is_binary), "no_tta": no_tta}
+    kw = dict(binary=data.info.binary, normalization=data.normalization, bf16=bf16)
+    out = {"checkpoint": str(checkpoint), "dataset": cfg["dataset"], "split_info": data.split_info,
+           "metric_conventions": metric_conventions(binary=data.info.binary),
+           "no_tta": evaluate_split(model, es, tta=False, per_case=per_case, **kw)}
     if tta:
         out["tta"] = evaluate_split(model, es, tta=True, **kw)
-    if cases_dir is not None:
-        from rwkvseg.cases import write_cases
-
-        out["cases"] = write_cases(cases_dir, model, es, no_tta, k=n_cases, dataset=cfg.dataset,
-                                   checkpoint=str(checkpoint), split_info=data.split_info, command=command,
-                                   mode="quick" if max_items else "full", **kw)
-        del no_tta["per_case"]                                  # in cases.json, not in this result
-    return out
+    return Evaluated(out, model, es, data.info.binary, data.normalization)
 
 
 def format_table(result: dict) -> str:
@@ -260,48 +218,3 @@ def format_table(result: dict) -> str:
                 hd = f"  HD95 {m['hd95']:.2f} vox" if "hd95" in m else ""
                 rows.append(f"{key:<7} {rule:<8} Dice {100 * m['dice']:6.2f}  ({cls}){hd}")
     return "\n".join(rows)
-
-
-@torch.no_grad()
-def predict_images(model, paths: list, out_dir: str | Path, *, img_size: int = 256, tta: bool = False,
-                   normalization: Normalization | None = None, overlay: bool = True) -> list[Path]:
-    """Predict masks for image files of any size: resized to img_size in (bilinear), normalised as
-    in training (`normalization`; default: ISIC's for 3 channels, ACDC's for 1), the mask resized
-    back (nearest) to the image's own size. Writes <stem>_mask.png (0/255, or the class index x 60 for
-    multi-class) and <stem>_overlay.png (the mask in red over the image)."""
-    from PIL import Image
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dev = _device_of(model)
-    model.eval()
-    in_chans = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
-    if normalization is None:
-        normalization = NORMALIZATIONS["isic2018" if in_chans == 3 else "acdc"]
-    written = []
-    for p in map(Path, paths):
-        img = Image.open(p).convert("RGB" if in_chans == 3 else "L")
-        arr = np.array(img)
-        x = torch.from_numpy(arr).to(dev)
-        x = (x.permute(2, 0, 1) if x.ndim == 3 else x[None])[None].float()       # (1, C, H, W)
-        x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False, antialias=True)
-        logits = predict_logits(model, normalization.from_uint8(x.round().clamp(0, 255).byte()), tta=tta)
-        lab = (torch.sigmoid(logits) >= 0.5)[:, 0] if logits.shape[1] == 1 else logits.argmax(1)
-        lab = F.interpolate(lab[:, None].float(), size=arr.shape[:2], mode="nearest")[0, 0].byte().cpu().numpy()
-        scale = 255 if logits.shape[1] == 1 else 60
-        mask_path = out_dir / f"{p.stem}_mask.png"
-        Image.fromarray((lab * scale).astype(np.uint8)).save(mask_path)
-        written.append(mask_path)
-        if overlay:
-            rgb = np.asarray(img.convert("RGB")).astype(np.float32)
-            red = np.zeros_like(rgb)
-            red[..., 0] = 255
-            a = 0.45 * (lab > 0)[..., None]
-            ov_path = out_dir / f"{p.stem}_overlay.png"
-            Image.fromarray((rgb * (1 - a) + red * a).astype(np.uint8)).save(ov_path)
-            written.append(ov_path)
-    return written
-
-
-def write_json(obj: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(obj, indent=1, default=str))

@@ -3,10 +3,10 @@
 # repository root, within one call of the device tool (10 minutes), and leave its record in RESULTS_DIR:
 #     executed.ipynb  results.json  metrics.csv  curves.png  cases.json  cases.png
 #
-#   bash scripts/gpu_chapter.sh CHAPTER DATA_DIR RESULTS_DIR [papermill args ...]
-#   bash scripts/gpu_chapter.sh --install-only
-#   bash scripts/gpu_chapter.sh --size CARRY...     (here, before a call: what it would carry, against 64 MiB)
-#   bash scripts/gpu_chapter.sh --split FILE DIR | --join DIR FILE   (a data file in parts over two calls)
+#   bash dev/gpu_chapter.sh CHAPTER DATA_DIR RESULTS_DIR [papermill args ...]
+#   bash dev/gpu_chapter.sh --install-only
+#   bash dev/gpu_chapter.sh --size CARRY...     (here, before a call: what it would carry, against 64 MiB)
+#   bash dev/gpu_chapter.sh --split FILE DIR | --join DIR FILE   (a data file in parts over two calls)
 #
 # CHAPTER is 08_train_isic or 09_train_acdc (or book/<chapter>.ipynb); DATA_DIR and RESULTS_DIR are
 # relative to the repository root or absolute. Papermill gets -p MODE full, DATA_DIR, RESULTS_DIR,
@@ -15,7 +15,7 @@
 # (-p EPOCHS 35, -p COMPILE True). The kernel runs in book/, as in the book build.
 #
 # 1. Wheels: the GPU machine has torch, triton, numpy, matplotlib, pyyaml, tqdm, requests, ... but
-#    not papermill or a Jupyter kernel. When .whl/ holds wheels (scripts/device_wheels.txt lists them
+#    not papermill or a Jupyter kernel. When .whl/ holds wheels (dev/device_wheels.txt lists them
 #    and how to download them), they are installed into $SITE (/tmp/site); a warm machine on which
 #    an earlier call installed them needs none (see the ACDC call below).
 # 2. PYTHONPATH=$SITE:$PWD; a python3 kernelspec whose argv is this python3 is written to
@@ -31,7 +31,7 @@
 # venv with papermill), WHEELS (.whl), DEADLINE_S (570), RWKVSEG_COMMIT (the commit the provenance
 # records: the device copy has no .git), DRY_RUN=1 (print the papermill command, run nothing).
 #
-# Timing (RWKV-UNet-T, one H100, eager, bf16; results/train_*/rwkv_unet_t_*ep.json): ISIC 2018 trains
+# Timing (RWKV-UNet-T, one H100, eager, bf16; rwkvseg/results/train_*/rwkv_unet_t_*ep.json): ISIC 2018 trains
 # 40 epochs in 475 s of train() (first epoch ~140 s: kernel compilation and autotuning; then ~6.3 s
 # an epoch plus validation, ~7 s), ACDC 60 epochs in 357 s (first epoch ~73 s, then ~3.8 s). On top:
 # wheels ~10 s, papermill and kernel start ~15 s, the record (cases: the data loaded again, one test
@@ -40,27 +40,27 @@
 #
 # Device calls (the `run` tool; <sha> = git rev-parse HEAD of the committed tree that travels).
 # The working tree travels with every call and counts towards its 64 MiB (15.9 MB on 2026-11-24, most
-# of it weights/); check a call with `bash scripts/gpu_chapter.sh --size <carried paths>`.
+# of it weights/); check a call with `bash dev/gpu_chapter.sh --size <carried paths>`.
 #
 #   ISIC, kind nvidia-h100-x1, carry [".whl", ".carry/isic2018"], timeout_s 600:
-#     set -o pipefail; export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD RWKVSEG_COMMIT=<sha>; bash scripts/gpu_chapter.sh 08_train_isic .carry/isic2018 results/train_isic2018/notebook_rwkv_unet_t_35ep -p EPOCHS 35 2>&1 | tee $OUT/gpu_chapter.log; cp -r results/train_isic2018/notebook_rwkv_unet_t_35ep $OUT/
+#     set -o pipefail; export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD RWKVSEG_COMMIT=<sha>; bash dev/gpu_chapter.sh 08_train_isic .carry/isic2018 rwkvseg/results/train_isic2018/notebook_rwkv_unet_t_35ep -p EPOCHS 35 2>&1 | tee $OUT/gpu_chapter.log; cp -r rwkvseg/results/train_isic2018/notebook_rwkv_unet_t_35ep $OUT/
 #
 #   ACDC: the cache (.carry/acdc/acdc_224.npz, 49 MiB) and the tree no longer fit one call, so it
-#   travels in two parts (once, here: `bash scripts/gpu_chapter.sh --split .carry/acdc/acdc_224.npz
+#   travels in two parts (once, here: `bash dev/gpu_chapter.sh --split .carry/acdc/acdc_224.npz
 #   .carry/acdc_parts`), over two calls back to back on the same warm machine:
 #   call 1, carry [".whl", ".carry/acdc_parts/manifest", ".carry/acdc_parts/part_00"]:
-#     bash scripts/gpu_chapter.sh --install-only
+#     bash dev/gpu_chapter.sh --install-only
 #   call 2, at once, carry [".carry/acdc_parts/part_01"], timeout_s 600:
-#     set -o pipefail; export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD RWKVSEG_COMMIT=<sha>; bash scripts/gpu_chapter.sh --join .carry/acdc_parts .carry/acdc/acdc_224.npz && bash scripts/gpu_chapter.sh 09_train_acdc .carry/acdc results/train_acdc/notebook_rwkv_unet_t_60ep -p EPOCHS 60 2>&1 | tee $OUT/gpu_chapter.log; cp -r results/train_acdc/notebook_rwkv_unet_t_60ep $OUT/
+#     set -o pipefail; export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD RWKVSEG_COMMIT=<sha>; bash dev/gpu_chapter.sh --join .carry/acdc_parts .carry/acdc/acdc_224.npz && bash dev/gpu_chapter.sh 09_train_acdc .carry/acdc rwkvseg/results/train_acdc/notebook_rwkv_unet_t_60ep -p EPOCHS 60 2>&1 | tee $OUT/gpu_chapter.log; cp -r rwkvseg/results/train_acdc/notebook_rwkv_unet_t_60ep $OUT/
 #   (The committed ACDC record of 2026-11-24 was made when the tree was 15.1 MB: one call carrying
 #   [".carry/acdc"] right after the ISIC call, reusing its /tmp/site.)
 #
 # If call 2 lands on a fresh machine, `--join` stops at once (exit 6, "missing part"): repeat both
 # calls. The files come back under $OUT/<record folder>/ (7 files with the log: within the tool's 8).
 # Without papermill at all, the same record but no executed notebook comes from the command line:
-#     python3 -m rwkvseg train --config configs/acdc_rwkv_unet_t.yaml --data_dir .carry/acdc --epochs 60
+#     python3 -m rwkvseg train --config acdc_rwkv_unet_t --data_dir .carry/acdc --epochs 60
 #       --compile false --out_dir runs/acdc --progress line && python3 -m rwkvseg record --run runs/acdc
-#       --out results/train_acdc/rwkv_unet_t_60ep_cli
+#       --out rwkvseg/results/train_acdc/rwkv_unet_t_60ep_cli
 set -uo pipefail
 
 PY=${PYTHON:-python3}
@@ -100,14 +100,14 @@ fi
 # call 1 carries DIR/manifest and DIR/part_00, call 2 carries DIR/part_01 (call 1's part stays on the
 # warm machine: carried paths not named again are kept) and runs `--join DIR FILE` before its work.
 if [ "${1:-}" = "--split" ]; then
-    [ $# -eq 3 ] && [ -f "$2" ] || die "usage: bash scripts/gpu_chapter.sh --split FILE DIR (FILE must exist)"
+    [ $# -eq 3 ] && [ -f "$2" ] || die "usage: bash dev/gpu_chapter.sh --split FILE DIR (FILE must exist)"
     mkdir -p "$3" && rm -f "$3"/part_* && split -b 30M -d "$2" "$3/part_" || die "could not split $2 into $3"
     { sha256sum "$2" | cut -d' ' -f1; (cd "$3" && ls part_*); } > "$3/manifest"
     echo "gpu_chapter: $2 -> $(ls "$3"/part_* | wc -l) parts in $3 (manifest: sha256, then the parts)"
     exit 0
 fi
 if [ "${1:-}" = "--join" ]; then
-    [ $# -eq 3 ] && [ -f "$2/manifest" ] || die "usage: bash scripts/gpu_chapter.sh --join DIR FILE (no $2/manifest)" 6
+    [ $# -eq 3 ] && [ -f "$2/manifest" ] || die "usage: bash dev/gpu_chapter.sh --join DIR FILE (no $2/manifest)" 6
     SUM=$(head -n 1 "$2/manifest")
     mapfile -t PARTS < <(tail -n +2 "$2/manifest")
     for part in "${PARTS[@]}"; do
@@ -125,8 +125,8 @@ if [ "${1:-}" = "--install-only" ]; then
     exit 0
 fi
 
-[ $# -ge 3 ] || die "usage: bash scripts/gpu_chapter.sh CHAPTER DATA_DIR RESULTS_DIR [papermill args ...]
-       bash scripts/gpu_chapter.sh --install-only"
+[ $# -ge 3 ] || die "usage: bash dev/gpu_chapter.sh CHAPTER DATA_DIR RESULTS_DIR [papermill args ...]
+       bash dev/gpu_chapter.sh --install-only"
 CHAPTER=$(basename "${1%.ipynb}")
 DATA_DIR=$2
 RESULTS_DIR=$3
@@ -137,7 +137,7 @@ grep -q '"RESULTS_DIR = ' "$NOTEBOOK" || die "$NOTEBOOK has no RESULTS_DIR param
 [ -e "$DATA_DIR" ] || die "DATA_DIR $DATA_DIR does not exist (ISIC: a folder with images/ and masks/, e.g. .carry/isic2018; ACDC: a folder holding acdc_224.npz, e.g. .carry/acdc)"
 DATA_ABS=$(realpath -m -- "$DATA_DIR")
 RESULTS_ABS=$(realpath -m -- "$RESULTS_DIR")
-COMMAND="bash scripts/gpu_chapter.sh $CHAPTER $DATA_DIR $RESULTS_DIR${*:+ $*}"
+COMMAND="bash dev/gpu_chapter.sh $CHAPTER $DATA_DIR $RESULTS_DIR${*:+ $*}"
 
 JUPYTER_DIR=${TMPDIR:-/tmp}/rwkvseg_jupyter
 export PYTHONPATH="${SITE:+$SITE:}$ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -154,7 +154,7 @@ if [ "${DRY_RUN:-}" = 1 ]; then
 fi
 
 install_wheels
-"$PY" -c "import papermill, ipykernel" 2>/dev/null || die "no papermill/ipykernel importable (PYTHONPATH=$PYTHONPATH): carry .whl (see scripts/device_wheels.txt) or run on the warm machine of a call that installed them" 3
+"$PY" -c "import papermill, ipykernel" 2>/dev/null || die "no papermill/ipykernel importable (PYTHONPATH=$PYTHONPATH): carry .whl (see dev/device_wheels.txt) or run on the warm machine of a call that installed them" 3
 mkdir -p "$IPYTHONDIR"
 "$PY" -m ipykernel install --prefix "$JUPYTER_DIR" --name python3 >/dev/null || die "could not write the python3 kernelspec" 3
 "$PY" - <<'EOF'

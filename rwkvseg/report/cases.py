@@ -1,9 +1,9 @@
 """Best, median and worst cases of an evaluated split: `cases.json` and `cases.png` for the book.
 
-    python -m rwkvseg evaluate --checkpoint weights/rwkv_unet_t_isic2018 --data ../shared/data \\
-        --no-tta --cases results/train_isic2018/cases
+    rwkvseg evaluate --checkpoint weights/rwkv_unet_t_isic2018 --data_dir DATA --no-tta \\
+        --cases rwkvseg/results/train_isic2018/cases
 
-The Dice of every case comes from the evaluation itself (rwkvseg.evaluate.evaluate_split with
+The Dice of every case comes from the evaluation itself (rwkvseg.engine.evaluate_split with
 per_case=True, no TTA): per image for ISIC, per volume for ACDC (3-D Dice of RV, Myo and LV,
 authors' empty-mask rules, their mean). pick_cases orders them and takes k from the top, the
 middle and the bottom; write_cases predicts those cases again and draws one row each: the image,
@@ -17,9 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
 from rwkvseg.data import Normalization, overlay, resize_image
+from rwkvseg.data.acdc import LABELS
 from rwkvseg.data.overlay import PALETTE
-from rwkvseg.evaluate import ACDC_CLASSES, predict_logits, predict_volume
+from rwkvseg.engine.evaluate import predict_logits, predict_volume
+from rwkvseg.env import provenance
 
 GROUPS = ("best", "median", "worst")
 
@@ -106,9 +111,6 @@ def _crop(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, margin: float 
 def case_figure(model, split, picked: dict[str, list[str]], dice: dict[str, float], *, binary: bool,
                 normalization: Normalization, panel_inches: float = 1.7, bf16: bool = False):
     """A matplotlib Figure (no pyplot, Agg canvas): one row per picked case, best first."""
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
     ids = split.ids if binary else [v.name for v in split.volumes]
     rows = [(group, case) for group in GROUPS for case in picked[group]]
     fig = Figure(figsize=(3 * panel_inches, len(rows) * panel_inches + 0.5), layout="constrained")
@@ -126,7 +128,7 @@ def case_figure(model, split, picked: dict[str, list[str]], dice: dict[str, floa
             ax.imshow(panel, interpolation="antialiased")
             ax.set_title(title, fontsize=6.5)
             ax.set_axis_off()
-    names = ("lesion",) if binary else ACDC_CLASSES
+    names = ("lesion",) if binary else LABELS[1:]
     fig.legend(handles=[Patch(color=np.array(PALETTE[i + 1]) / 255, label=n) for i, n in enumerate(names)],
                loc="outside lower center", ncol=len(names), fontsize=7, frameon=False)
     return fig
@@ -136,10 +138,8 @@ def write_cases(out_dir: str | Path, model, split, result: dict, *, binary: bool
                 k: int = 2, dataset: str | None = None, checkpoint: str | None = None, split_info: dict | None = None,
                 command: str | None = None, mode: str = "full", dpi: int = 80, bf16: bool = False) -> dict:
     """Write out_dir/cases.json and out_dir/cases.png from an evaluate_split(..., per_case=True) result
-    of `split`; returns the short summary that evaluate_checkpoint adds to its result. `bf16`: the figure's
+    of `split`; returns a short summary: the folder, the picked ids and the agreement. `bf16`: the figure's
     predictions under bf16 autocast on CUDA, as the result's were (the training engine's evaluation)."""
-    from rwkvseg.notebook import provenance
-
     per_case = result["per_case"]
     picked = pick_cases(per_case, k)
     dice = {c["id"]: c["dice"] for c in per_case}
