@@ -1,6 +1,6 @@
-"""Data: the real shared files, splits, the uint8 cache, the device loader and the augmentations.
+"""Data: the real data files, splits, the uint8 cache, the device loader and the augmentations.
 
-Real-data tests skip (saying why) only when the shared data are absent; everything else runs on
+Real-data tests skip (saying why) only when no data root is set ($RWKVSEG_DATA); everything else runs on
 the shipped ISIC samples and on generated data.
 """
 import hashlib
@@ -28,9 +28,9 @@ from rwkvseg.data.splits import (SPLITS_DIR, make_isic2018_7_3, random_split, re
 ROOT = find_data_root(required=False)
 HAS_ISIC = ROOT is not None and (ROOT / "isic2018" / "images").is_dir()
 HAS_ACDC = ROOT is not None and (ROOT / "acdc" / "data").is_dir()
-WHERE = "../shared/data or $RWKVSEG_DATA"
-needs_isic = pytest.mark.skipif(not HAS_ISIC, reason=f"shared ISIC 2018 data not found ({WHERE})")
-needs_acdc = pytest.mark.skipif(not HAS_ACDC, reason=f"shared ACDC data not found ({WHERE})")
+WHERE = "set $RWKVSEG_DATA to the data root"
+needs_isic = pytest.mark.skipif(not HAS_ISIC, reason=f"ISIC 2018 data not found ({WHERE})")
+needs_acdc = pytest.mark.skipif(not HAS_ACDC, reason=f"ACDC data not found ({WHERE})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,7 +152,7 @@ def test_acdc_splits_and_their_overlap():
         assert not _patients(split["train"]) & _patients(split["test"])
         assert not _patients(split["val"]) & _patients(split["test"])
         assert len(_patients(sum(split.values(), []))) == 100
-    # protocols.md §2: the overlap of the two test sets
+    # the two ACDC test sets share only five patients
     shared = sorted(_patients(ssl["test"]) & _patients(code["test"]))
     assert shared == [f"patient{i:03d}" for i in (1, 7, 8, 11, 13)]
     assert code["test"][0] == "patient001_frame01" and code["val"][-1] == "patient030_frame02"

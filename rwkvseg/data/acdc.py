@@ -2,8 +2,8 @@
 
 Two layouts are read:
 
-- SSL4MIS-style HDF5 (the shared data): `<acdc>/data/patientXXX_frameYY_slice_N.h5` (2-D training
-  slices, N = 1..D) and `patientXXX_frameYY.h5` (3-D volumes), datasets `image` (float32,
+- SSL4MIS-style HDF5: `<acdc>/data/patientXXX_frameYY_slice_N.h5` (2-D training slices,
+  N = 1..D) and `patientXXX_frameYY.h5` (3-D volumes), datasets `image` (float32,
   min-max normalised to [0, 1] per volume) and `label` (uint8). A volume is read from its file,
   or rebuilt by stacking its slice files 1..D in order.
 - The official NIfTI release, `patientXXX/patientXXX_frameYY.nii.gz` + `..._gt.nii.gz`
@@ -13,9 +13,10 @@ Two layouts are read:
 The cache holds every slice of every volume resized to 224 x 224 as training uses it: images
 with torch's bicubic kernel (align_corners=False) clamped to [0, 1] and stored as uint8
 (round(255 x)), labels with nearest neighbour ("nearest-exact": pixel centres aligned like the
-bicubic kernel's). [choose] protocols.md §2: the same image interpolation in training and
-evaluation; bicubic rather than the authors' order-3 spline (scipy), which differs slightly.
-It also keeps each volume's native-size label, which the metrics compare against.
+bicubic kernel's). [choose] the same image interpolation in training and evaluation (the
+authors' code resizes with nearest neighbour in training, a cubic spline at test): bicubic, which
+differs slightly from their order-3 spline (scipy). It also keeps each volume's native-size
+label, which the metrics compare against.
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def read_h5(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def h5_folder(folder: str | Path) -> Path:
-    """The folder holding the .h5 files: `<folder>/data` when present (the shared layout), else `folder`."""
+    """The folder holding the .h5 files: `<folder>/data` when present (the SSL4MIS layout), else `folder`."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataNotFoundError(folder, "folder does not exist", hint=H5_LAYOUT)

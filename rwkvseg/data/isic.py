@@ -4,8 +4,8 @@ Images are `ISIC_XXXXXXX.jpg` (any size), masks `ISIC_XXXXXXX_segmentation.png` 
 values exactly {0, 255}; stored here as {0, 1}). Accepted layouts, from the folder given:
 
 - images and masks in that folder itself;
-- sibling sub-folders, one with images and one with masks: `images/` + `masks/` (the shared
-  data), or the official `ISIC2018_Task1-2_Training_Input/` + `ISIC2018_Task1_Training_GroundTruth/`;
+- sibling sub-folders, one with images and one with masks: `images/` + `masks/` (a resized
+  copy), or the official `ISIC2018_Task1-2_Training_Input/` + `ISIC2018_Task1_Training_GroundTruth/`;
   for ISIC 2017, whose root holds Training, Validation and Test folders, pick one with
   `split="Training"` (the `_superpixels.png` files are ignored).
 
@@ -32,7 +32,7 @@ from rwkvseg.data.paths import dataset_dir, samples_dir
 IMAGE_RE = re.compile(r"^(ISIC_\d{7})\.(?:jpe?g|png)$", re.IGNORECASE)
 MASK_RE = re.compile(r"^(ISIC_\d{7})_segmentation\.png$", re.IGNORECASE)
 MASK_VALUES = (0, 255)
-IMAGE_SIZE = (256, 256)          # (H, W) of the shared ISIC 2018 data and of the papers' training
+IMAGE_SIZE = (256, 256)          # (H, W) of the papers' training (and of the resized copy read here)
 LAYOUT = ("expected ISIC_XXXXXXX.jpg images with ISIC_XXXXXXX_segmentation.png masks, in one folder "
           "or in two sibling folders (e.g. images/ and masks/)")
 

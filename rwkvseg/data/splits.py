@@ -1,6 +1,6 @@
 """Train / validation / test splits: committed ID lists, their hashes, and how they were made.
 
-    split_ids("isic2018", "7-3_seed0", "train")    1816 ISIC ids   (protocols.md §1, the default)
+    split_ids("isic2018", "7-3_seed0", "train")    1816 ISIC ids   (MS-RWKV-UNet / VM-UNet 7:3, the default)
     split_ids("isic2018", "7-3_seed0", "test")     778
     split_ids("isic2018", "7-3_seed0", "train-sub") / "val"   1634 / 182: 10 % of train held out
     split_ids("isic2018", "8-1-1_seed1", "test")   RWKV-UNet-style 8:1:1 option, any seed
@@ -83,7 +83,7 @@ def make_isic2018_8_1_1(ids: Sequence[str], *, seed: int) -> dict[str, list[str]
 
 def acdc_authors_split() -> dict[str, list[str]]:
     """RWKV-UNet's code split of the 100 ACDC patients: test 001-020, val 021-030, train 031-100
-    (ED and ES frames: 140 / 20 / 40 volumes). Not the shared SSL4MIS split: results differ."""
+    (ED and ES frames: 140 / 20 / 40 volumes). Not the SSL4MIS split: results differ."""
     def volumes(first: int, last: int) -> list[str]:
         return [f"patient{p:03d}_frame{f:02d}" for p in range(first, last + 1) for f in (1, 2)]
 
