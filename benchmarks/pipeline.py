@@ -1,6 +1,6 @@
 """Samples per second that the device-resident loader (rwkvseg.data.GpuLoader) delivers.
 
-    python benchmarks/pipeline.py --out results/bench/pipeline.json            # ISIC 2018, the device present
+    python benchmarks/pipeline.py --out pipeline.json                          # ISIC 2018, the device present
     python benchmarks/pipeline.py --quick                                      # CPU smoke test (seconds)
 
 Each variant gathers batches from uint8 tensors on the device, converts, augments and normalises
@@ -25,7 +25,7 @@ import torch
 
 from rwkvseg.data import (AcdcAugment, GpuLoader, IsicAugment, NORMALIZATIONS, find_data_root, isic_samples,
                           load_isic, synthetic_acdc)
-from rwkvseg.notebook import default_device, provenance
+from rwkvseg.env import default_device, provenance
 
 
 def isic_images(data: str | None, n_quick: int | None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -33,7 +33,7 @@ def isic_images(data: str | None, n_quick: int | None) -> tuple[np.ndarray, np.n
     root = None if n_quick else find_data_root(data, required=False)
     if root is not None and (root / "isic2018").is_dir():
         cache = load_isic(root / "isic2018")
-        return cache.images, cache.masks, f"isic2018 ({len(cache)} pairs from {root / 'isic2018'})"
+        return cache.images, cache.masks, f"isic2018 ({len(cache)} pairs of the data root)"
     cache = isic_samples()
     n = n_quick or 2594
     reps = -(-n // len(cache))
