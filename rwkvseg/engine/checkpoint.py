@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from rwkvseg.env import default_device
-from rwkvseg.hub import from_pretrained, save_pretrained
+from rwkvseg.hub import checkpoint_dir, from_pretrained, save_pretrained
 from rwkvseg.models import create_model
 
 
@@ -105,9 +105,10 @@ def export_model(model: nn.Module, path: Path, *, model_name: str, input_size: l
 
 def load_model(checkpoint: str | Path, *, device: torch.device | str | None = None) -> tuple[nn.Module, dict]:
     """(model in eval mode, its training config as a dict) from a training checkpoint (best.pt /
-    last.pt) or from the exported directory out_dir/model (rwkvseg.hub.save_pretrained)."""
+    last.pt), an exported directory out_dir/model (rwkvseg.hub.save_pretrained), or the name of a
+    shipped network (rwkvseg.list_pretrained())."""
     device = torch.device(device) if device is not None else default_device()
-    path = Path(checkpoint)
+    path = checkpoint_dir(checkpoint)
     if path.is_dir():
         model = from_pretrained(path, map_location=device)
         cfg = model.pretrained_record.get("extra", {}).get("train_config")
