@@ -268,7 +268,7 @@ def resume(run: Run) -> None:
     set_rng_state(ckpt["rng"])
     run.t_start -= ckpt.get("wall_time_s", 0.0)                # the record's wall time spans every process
     if run.dist.is_main:
-        print(f"resumed from {path}: epoch {run.start_epoch}, step {run.step}")
+        print(f"resumed from {path.name}: epoch {run.start_epoch}, step {run.step}")
 
 
 def _plain(value):
