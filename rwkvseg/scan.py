@@ -49,8 +49,6 @@ class ScanOrder:
     padding slot after every line (MS-RWKV's end-of-line token).
     """
 
-    name = "order"
-
     def __init__(self, *, reverse: bool = False, pad: bool = False) -> None:
         self.reverse = reverse
         self.pad = pad
@@ -171,16 +169,12 @@ def _cached_inverse(order: ScanOrder, H: int, W: int, device: torch.device = tor
 class RowMajor(ScanOrder):
     """Rows top to bottom, each left to right (reverse: the exact mirror of the sequence)."""
 
-    name = "row"
-
     def lines(self, H, W):
         return [[h * W + w for w in range(W)] for h in range(H)]
 
 
 class ColumnMajor(ScanOrder):
     """Columns left to right, each top to bottom."""
-
-    name = "column"
 
     def lines(self, H, W):
         return [[h * W + w for h in range(H)] for w in range(W)]
@@ -189,8 +183,6 @@ class ColumnMajor(ScanOrder):
 class Snake(ScanOrder):
     """Zigzag (boustrophedon): rows (``axis='row'``) or columns, every second line reversed, so
     consecutive tokens are always spatial neighbours."""
-
-    name = "snake"
 
     def __init__(self, *, axis: str = "row", reverse: bool = False, pad: bool = False) -> None:
         if axis not in ("row", "column"):
@@ -222,8 +214,6 @@ class Diagonal(ScanOrder):
     """Anti-diagonals h + w = 0, 1, ..., H+W-2, each ordered by h (RWKV-SSS draft Sec. III-B);
     ``alternate=True`` reverses every second anti-diagonal (a diagonal zigzag)."""
 
-    name = "diagonal"
-
     def __init__(self, *, alternate: bool = False, reverse: bool = False, pad: bool = False) -> None:
         super().__init__(reverse=reverse, pad=pad)
         self.alternate = alternate
@@ -249,8 +239,6 @@ class WindowScan(ScanOrder):
     partial window holds the remaining pixels, still contiguous); nothing is padded or dropped,
     so every H x W works and a window >= the map is the plain inner order of the whole map.
     """
-
-    name = "window"
 
     def __init__(self, *, window: int, inner: str = "raster", alternate: bool = False,
                  reverse: bool = False, pad: bool = False) -> None:

@@ -31,7 +31,8 @@ Counts (tests pin them; MACs = conv + linear via torch.utils.flop_counter / 2, W
     ms_rwkv_unet, 256 x 256, 3 channels, 1 class: 61,176,073 parameters, 11.31 GMACs
     ms_rwkv_unet, 224 x 224, 1 channel, 4 classes: 61,173,076 parameters, 8.65 GMACs
 (k, v, r of the pad token are projected once per head, not once per padding slot, and the unscan
-drops the padding slots before the output projection.) The paper reports neither; most of the weight sits in the 8c = 768-wide stages (channel mix 4x).
+drops the padding slots before the output projection.) The paper reports neither; most of the
+weight sits in the 8c = 768-wide stages (channel mix 4x). Exact counts: book appendix, *Derivations*.
 Differences from VM-UNet besides the block: ``in_chans`` is embedded directly (VM-UNet repeats
 a grey channel to 3); logits out instead of VM-UNet's in-model sigmoid.
 """
