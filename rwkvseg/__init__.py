@@ -19,13 +19,13 @@ def _map_source_kernels():
 
 _map_source_kernels()
 
-from rwkvseg.flops import flops  # noqa: E402
 from rwkvseg.hub import from_pretrained, list_pretrained, save_pretrained  # noqa: E402
+from rwkvseg.macs import count_macs  # noqa: E402
 from rwkvseg.models import create_model, list_models  # noqa: E402
 from rwkvseg.version import __version__  # noqa: E402
 from rwkvseg.wkv import bi_wkv, uni_wkv  # noqa: E402
 
 __all__ = [
-    "__version__", "bi_wkv", "uni_wkv", "create_model", "list_models", "flops",
+    "__version__", "bi_wkv", "uni_wkv", "create_model", "list_models", "count_macs",
     "save_pretrained", "from_pretrained", "list_pretrained",
 ]

@@ -1,7 +1,8 @@
-"""Multiply-accumulates (MACs) of a network forward pass, split by kind (spec rwkv-unet.md §11).
+"""Multiply-accumulates (MACs) of a network forward pass, split by kind.
 
-The papers' "FLOPs" are MACs counted thop-style (convolutions and linear layers, plus norms) with
-Vision-RWKV's per-token charge for the WKV. `flops(model, input_shape)` reports:
+The papers' "FLOPs" (RWKV-UNet Tables 1, 2, 5, Fig. A1) are MACs counted thop-style
+(convolutions and linear layers, plus norms) with Vision-RWKV's per-token charge for the WKV.
+`count_macs(model, input_shape)` reports:
 
     conv_linear   convolutions, matrix products (linear layers, bmm, einsum): exact, from
                   torch.utils.flop_counter.FlopCounterMode, whose FLOPs are 2 x MACs.
@@ -20,9 +21,10 @@ Vision-RWKV's per-token charge for the WKV. `flops(model, input_shape)` reports:
                   the contrast of RWKV-UNet's Fig. A1.
 
 Only conv_linear is exact and comparable across tools; thop, fvcore and the papers differ in how
-they count the rest (spec §11 lists all of them). By default the passes run on a copy of the
-model on the "meta" device (shapes only, no arithmetic: a second on a CPU even for RWKV-UNet-B);
-`meta=False` runs the real model on its device. Always eval mode, under torch.no_grad().
+they count the rest (the exact counts of every network: book appendix, *Derivations*). By default
+the passes run on a copy of the model on the "meta" device (shapes only, no arithmetic: a second
+on a CPU even for RWKV-UNet-B); `meta=False` runs the real model on its device. Always eval mode,
+under torch.no_grad().
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from rwkvseg.wkv import wkv_macs
 
-__all__ = ["MACs", "flops"]
+__all__ = ["MACs", "count_macs"]
 
 _aten = torch.ops.aten
 
@@ -124,8 +126,8 @@ class _OtherWork(TorchDispatchMode):
         return out
 
 
-def flops(model: nn.Module, input_shape: tuple[int, ...], *, meta: bool = True) -> MACs:
-    """MACs of model(torch.zeros(input_shape)), e.g. flops(create_model("rwkv_unet_t"), (1, 3, 256, 256)).
+def count_macs(model: nn.Module, input_shape: tuple[int, ...], *, meta: bool = True) -> MACs:
+    """MACs of model(torch.zeros(input_shape)), e.g. count_macs(create_model("rwkv_unet_t"), (1, 3, 256, 256)).
 
     Returns a MACs record (conv_linear exact; wkv by Vision-RWKV's convention; norm and
     elementwise estimated; .total the sum; .as_dict() for JSON). One forward pass runs under
