@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rwkvseg"
 RANKS = [                               # (module name prefix, rank); the first match wins
     ("rwkvseg.version", 0), ("rwkvseg.kernels", 1), ("rwkvseg.data", 1), ("rwkvseg.metrics", 1),
     ("rwkvseg.env", 1), ("rwkvseg.losses", 2), ("rwkvseg.wkv", 2),
-    ("rwkvseg.models", 4), ("rwkvseg.macs", 4), ("rwkvseg.flops", 4), ("rwkvseg.hub", 5),
+    ("rwkvseg.models", 4), ("rwkvseg.macs", 4), ("rwkvseg.hub", 5),
     ("rwkvseg.engine", 6), ("rwkvseg.report", 7), ("rwkvseg.predict", 7), ("rwkvseg.cli", 8),
     ("rwkvseg.book", 8), ("rwkvseg.__main__", 9), ("rwkvseg", 3),     # the rest: scans, shifts, mixes, blocks
 ]
