@@ -9,6 +9,7 @@ Nothing else in the package imports this module.
 """
 from __future__ import annotations
 
+import html
 import inspect
 import io
 import os
@@ -102,9 +103,9 @@ def show_table(rows: list[dict], *, columns: list[str] | None = None, floatfmt: 
     columns = columns or list(dict.fromkeys(k for r in rows for k in r))
 
     def cell(v):
-        return floatfmt.format(v) if isinstance(v, float) else ("" if v is None else str(v))
+        return html.escape(floatfmt.format(v) if isinstance(v, float) else ("" if v is None else str(v)))
 
-    head = "".join(f"<th>{c}</th>" for c in columns)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
     display(HTML(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"))
 

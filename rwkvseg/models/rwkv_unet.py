@@ -53,7 +53,7 @@ from rwkvseg.layers import LayerNorm2d, UpBlock, check_image, drop_path_rates
 from rwkvseg.models.registry import register_model
 from rwkvseg.spatial_mix import SpatialMix
 
-__all__ = ["RWKVUNetConfig", "RWKVUNetEncoder", "RWKVUNet", "RWKVUNetClassifier", "layer_table"]
+__all__ = ["RWKVUNetConfig", "RWKVUNetEncoder", "RWKVUNet", "RWKVUNetClassifier", "init_encoder_weights", "layer_table"]
 
 
 @dataclass(frozen=True)
