@@ -20,6 +20,8 @@ label, which the metrics compare against.
 """
 from __future__ import annotations
 
+import gzip
+import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ import torch.nn.functional as F
 
 from rwkvseg.data.cache import SegCache, default_cache_dir, load_or_build, source_fingerprint
 from rwkvseg.data.errors import DataError, DataNotFoundError
+from rwkvseg.data.files import check_regular, read_bytes, within_timeout
 from rwkvseg.data.paths import dataset_dir
 
 LABELS = ("background", "RV", "Myo", "LV")
@@ -62,22 +65,59 @@ def check_image_label(image: np.ndarray, label: np.ndarray, where: str | Path, *
         raise DataError(where, f"label values {outside} outside {{0, 1, 2, 3}} (background, RV, Myo, LV)")
 
 
+H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)    # what h5py raises for a damaged file
+
+
 def read_h5(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Image float32 and label uint8 of one SSL4MIS file: (H, W) for a slice, (D, H, W) for a volume."""
+    """Image float32 and label uint8 of one SSL4MIS file: (H, W) for a slice, (D, H, W) for a volume.
+
+    Read by rwkvseg.data.files.read_bytes (a regular, non-empty file, within the time bound), then
+    decoded from memory: every problem is a DataError naming the file."""
     import h5py
 
     path = Path(path)
+    data = read_bytes(path, "HDF5 file")
     try:
-        with h5py.File(path, "r") as f:
-            missing = {"image", "label"} - set(f.keys())
-            if missing:
-                raise DataError(path, f"no dataset {sorted(missing)} (found {sorted(f.keys())})", hint=H5_LAYOUT)
-            image = np.asarray(f["image"][()], dtype=np.float32)
-            label = np.asarray(f["label"][()])
-    except OSError as e:
-        raise DataError(path, f"not a readable HDF5 file ({e})", hint="the file is corrupt or truncated") from None
+        with h5py.File(io.BytesIO(data), "r") as f:
+            keys = sorted(f.keys())
+            if {"image", "label"} <= set(keys):
+                image = np.asarray(f["image"][()], dtype=np.float32)
+                label = np.asarray(f["label"][()])
+    except H5_ERRORS as e:
+        raise DataError(path, f"not a readable HDF5 file ({e})", hint="the file is corrupt or truncated: "
+                                                                      "download or export it again") from None
+    missing = {"image", "label"} - set(keys)
+    if missing:
+        raise DataError(path, f"no dataset {sorted(missing)} (found {keys})", hint=H5_LAYOUT)
     check_image_label(image, label, path)
     return image, label.astype(np.uint8)
+
+
+def h5_image_shape(path: str | Path) -> tuple[int, ...]:
+    """The shape of a file's `image` dataset, from its header (no pixel read); the same checks and
+    errors as read_h5."""
+    import h5py
+
+    path = Path(path)
+    if check_regular(path, "HDF5 file").st_size == 0:
+        raise DataError(path, "the HDF5 file is empty (0 bytes)", hint="write or download it again")
+
+    def header():
+        with h5py.File(path, "r") as f:
+            keys = sorted(f.keys())
+            return (tuple(f["image"].shape) if "image" in keys else None), keys
+
+    try:
+        shape, keys = within_timeout(header, path, "HDF5 file")
+    except H5_ERRORS as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(path, f"not a readable HDF5 file ({e})", hint="the file is corrupt or truncated: "
+                                                                      "download or export it again") from None
+    missing = {"image", "label"} - set(keys)
+    if missing:
+        raise DataError(path, f"no dataset {sorted(missing)} (found {keys})", hint=H5_LAYOUT)
+    return shape
 
 
 def h5_folder(folder: str | Path) -> Path:
@@ -114,15 +154,13 @@ def list_volumes(folder: str | Path) -> dict[str, list[Path]]:
 
 def volume_depths(folder: str | Path) -> dict[str, int]:
     """{volume name: number of slices D}, from file names and HDF5 headers (no pixel is read)."""
-    import h5py
-
     depths = {}
     for name, paths in list_volumes(folder).items():
         if len(paths) > 1 or FILE_RE.match(paths[0].name).group(2):
             depths[name] = len(paths)
         else:
-            with h5py.File(paths[0], "r") as f:
-                depths[name] = int(f["image"].shape[0]) if f["image"].ndim == 3 else 1
+            shape = h5_image_shape(paths[0])
+            depths[name] = int(shape[0]) if len(shape) == 3 else 1
     return depths
 
 
@@ -246,7 +284,9 @@ def volume_slice_ids(cache: SegCache, names: Sequence[str]) -> list[str]:
     volumes = cache.meta["volumes"]
     missing = [n for n in names if n not in volumes]
     if missing:
-        raise KeyError(f"{len(missing)} volume(s) not in the cache, e.g. {missing[:3]}")
+        raise DataError(f"the ACDC cache (sha256 {cache.meta.get('sha256', '?')[:12]})",
+                        f"{len(missing)} volume(s) of the split are not in it, e.g. {missing[:3]}",
+                        hint="was it built from the same data? rebuild it (rwkvseg cache --rebuild)")
     return [f"{n}_slice_{k}" for n in names for k in range(1, volumes[n][0] + 1)]
 
 
@@ -291,18 +331,19 @@ def read_nifti_frame(image_path: str | Path, gt_path: str | Path) -> tuple[np.nd
         import nibabel
     except ImportError:
         raise ImportError("reading NIfTI needs nibabel: pip install nibabel (or rwkvseg[nifti])") from None
-    arrays = []
+    arrays, zooms = [], None
     for path in (image_path, gt_path):
+        data = read_bytes(path, "NIfTI file")
         try:
-            img = nibabel.load(str(path))
+            img = nibabel.Nifti1Image.from_bytes(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
             arrays.append(np.asarray(img.dataobj).transpose(2, 1, 0))
-        except Exception as e:                  # nibabel raises many types for a bad file
+        except Exception as e:                  # gzip and nibabel raise many types for a bad file
             raise DataError(path, f"not a readable NIfTI file ({type(e).__name__}: {e})") from None
+        zooms = img.header.get_zooms()[:3] if zooms is None else zooms
     image, label = arrays[0].astype(np.float32), arrays[1]
     if image.size and np.isfinite(image).all() and image.max() > image.min():
         image = (image - image.min()) / (image.max() - image.min())
     if np.issubdtype(label.dtype, np.floating) and np.array_equal(label, np.round(label)):
         label = label.astype(np.int16)          # labels are often stored as float in NIfTI
     check_image_label(image, label, f"{image_path} (ground truth {Path(gt_path).name})")
-    zooms = nibabel.load(str(image_path)).header.get_zooms()[:3]
     return image, label.astype(np.uint8), tuple(float(z) for z in zooms[::-1])
