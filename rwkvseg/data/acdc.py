@@ -1,14 +1,18 @@
 """ACDC cine-MRI (labels 0 background, 1 RV, 2 Myo, 3 LV): files, checks, and the 224x224 cache.
 
-Two layouts are read:
+Two layouts are read, by the API and by `load_dataset` / `train` / `evaluate` / `cache` alike:
 
 - SSL4MIS-style HDF5: `<acdc>/data/patientXXX_frameYY_slice_N.h5` (2-D training slices,
   N = 1..D) and `patientXXX_frameYY.h5` (3-D volumes), datasets `image` (float32,
   min-max normalised to [0, 1] per volume) and `label` (uint8). A volume is read from its file,
   or rebuilt by stacking its slice files 1..D in order.
-- The official NIfTI release, `patientXXX/patientXXX_frameYY.nii.gz` + `..._gt.nii.gz`
-  (nibabel, imported only then): arrays are transposed to (D, H, W) and min-max normalised per
-  volume, as the SSL4MIS preprocessing did; the voxel spacing is returned too.
+- The official NIfTI release, `<acdc>/[training/]patientXXX/patientXXX_frameYY.nii.gz` +
+  `..._gt.nii.gz` (nibabel, imported only then), used when the folder holds no .h5 file: arrays
+  are transposed to (D, H, W) and min-max normalised per volume, as the SSL4MIS preprocessing did,
+  and each patient's two annotated frames are named frame01 (ED) and frame02 (ES) in the order of
+  their frame numbers, as the SSL4MIS files (and so the committed split lists) name them.
+Every file is read through rwkvseg.data.files (regular files only, within a time bound), and
+every problem is a DataError naming the file.
 
 The cache holds every slice of every volume resized to 224 x 224 as training uses it: images
 with torch's bicubic kernel (align_corners=False) clamped to [0, 1] and stored as uint8
@@ -42,6 +46,8 @@ FILE_RE = re.compile(r"^(patient\d{3}_frame\d{2})(?:_slice_(\d+))?\.h5$")
 NIFTI_RE = re.compile(r"^(patient\d{3}_frame\d{2})\.nii(?:\.gz)?$")
 H5_LAYOUT = ("expected <acdc>/data/patientXXX_frameYY.h5 (volumes) or patientXXX_frameYY_slice_N.h5 "
              "(slices), each with datasets 'image' (float32 in [0, 1]) and 'label' (uint8 in {0, 1, 2, 3})")
+NIFTI_LAYOUT = (", or the official NIfTI release: <acdc>/[training/]patientXXX/patientXXX_frameYY.nii.gz with "
+                "patientXXX_frameYY_gt.nii.gz")
 
 
 def check_image_label(image: np.ndarray, label: np.ndarray, where: str | Path, *, unit_range: bool = True) -> None:
@@ -128,16 +134,25 @@ def h5_folder(folder: str | Path) -> Path:
     return folder / "data" if (folder / "data").is_dir() else folder
 
 
+def is_nifti(path: Path) -> bool:
+    return path.name.endswith((".nii", ".nii.gz"))
+
+
 def list_volumes(folder: str | Path) -> dict[str, list[Path]]:
-    """{volume name: its files}: one volume file, or its slice files ordered 1..D."""
-    folder = h5_folder(folder)
+    """{volume name: its files}: one HDF5 volume file, or its HDF5 slice files ordered 1..D; where
+    the folder holds no .h5 file, the NIfTI frame and its ground truth (nifti_volumes)."""
+    root, folder = Path(folder), h5_folder(folder)
     volumes: dict[str, dict[int, Path]] = {}
     for path in folder.iterdir():
         m = FILE_RE.match(path.name)
         if m:
             volumes.setdefault(m.group(1), {})[int(m.group(2) or 0)] = path
     if not volumes:
-        raise DataNotFoundError(folder, "no ACDC .h5 file here", hint=H5_LAYOUT)
+        nifti = nifti_volumes(root)
+        if nifti:
+            return nifti
+        raise DataNotFoundError(folder, "no ACDC .h5 file here (nor patientXXX/ folders of NIfTI frames)",
+                                hint=H5_LAYOUT + NIFTI_LAYOUT)
     out = {}
     for name, files in sorted(volumes.items()):
         if 0 in files:                                        # the whole-volume file wins
@@ -153,10 +168,12 @@ def list_volumes(folder: str | Path) -> dict[str, list[Path]]:
 
 
 def volume_depths(folder: str | Path) -> dict[str, int]:
-    """{volume name: number of slices D}, from file names and HDF5 headers (no pixel is read)."""
+    """{volume name: number of slices D}, from file names and HDF5 / NIfTI headers (no pixel is read)."""
     depths = {}
     for name, paths in list_volumes(folder).items():
-        if len(paths) > 1 or FILE_RE.match(paths[0].name).group(2):
+        if is_nifti(paths[0]):
+            depths[name] = nifti_shape(paths[0])[0]
+        elif len(paths) > 1 or FILE_RE.match(paths[0].name).group(2):
             depths[name] = len(paths)
         else:
             shape = h5_image_shape(paths[0])
@@ -173,6 +190,9 @@ def read_volume(folder: str | Path, name: str, *, files: dict[str, list[Path]] |
     if paths is None:
         raise DataNotFoundError(h5_folder(folder) / f"{name}.h5", "no such volume (nor its slice files)",
                                 hint=H5_LAYOUT)
+    if is_nifti(paths[0]):
+        image, label, _ = read_nifti_frame(*paths)
+        return image, label
     pairs = [read_h5(p) for p in paths]
     if len(paths) == 1 and pairs[0][0].ndim == 3:
         return pairs[0]
@@ -258,7 +278,7 @@ def acdc_cache(root: str | Path | None = None, *, cache_dir: str | Path | None =
     fingerprint = None
     if folder is not None:
         files = [p for group in list_volumes(folder).values() for p in group]
-        fingerprint = source_fingerprint(files, base=h5_folder(folder))
+        fingerprint = source_fingerprint(files, base=Path(folder) if is_nifti(files[0]) else h5_folder(folder))
 
     def build() -> SegCache:
         cache = build_acdc_cache(folder, size=size)
@@ -307,21 +327,61 @@ def find_acdc_nifti(folder: str | Path) -> list[tuple[str, Path, Path]]:
     if not folder.is_dir():
         raise DataNotFoundError(folder, "folder does not exist",
                                 hint="expected patientXXX/patientXXX_frameYY.nii.gz with _gt.nii.gz")
-    patients = sorted(folder.glob("patient[0-9][0-9][0-9]")) + sorted(folder.glob("*/patient[0-9][0-9][0-9]"))
-    frames = []
+    patients = [p for p in sorted(folder.glob("patient[0-9][0-9][0-9]")) + sorted(folder.glob("*/patient[0-9][0-9][0-9]"))
+                if p.is_dir()]
+    frames, seen = [], {}
     for patient in patients:
         for path in sorted(patient.iterdir()):
             m = NIFTI_RE.match(path.name)
             if not m:
                 continue
             gt = path.with_name(path.name.replace(m.group(1), m.group(1) + "_gt"))
-            if not gt.is_file():
+            if not gt.exists() and not gt.is_symlink():
                 raise DataError(path, f"frame has no ground truth (expected {gt.name})")
+            if m.group(1) in seen:
+                raise DataError(path, f"two files for the frame {m.group(1)}: {seen[m.group(1)]} and {path}",
+                                hint="keep one copy of each patient folder")
+            seen[m.group(1)] = path
             frames.append((m.group(1), path, gt))
     if not frames:
         raise DataNotFoundError(folder, "no patientXXX/patientXXX_frameYY.nii.gz found",
                                 hint="point to the ACDC 'training' folder (or its parent)")
     return frames
+
+
+def nifti_volumes(folder: str | Path) -> dict[str, list[Path]]:
+    """{"patientXXX_frame01": [image, ground truth], "..._frame02": ...} of the official release
+    under `folder` ({} when it holds no patientXXX/ folder): each patient's annotated frames in the
+    order of their frame numbers, named frame01 (ED) and frame02 (ES) as the SSL4MIS files are."""
+    folder = Path(folder)
+    if not any(p.is_dir() for p in [*folder.glob("patient[0-9][0-9][0-9]"), *folder.glob("*/patient[0-9][0-9][0-9]")]):
+        return {}
+    by_patient: dict[str, list[tuple[str, Path, Path]]] = {}
+    for frame in find_acdc_nifti(folder):
+        by_patient.setdefault(frame[0].split("_")[0], []).append(frame)
+    out = {}
+    for patient, frames in sorted(by_patient.items()):
+        for k, (_, image, gt) in enumerate(sorted(frames), start=1):
+            out[f"{patient}_frame{k:02d}"] = [image, gt]
+    return out
+
+
+def nifti_shape(path: str | Path) -> tuple[int, int, int]:
+    """(D, H, W) of a NIfTI frame, from its header (the checks of rwkvseg.data.files)."""
+    import nibabel
+
+    path = Path(path)
+    if check_regular(path, "NIfTI file").st_size == 0:
+        raise DataError(path, "the NIfTI file is empty (0 bytes)", hint="download it again")
+    try:
+        shape = within_timeout(lambda: nibabel.load(str(path)).shape, path, "NIfTI file")
+    except DataError:
+        raise
+    except Exception as e:                      # nibabel raises many types for a bad header
+        raise DataError(path, f"not a readable NIfTI file ({type(e).__name__}: {e})") from None
+    if len(shape) != 3:
+        raise DataError(path, f"a frame has 3 axes (x, y, z), this file has shape {shape}")
+    return shape[2], shape[1], shape[0]
 
 
 def read_nifti_frame(image_path: str | Path, gt_path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple]:
@@ -336,9 +396,12 @@ def read_nifti_frame(image_path: str | Path, gt_path: str | Path) -> tuple[np.nd
         data = read_bytes(path, "NIfTI file")
         try:
             img = nibabel.Nifti1Image.from_bytes(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
-            arrays.append(np.asarray(img.dataobj).transpose(2, 1, 0))
+            array = np.asarray(img.dataobj)
         except Exception as e:                  # gzip and nibabel raise many types for a bad file
             raise DataError(path, f"not a readable NIfTI file ({type(e).__name__}: {e})") from None
+        if array.ndim != 3:
+            raise DataError(path, f"a frame has 3 axes (x, y, z), this file has shape {array.shape}")
+        arrays.append(array.transpose(2, 1, 0))
         zooms = img.header.get_zooms()[:3] if zooms is None else zooms
     image, label = arrays[0].astype(np.float32), arrays[1]
     if image.size and np.isfinite(image).all() and image.max() > image.min():
