@@ -15,7 +15,8 @@ What is refused, always with a DataError naming the file:
 - an image whose decoding needs more than MAX_DECODE_BYTES (PIL holds 4 bytes per pixel for
   RGB, 1 for grey): a JPEG is decoded at 1/2, 1/4 or 1/8 scale instead (libjpeg's draft mode,
   which never holds the full image), any other format is refused with its size. PIL itself
-  refuses images above 2 x Image.MAX_IMAGE_PIXELS (179 MP) as decompression bombs;
+  refuses images above 2 x Image.MAX_IMAGE_PIXELS (179 MP) as decompression bombs (its warning
+  below that is silenced: the bound here is what holds);
 - images with no defined 8-bit scale (32-bit float, 32-bit integers outside [0, 65535]).
 
 16-bit grey images (and 32-bit integer ones with values in [0, 65535]) are scaled to 8 bits
@@ -30,6 +31,7 @@ import math
 import os
 import stat
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,14 +190,16 @@ def read_image(path: str | Path, what: str = "image", *, mode: str | None = None
     data = read_bytes(path, what)
     notes: list[str] = []
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():                   # the decode bound below governs memory, not PIL's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
         size = image.size
         need = size[0] * size[1] * _bytes_per_pixel(image.mode)
         if need > MAX_DECODE_BYTES:
             scale = _draft_scale(image, path, what, need)
             image.draft(image.mode, (math.ceil(size[0] / scale), math.ceil(size[1] / scale)))
             notes.append(f"{size[0]}x{size[1]} decoded at 1/{scale} scale ({image.size[0]}x{image.size[1]}) to "
-                         f"stay within the {MAX_DECODE_BYTES / 2**20:.0f} MiB decode bound")
+                         f"stay within the {MAX_DECODE_BYTES / 2**20:.3g} MiB decode bound")
         image.load()
     except DataError:
         raise
@@ -224,8 +228,8 @@ def _draft_scale(im: Image.Image, path: Path, what: str, need: int) -> int:
         for scale in (2, 4, 8):
             if math.ceil(w / scale) * math.ceil(h / scale) * per_pixel <= MAX_DECODE_BYTES:
                 return scale
-    raise DataError(path, f"the {what} is {w}x{h} ({w * h / 1e6:.0f} MP, {im.format}): decoding it needs "
-                          f"{need / 2**20:.0f} MiB, above the {MAX_DECODE_BYTES / 2**20:.0f} MiB decode bound",
+    raise DataError(path, f"the {what} is {w}x{h} ({w * h / 1e6:.3g} MP, {im.format}): decoding it needs "
+                          f"{need / 2**20:.3g} MiB, above the {MAX_DECODE_BYTES / 2**20:.3g} MiB decode bound",
                     hint="shrink it, or save it as JPEG (decoded at a reduced scale), or raise "
                          "rwkvseg.data.files.MAX_DECODE_BYTES")
 
