@@ -154,7 +154,7 @@ def _positive(text: str) -> int:
 def _img_size(text: str) -> int:
     value = _positive(text)
     if value % 32:
-        raise argparse.ArgumentTypeError(f"must be a multiple of 32 (the networks downsample 5 times), got {value}")
+        raise argparse.ArgumentTypeError(f"must be a multiple of 32, got {value}")
     return value
 
 
@@ -167,6 +167,8 @@ def _device(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r}: this machine has no CUDA device (use cpu)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no Apple GPU (use cpu)")
     return text
 
 
