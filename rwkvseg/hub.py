@@ -190,7 +190,8 @@ def check_finite(state: dict[str, torch.Tensor], where: str | Path) -> None:
     bad = [(k, int((~torch.isfinite(v)).sum())) for k, v in state.items()
            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        shown = ", ".join(f"{k} ({n} value(s))" for k, n in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        shown = ", ".join(f"{k} ({n} value(s))" for k, n in bad[:5]) + more
         raise CheckpointError(where, f"NaN or infinite weights in {len(bad)} tensor(s): {shown}",
                               "the training diverged or the file was damaged: use another checkpoint")
 

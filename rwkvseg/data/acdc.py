@@ -327,8 +327,8 @@ def find_acdc_nifti(folder: str | Path) -> list[tuple[str, Path, Path]]:
     if not folder.is_dir():
         raise DataNotFoundError(folder, "folder does not exist",
                                 hint="expected patientXXX/patientXXX_frameYY.nii.gz with _gt.nii.gz")
-    patients = [p for p in sorted(folder.glob("patient[0-9][0-9][0-9]")) + sorted(folder.glob("*/patient[0-9][0-9][0-9]"))
-                if p.is_dir()]
+    patients = [p for pattern in ("patient[0-9][0-9][0-9]", "*/patient[0-9][0-9][0-9]")
+                for p in sorted(folder.glob(pattern)) if p.is_dir()]
     frames, seen = [], {}
     for patient in patients:
         for path in sorted(patient.iterdir()):
