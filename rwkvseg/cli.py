@@ -13,7 +13,11 @@ Values are read as YAML (`--tta false`, `--betas [0.9,0.99]`, `--model_kwargs "{
 a bare `--resume` means true. `cache` writes the uint8 cache file a run reads (`acdc_224.npz` or
 `isic2018_256x256.npz`), so that `train --data_dir <that folder>` loads it without the source files.
 `evaluate` and `predict` take a checkpoint file (best.pt / last.pt) or an exported directory.
-An anticipated error prints one line and exits with status 2; `--debug` shows the traceback.
+`predict` never overwrites: inputs that share a stem get distinct output names; a file it cannot
+read is reported and skipped (exit status 1), or stops the batch with --stop-on-error.
+Every argument is checked before any work starts (options are never abbreviated). An anticipated
+error (a bad file, argument or config) prints one line naming the file or the argument and exits
+with status 2; `--debug` shows the traceback.
 """
 from __future__ import annotations
 
@@ -23,12 +27,15 @@ import io
 import json
 import sys
 import tokenize
+import warnings
 from pathlib import Path
 
+import torch
 import yaml
 
 from rwkvseg.data import acdc_cache, isic2018_cache
-from rwkvseg.data.errors import DataError
+from rwkvseg.data.errors import DataError, DataNoteWarning, DataSkipWarning
+from rwkvseg.data.files import read_text
 from rwkvseg.data.sets import normalization_of
 from rwkvseg.engine import config as config_module
 from rwkvseg.engine import evaluate_checkpoint, format_table, load_model, train
@@ -38,8 +45,8 @@ from rwkvseg.predict import predict_images
 from rwkvseg.report import write_cases, write_record
 from rwkvseg.version import __version__
 
-ANTICIPATED = (DataError, CheckpointError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
-               yaml.YAMLError)
+ANTICIPATED = (DataError, CheckpointError, ValueError, OSError, yaml.YAMLError)
+RESULTS_KEYS = ("dataset", "model", "config", "history", "provenance")    # what `record` reads from results.json
 
 
 def field_help() -> dict[str, str]:
@@ -59,9 +66,24 @@ def field_help() -> dict[str, str]:
     return helps
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (no usage block) and options never abbreviated."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
+def one_line(message: str) -> str:
+    """An error message on one line (hints and YAML positions may span several)."""
+    return " ".join(message.split())
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="rwkvseg", description="RWKV-based medical image segmentation.",
-                                 epilog="`rwkvseg <command> --help` lists a command's options.")
+    ap = Parser(prog="rwkvseg", description="RWKV-based medical image segmentation.",
+                epilog="`rwkvseg <command> --help` lists a command's options.")
     ap.add_argument("--version", action="version", version=f"rwkvseg {__version__}")
     ap.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = ap.add_subparsers(dest="command", metavar="{train,evaluate,record,predict,cache}")
@@ -70,10 +92,12 @@ def _parser() -> argparse.ArgumentParser:
                        description=f"Train a network. Shipped recipes: {', '.join(shipped_configs())}.")
     t.add_argument("--config", default=None, help="a recipe: a YAML file or a shipped recipe's name")
     helps = field_help()
+    checked = {"device": _train_device, "out_dir": _out_dir}    # the rest are checked by TrainConfig
     for f in dataclasses.fields(TrainConfig):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         t.add_argument(f"--{f.name}", dest=f.name, default=argparse.SUPPRESS, nargs="?", const="true",
-                       metavar="VALUE", help=f"{helps.get(f.name, '')} (default: {default!r})".replace("%", "%%"))
+                       type=checked.get(f.name), metavar="VALUE",
+                       help=f"{helps.get(f.name, '')} (default: {default!r})".replace("%", "%%"))
 
     e = sub.add_parser("evaluate", help="the metrics of a checkpoint on its data set's test (or val) split")
     e.add_argument("--checkpoint", required=True, help="best.pt / last.pt, or an exported directory")
@@ -82,39 +106,89 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=("test", "val"))
     e.add_argument("--no-tta", action="store_true", help="skip the flip TTA evaluation")
     e.add_argument("--max-items", type=_positive, default=None, help="evaluate only the first N images / volumes")
-    e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU)")
-    e.add_argument("--json", default=None, help="also write the result to this file")
-    e.add_argument("--cases", default=None, metavar="DIR",
+    e.add_argument("--device", type=_device, default=None,
+                   help="cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU)")
+    e.add_argument("--json", type=_new_file, default=None, help="also write the result to this file")
+    e.add_argument("--cases", type=_out_dir, default=None, metavar="DIR",
                    help="also write the best, median and worst cases (no TTA) to DIR: cases.json, cases.png")
     e.add_argument("--n-cases", type=_positive, default=2, help="cases per group (best, median, worst)")
 
     r = sub.add_parser("record", help="turn a finished run into a record folder (results, curves, cases)")
     r.add_argument("--run", required=True, help="the run's out_dir (results.json, metrics.csv, model/)")
-    r.add_argument("--out", required=True, help="the record folder to write")
+    r.add_argument("--out", type=_out_dir, required=True, help="the record folder to write")
     r.add_argument("--n-cases", type=_positive, default=2, help="cases per group (best, median, worst)")
 
     p = sub.add_parser("predict", help="segment image files: <stem>_mask.png and <stem>_overlay.png")
     p.add_argument("--checkpoint", required=True, help="best.pt / last.pt, or an exported directory")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
-    p.add_argument("--out", required=True, help="folder for the masks and overlays")
+    p.add_argument("--out", type=_out_dir, required=True,
+                   help="folder for the masks and overlays (inputs sharing a stem get distinct names)")
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped prediction")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", type=_device, default=None,
+                   help="cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU)")
+    p.add_argument("--stop-on-error", action="store_true",
+                   help="stop at the first file that cannot be read (default: report it, skip it, exit with 1)")
 
     c = sub.add_parser("cache", help="decode a data set once into the uint8 cache file a run reads")
     c.add_argument("--dataset", required=True, choices=("acdc", "isic2018"))
     c.add_argument("--data_dir", "--data-dir", default=None,
                    help="data root or the data set's folder (default: $RWKVSEG_DATA or ~/rwkvseg-data)")
-    c.add_argument("--out", required=True, help="folder for the cache file (pass it as --data_dir to train)")
-    c.add_argument("--size", type=_positive, default=None, help="training size (default: acdc 224, isic2018 256)")
+    c.add_argument("--out", type=_out_dir, required=True,
+                   help="folder for the cache file (pass it as --data_dir to train)")
+    c.add_argument("--size", type=_img_size, default=None,
+                   help="training size, a multiple of 32 (default: acdc 224, isic2018 256)")
     c.add_argument("--rebuild", action="store_true")
     return ap
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _img_size(text: str) -> int:
+    value = _positive(text)
+    if value % 32:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 32, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: cpu, cuda, cuda:1, mps ...") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no CUDA device (use cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no Apple GPU (use cpu)")
+    return text
+
+
+def _train_device(text: str) -> str:
+    return text if text.lower() in ("none", "null") else _device(text)
+
+
+def _out_dir(text: str) -> str:
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    return text
+
+
+def _new_file(text: str) -> str:
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder: name the file to write")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: the folder {path.parent} does not exist")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     except ANTICIPATED as err:
         if a.debug:
             raise
-        print(f"rwkvseg {a.command}: error: {err}\n(run with --debug for the traceback)", file=sys.stderr)
+        print(f"rwkvseg {a.command}: error: {one_line(str(err))}\n(run with --debug for the traceback)",
+              file=sys.stderr)
         return 2
 
 
@@ -164,21 +239,51 @@ def cmd_evaluate(a, command: str) -> int:
     return 0
 
 
+def read_results(run: Path) -> dict:
+    """The results.json of a finished run, checked: a JSON mapping with the keys `record` reads."""
+    path = run / "results.json"
+    if not run.is_dir():
+        raise DataError(run, "no such run folder", hint="pass the out_dir of a finished `rwkvseg train` run")
+    if not path.exists():
+        raise DataError(path, "not found", hint="pass the out_dir of a finished `rwkvseg train` run")
+    try:
+        results = json.loads(read_text(path, "results file", empty_ok=False))
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})",
+                        hint="was the run interrupted? train it again") from None
+    if not isinstance(results, dict):
+        raise DataError(path, f"holds a JSON {type(results).__name__}, expected the mapping `rwkvseg train` writes")
+    missing = [k for k in RESULTS_KEYS if k not in results]
+    if missing:
+        raise DataError(path, f"lacks {missing}: not the results of `rwkvseg train`")
+    return results
+
+
 def cmd_record(a, command: str) -> int:
     run = Path(a.run)
-    if not (run / "results.json").is_file():
-        raise FileNotFoundError(f"{run / 'results.json'} not found: pass the out_dir of a finished `rwkvseg train` run")
-    summary = write_record(json.loads((run / "results.json").read_text()), a.out, run_dir=run, n_cases=a.n_cases,
-                           recorded_by=command)
+    summary = write_record(read_results(run), a.out, run_dir=run, n_cases=a.n_cases, recorded_by=command)
     print(json.dumps(summary, default=str))
     return 0
 
 
 def cmd_predict(a, command: str) -> int:
     model, cfg = load_model(a.checkpoint, device=a.device)
-    for path in predict_images(model, a.images, a.out, img_size=cfg["img_size"], tta=a.tta,
-                               normalization=normalization_of(cfg["dataset"])):
-        print(path)
+    with warnings.catch_warnings():                       # printed below, one line per file
+        warnings.simplefilter("ignore", (DataSkipWarning, DataNoteWarning))
+        report = predict_images(model, a.images, a.out, img_size=cfg["img_size"], tta=a.tta,
+                                normalization=normalization_of(cfg["dataset"]),
+                                on_error="raise" if a.stop_on_error else "skip")
+    for pr in report.predictions:
+        for note in pr.notes:
+            print(f"rwkvseg predict: note: {pr.image}: {note}", file=sys.stderr)
+        print(pr.mask)
+        print(pr.overlay)
+    for path, problem in report.skipped.items:
+        print(f"rwkvseg predict: skipped {path}: {problem}", file=sys.stderr)
+    if report.skipped:
+        print(f"rwkvseg predict: {len(report.skipped)} file(s) skipped, {len(report.predictions)} predicted "
+              "(--stop-on-error stops at the first)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,6 +1,6 @@
 """The training engine on the CPU: a few steps on real ISIC images (committed split, data package),
-resume after SIGKILL, command-line overrides, the export, evaluate and predict, synthetic ACDC
-with both empty-mask rules, quick mode without data."""
+resume after SIGKILL (mid-epoch, and during the checkpoint write), command-line overrides, the
+export, evaluate and predict, synthetic ACDC with both empty-mask rules, quick mode without data."""
 import json
 import os
 import signal
@@ -106,9 +106,22 @@ def _train_kill_resume(tmp_path, TINY):
     done = len(_losses(out))
     assert 1 <= done < 3, f"the run was not killed mid-training ({done} epochs logged)"
 
-    before = torch.load(out / "last.pt", weights_only=True)["wall_time_s"]       # no pickled code inside
+    first = torch.load(out / "last.pt", weights_only=True)                       # no pickled code inside
+    before = first["wall_time_s"]
     with pytest.raises(ValueError, match="different config: lr"):
         train(TrainConfig(**{**TINY, "lr": 2e-4}, out_dir=str(out), resume=True))
+
+    # killed again while resuming, this time during the checkpoint write (its temporary file exists):
+    # the previous last.pt stays whole and the next resume continues from it
+    proc = subprocess.Popen([sys.executable, "-m", "rwkvseg", "train", *args, "--resume"], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    writing, deadline = out / "last.tmp", time.time() + 90
+    while time.time() < deadline and proc.poll() is None and not writing.exists():
+        pass
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert writing.exists(), "the run was not killed during the checkpoint write"
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == first["epoch"]
     resumed = train(TrainConfig(**TINY, out_dir=str(out), resume=True))
     assert [r["epoch"] for r in resumed["history"]] == [0, 1, 2]
     assert resumed["provenance"]["wall_time_s"] > before > 0      # the wall time spans both processes

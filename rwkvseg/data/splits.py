@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rwkvseg.data.errors import DataError, DataNotFoundError
+from rwkvseg.data.files import read_text
 
 SPLITS_DIR = Path(__file__).resolve().parent.parent / "splits"
 DEFAULT_SPLIT = {"isic2018": "7-3_seed0", "acdc": "ssl4mis"}
@@ -40,7 +41,7 @@ def read_split_file(path: str | Path) -> list[str]:
     if not path.is_file():
         raise DataNotFoundError(path, "split list does not exist",
                                 hint=f"the committed lists are in {SPLITS_DIR}")
-    ids = path.read_text().splitlines()
+    ids = read_text(path, "split list").splitlines()
     if any(not i.strip() or i != i.strip() for i in ids):
         raise DataError(path, "blank line or stray spaces in a split list (one id per line expected)")
     if len(set(ids)) != len(ids):

@@ -4,16 +4,22 @@
     ckpt = load_checkpoint(out / "last.pt", map_location="cpu")     # torch.load(weights_only=True)
 
 Everything in a checkpoint is a tensor, a number, a string, a list or a dict (the RNG states
-included), so it loads with `weights_only=True`: a crafted file cannot run code. Writes are atomic
-(a temporary file, then a rename): a kill during the write leaves the previous file whole. The
-selected weights of a finished run are exported as a self-describing directory by `export_model`
+included), so it loads with `weights_only=True`: a crafted file cannot run code. It is read by
+rwkvseg.data.files (a regular file, within a time bound), and every problem is a CheckpointError
+naming the file: empty, truncated, not a torch.save archive, holding objects, lacking the model
+or its config, holding NaN or infinite weights (the tensor named), or, for load_model, tensors
+that do not fit the network its config builds. Writes are atomic (a temporary file, then a
+rename): a kill during the write leaves the previous file whole. The selected weights of a
+finished run are exported as a self-describing directory by `export_model`
 (rwkvseg.hub.save_pretrained).
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import random
+import re
 import zipfile
 from pathlib import Path
 
@@ -22,16 +28,14 @@ import torch
 import torch.nn as nn
 
 from rwkvseg.env import default_device
-from rwkvseg.hub import checkpoint_dir, from_pretrained, save_pretrained
+from rwkvseg.hub import (CheckpointError, CheckpointNotFoundError, check_finite, check_state, checkpoint_dir,
+                         from_pretrained, read_checked, save_pretrained)
 from rwkvseg.models import create_model
 
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read, or is not what the engine wrote."""
-
-    def __init__(self, path: str | Path, problem: str, hint: str = ""):
-        self.path = str(path)
-        super().__init__(f"{path}: {problem}" + (f". {hint}" if hint else ""))
+__all__ = ["CheckpointError", "CheckpointNotFoundError", "RESUME_KEYS", "rng_state", "set_rng_state", "save_checkpoint",
+           "load_checkpoint", "load_weights", "export_model", "load_model"]
+ZIP_MAGIC = b"PK\x03\x04"            # torch.save writes a zip archive
+RESUME_KEYS = ("model", "optimizer", "epoch", "step", "history", "best", "rng", "config")   # what last.pt holds
 
 
 def rng_state() -> dict:
@@ -65,26 +69,52 @@ def save_checkpoint(path: Path, **payload) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu",
+                    needs: tuple[str, ...] = ("model", "config")) -> dict:
     """A checkpoint that save_checkpoint wrote, loaded without unpickling code (weights_only=True);
-    an error naming the file when it is missing, truncated, not a checkpoint, or holds objects."""
+    a CheckpointError naming the file when it is missing, not a regular file, empty, truncated, not
+    a checkpoint, holds objects, lacks one of `needs`, or holds NaN / infinite model weights."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "no such checkpoint file",
-                              "pass out_dir/best.pt or out_dir/last.pt of a training run, or its exported out_dir/model")
+    if not path.exists():
+        raise CheckpointNotFoundError(path, "no such checkpoint file", "pass out_dir/best.pt or out_dir/last.pt of a "
+                                      "training run, or its exported out_dir/model")
+    data = read_checked(path, "checkpoint")
+    if not data.startswith(ZIP_MAGIC):
+        raise CheckpointError(path, f"not a checkpoint: torch.save writes a zip archive, this file begins with "
+                              f"{data[:16]!r}", "pass out_dir/best.pt or out_dir/last.pt of a training run")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(path, f"refused: it holds objects that need code to load ({str(err).splitlines()[0]})",
+        code = re.findall(r"GLOBAL ([\w.]+)", str(err))
+        raise CheckpointError(path, "refused: it holds objects that need code to load"
+                              + (f" ({', '.join(dict.fromkeys(code))})" if code else ""),
                               "only checkpoints written by rwkvseg's engine (tensors, numbers, strings) are loaded") \
             from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(path, f"not a readable checkpoint (truncated or another format: {err})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(path, f"not an rwkvseg training checkpoint (found {found})",
-                              "a training checkpoint holds 'model' and 'config'")
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as err:
+        first = str(err).split(". ")[0].strip()
+        raise CheckpointError(path, f"not a readable checkpoint: truncated or damaged ({first})",
+                              "use another checkpoint (last.pt is replaced whole on every save)") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in needs):
+        found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        missing = [k for k in needs if k not in ckpt] if isinstance(ckpt, dict) else list(needs)
+        raise CheckpointError(path, f"not an rwkvseg training checkpoint: it lacks {missing} (found {found})",
+                              f"a training checkpoint holds {list(needs)}")
+    model, config = ckpt.get("model"), ckpt.get("config")
+    if model is not None and (not isinstance(model, dict) or
+                              not all(isinstance(v, torch.Tensor) for v in model.values())):
+        raise CheckpointError(path, "its 'model' is not a state dict of tensors")
+    if config is not None and not isinstance(config, dict):
+        raise CheckpointError(path, f"its 'config' is a {type(config).__name__}, expected a mapping")
+    if model is not None:
+        check_finite(model, path)
     return ckpt
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """model.load_state_dict(state, strict=True), with a CheckpointError naming `path` and the
+    missing, unexpected and mis-shaped keys when the state does not fit the model."""
+    check_state(state, model, path, type(model).__name__)
+    model.load_state_dict(state, strict=True)
 
 
 def export_model(model: nn.Module, path: Path, *, model_name: str, input_size: list[int], normalization: dict,
@@ -116,10 +146,14 @@ def load_model(checkpoint: str | Path, *, device: torch.device | str | None = No
             raise CheckpointError(path, "holds no training config (extra.train_config): it was not exported by "
                                   "`rwkvseg train`", "evaluate it with rwkvseg.engine.evaluate_split instead")
         return model, cfg
-    ckpt = load_checkpoint(path, map_location=device)
+    ckpt = load_checkpoint(path, map_location=device, needs=("model", "config", "in_chans", "num_classes"))
     cfg = ckpt["config"]
-    model = create_model(cfg["model"], in_chans=ckpt["in_chans"], num_classes=ckpt["num_classes"],
-                         **cfg.get("model_kwargs", {}))
-    state = {k.replace("_orig_mod.", "").replace("module.", ""): v for k, v in ckpt["model"].items()}
-    model.load_state_dict(state, strict=True)
+    try:
+        model = create_model(cfg["model"], in_chans=ckpt["in_chans"], num_classes=ckpt["num_classes"],
+                             **cfg.get("model_kwargs", {}))
+    except (KeyError, TypeError, ValueError, AssertionError) as e:
+        raise CheckpointError(path, f"its config does not build a network ({type(e).__name__}: {e})",
+                              "was it written by another version of rwkvseg?") from None
+    load_weights(model, {k.replace("_orig_mod.", "").replace("module.", ""): v for k, v in ckpt["model"].items()},
+                 path)
     return model.to(device).eval(), cfg
