@@ -1091,15 +1091,7 @@ def _alarm(signum, frame):
 
 
 # The runs that need a change in a module this corpus does not cover (the fix is named).
-ELSEWHERE = {
-    ("pt-mismatched-keys", "cli-train-resume"): "engine/loop.py resume(): load through checkpoint.load_weights",
-    ("yaml-binary", "cli-train"): "engine/config.py from_yaml(): read through rwkvseg.data.files.read_text",
-    ("yaml-binary", "api-from_yaml"): "engine/config.py from_yaml(): read through rwkvseg.data.files.read_text",
-    ("yaml-fifo", "cli-train"): "engine/config.py config_path(): a path that exists is the recipe (read_text "
-                                "refuses it)",
-    ("yaml-fifo", "api-from_yaml"): "engine/config.py config_path(): a path that exists is the recipe (read_text "
-                                    "refuses it)",
-}
+ELSEWHERE = {}
 PARAMS = [pytest.param(c, e, marks=pytest.mark.xfail(reason=ELSEWHERE[c.name, e], strict=False))
           if (c.name, e) in ELSEWHERE else pytest.param(c, e) for c, e in RUNS]
 

@@ -20,6 +20,7 @@ LAYOUT = (
     "expected a data root holding\n"
     "  isic2018/images/ISIC_XXXXXXX.jpg  and  isic2018/masks/ISIC_XXXXXXX_segmentation.png\n"
     "  acdc/data/patientXXX_frameYY[_slice_N].h5  and  acdc/{train,val,test}.list\n"
+    "  (or the official NIfTI release: acdc/training/patientXXX/patientXXX_frameYY[_gt].nii.gz)\n"
     f"pass it as an argument (DATA_DIR in the book, --data_dir on the command line), set {ENV_VAR}=/path/to/root, "
     f"or put it at {DEFAULT_ROOT}"
 )

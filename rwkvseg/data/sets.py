@@ -111,7 +111,7 @@ def cache_in(data_dir: str | Path | None, filename: str) -> Path | None:
     if data_dir is None:
         return None
     path = Path(data_dir) / filename
-    return path if path.is_file() else None
+    return path if path.exists() else None            # a named pipe is refused by the reader, by name
 
 
 def load_dataset(name: str, *, split: str = "default", img_size: int | None = None,

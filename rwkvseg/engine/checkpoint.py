@@ -94,10 +94,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         first = str(err).split(". ")[0].strip()
         raise CheckpointError(path, f"not a readable checkpoint: truncated or damaged ({first})",
                               "use another checkpoint (last.pt is replaced whole on every save)") from None
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in needs):
-        found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        missing = [k for k in needs if k not in ckpt] if isinstance(ckpt, dict) else list(needs)
-        raise CheckpointError(path, f"not an rwkvseg training checkpoint: it lacks {missing} (found {found})",
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(path, f"not an rwkvseg training checkpoint: it holds a {type(ckpt).__name__}",
                               f"a training checkpoint holds {list(needs)}")
     model, config = ckpt.get("model"), ckpt.get("config")
     if model is not None and (not isinstance(model, dict) or
@@ -107,6 +105,10 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         raise CheckpointError(path, f"its 'config' is a {type(config).__name__}, expected a mapping")
     if model is not None:
         check_finite(model, path)
+    missing = [k for k in needs if k not in ckpt]
+    if missing:
+        raise CheckpointError(path, f"not an rwkvseg training checkpoint: it lacks {missing} (found {sorted(ckpt)[:8]})",
+                              f"a training checkpoint holds {list(needs)}")
     return ckpt
 
 

@@ -15,8 +15,10 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 
+from rwkvseg.data.files import read_text
 from rwkvseg.data.sets import DATASETS, DatasetInfo, dataset_info
 from rwkvseg.losses import LossConfig
 from rwkvseg.models import list_models
@@ -102,6 +104,12 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be {accepted}, got {value!r}")
         if self.min_lr > self.lr:
             raise ValueError(f"TrainConfig.min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        if self.device is not None:
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise ValueError("TrainConfig.device must be None or a torch device such as 'cpu', 'cuda', "
+                                 f"'cuda:1', got {self.device!r}") from None
         if self.ce_weight == 0 and self.dice_weight == 0:
             raise ValueError("TrainConfig.ce_weight and dice_weight are both 0: the loss would be 0")
 
@@ -132,7 +140,7 @@ class TrainConfig:
         """The recipe in `path` (a YAML file, or the name of a shipped recipe), then `overrides`."""
         file = config_path(path)
         try:
-            values = yaml.safe_load(file.read_text()) or {}
+            values = yaml.safe_load(read_text(file, "recipe")) or {}
         except yaml.YAMLError as err:
             raise ValueError(f"{file}: not valid YAML ({err})") from None
         if not isinstance(values, dict):
@@ -152,7 +160,7 @@ def config_path(path: str | Path) -> Path:
     """`path` when it is a file; else the shipped recipe of that name (with or without `configs/`
     and `.yaml`); a FileNotFoundError naming the shipped recipes otherwise."""
     p = Path(path).expanduser()
-    if p.is_file():
+    if p.exists():                                       # a file, or what read_text refuses by name
         return p
     shipped = CONFIG_DIR / f"{p.stem}.yaml"
     if p.suffix in ("", ".yaml") and shipped.is_file():

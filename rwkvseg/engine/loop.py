@@ -47,8 +47,8 @@ from rwkvseg.data import AcdcAugment, GpuLoader, IsicAugment
 from rwkvseg.data.errors import DataNotFoundError
 from rwkvseg.data.paths import MISSING_DATA, find_data_root
 from rwkvseg.data.sets import STAND_INS, SegData, dataset_info, load_dataset
-from rwkvseg.engine.checkpoint import (CheckpointError, export_model, load_checkpoint, rng_state, save_checkpoint,
-                                       set_rng_state)
+from rwkvseg.engine.checkpoint import (RESUME_KEYS, CheckpointError, export_model, load_checkpoint, load_weights,
+                                       rng_state, save_checkpoint, set_rng_state)
 from rwkvseg.engine.config import TrainConfig
 from rwkvseg.engine.distributed import Dist, convert_batchnorm_for_ddp, setup_distributed
 from rwkvseg.engine.evaluate import evaluate_split, metric_conventions
@@ -262,7 +262,11 @@ def resume(run: Run) -> None:
             "resume with the config that wrote it, choose a new out_dir, or set resume_changed_config")
     if changed and run.dist.is_main:
         print(f"resume: continuing {path} with a changed config ({', '.join(changed)})")
-    run.model.load_state_dict(ckpt["model"])
+    load_weights(run.model, ckpt["model"], path)
+    missing = [k for k in RESUME_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(path, f"cannot be resumed: it lacks {missing} (best.pt holds only the weights)",
+                              "resume from the last.pt a run writes after every epoch")
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.start_epoch, run.step, run.history, run.best = ckpt["epoch"] + 1, ckpt["step"], ckpt["history"], ckpt["best"]
     set_rng_state(ckpt["rng"])
