@@ -1,27 +1,29 @@
 """The Bi-WKV forward with one read of k and v, in Gluon (Triton's dialect with explicit layouts and shared memory).
 
-Why a second kernel language. Variant C (wkv_triton.py) reads k and v twice: once for the chunk summaries, once
-for y. At T = 1024 two reads cannot reach half the memory floor (chapter 2; results/wkv_ab_s6/), and one read needs
-a sequence's k, v held on chip while its chunks' summaries are combined. Plain Triton does not let a kernel keep a
-tile in shared memory and read it back in a layout of its choosing; every single-read design written in it was
-slower than variant C (results/wkv_ab_s6/ to s8/). Gluon does: this kernel is variant C's two loops run from shared
-memory, and at T = 1024 it is 1.4-1.5x faster than variant C (results/wkv_ab_s9/ab42).
+Why a second kernel language. The chunked forward (chunked.py) reads k and v twice: once for the chunk
+summaries, once for y. At T = 1024 two reads cannot reach half the memory floor, and one read needs a sequence's
+k, v held on chip while its chunks' summaries are combined. Plain Triton does not let a kernel keep a tile in
+shared memory and read it back in a layout of its choosing, and every single-read design written in it was slower
+than the chunked forward (book appendix *What the kernel experiments taught*). Gluon does: this kernel is the
+chunked forward's two loops run from shared memory, and at T = 1024 it is 1.4-1.5x faster than the chunked
+forward on an H100.
 
     one program (CTA) = one batch item x BC = 8 channels, the whole sequence (T <= TP <= 1024 tokens)
     1. k, v -> shared memory with cp.async (one DRAM read; 64 KB in float32 at TP = 1024)
     2. NCH = 4 x num_warps chunks of CT = TP / NCH tokens; a thread owns one chunk of one channel and walks it in
        sub-tiles of R rows held in its registers (layout L3): each chunk's max of k and its four weighted sums
     3. the sequence max and every chunk's carries: scans over the chunk axis (prefix: the chunks before;
-       suffix: this chunk and those after), as _chunk_carries does across programs
-    4. the chunk again from shared memory: y = N / D sub-tile by sub-tile (variant C's _chunk_sums formula)
+       suffix: this chunk and those after), as chunked.chunk_carries does across programs
+    4. the chunk again from shared memory: y = N / D sub-tile by sub-tile (chunked.chunk_sums' formula)
 
-Same channels as variant C (one reference per channel: |w| T log2 e <= 2, -8 <= u log2 e <= 60); a block with any
-other channel is left to the tiled kernel, which runs after it and skips the blocks done here (SKIP_BC = BC).
+Same channels as the chunked kernel (the one-reference regime of common.py); a block with any other channel is
+left to the tiled kernel, which runs after it and skips the blocks done here (SKIP_BC = BC).
 
 Checks. Gluon does not run under TRITON_INTERPRET=1, so CI compiles this kernel for sm_90 on the CPU
-(tests/test_wkv_gluon.py) and checks the formulas through variant C, which shares them; its numbers are checked on
-a GPU against the float64 torch path (the same test file, and benchmarks/wkv.py). Where Gluon is missing or fails
-to compile (another Triton version, a GPU before sm_80), wkv_forward falls back to variant C and says so once.
+(tests/test_wkv_gluon.py) and checks the formulas through the chunked kernel, which shares them; its numbers are
+checked on a GPU against the float64 torch path (the same test file, and benchmarks/wkv.py). Where Gluon is
+missing or fails to compile (another Triton version, a GPU before sm_80), the dispatch falls back to the chunked
+forward and says so once.
 """
 from __future__ import annotations
 
@@ -34,23 +36,27 @@ try:
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.language.nvidia.ampere import async_copy as cp
-except ImportError:                      # a Triton without Gluon: wkv_forward uses variant C
+except ImportError:                      # a Triton without Gluon: the dispatch uses the chunked forward
     gluon = None
+
+from .common import LOG2E
+
+HAVE_GLUON = gluon is not None
 
 BC = 8                     # channels a program: 8 lanes of a warp, 4 chunks on the other lanes
 MAX_T = 1024               # 64 KB of shared memory in float32: two programs an SM
 MIN_T = 129                # from here the single pass pads to 256 tokens (below, it stays: not measured against this)
 NUM_WARPS = 8
-# 16-bit inputs halve the bytes but not the arithmetic: past T x C = 2^19 variant C's T-parallel programs are faster
-# (bf16 at 1024 x 560: 81 against 78 us, 1024 x 960: 129 against 109; below it the single read wins by up to 40 %,
-# 1024 x 288: 49 against 55 us; results/wkv_ab_s9/ab43b)
+# 16-bit inputs halve the bytes but not the arithmetic: past T x C = 2^19 the chunked forward's T-parallel programs
+# are faster (bfloat16 on an H100 at 1024 x 560: 81 against 78 us, 1024 x 960: 129 against 109; below it the
+# single read wins by up to 40 %, 1024 x 288: 49 against 55 us)
 MAX_TC_16BIT = 2 ** 19
-R = 4                      # rows a sub-tile: <= 128 registers, two programs an SM (results/wkv_ab_s9/ab42, probe44)
+R = 4                      # rows a sub-tile: <= 128 registers, two programs an SM (8 rows took 134: 1.4x slower)
 
 _failed: list = []         # the first failure, if Gluon could not compile or launch here
 
 
-if gluon is not None:
+if HAVE_GLUON:
     _barrier = gl.barrier if hasattr(gl, "barrier") else gl.thread_barrier   # renamed in Triton 3.7
 
     # combine functions of our own: the standard library's gl.sum / gl.max are Triton functions, which
@@ -74,19 +80,19 @@ if gluon is not None:
     @gluon.jit
     def _sub_tile(k_s, v_s, chunk, rr, T, w2, centre, s: gl.constexpr, CT: gl.constexpr, R: gl.constexpr,
                   L3: gl.constexpr):
-        """Sub-tile s of every chunk from shared memory (wkv_triton._chunk_rows): its rows' tokens trow (NCH, R, 1)
+        """Sub-tile s of every chunk from shared memory (as chunked._chunk_rows): its rows' tokens trow (NCH, R, 1)
         and whether they exist, k (log2 units, -inf past T) and v (0 past T) (NCH, R, BC) in float32, and the
         decay weights of its first row g0 = 2^(w (t0 - centre)), s0 = 1 / g0 (NCH, BC)."""
         t0 = chunk * CT + s * R                                        # (NCH, 1): the sub-tile's first token
         trow = t0[:, None, :] + rr
         inside = trow < T
-        k2 = gl.where(inside, k_s.slice(s * R, R, dim=1).load(L3).to(gl.float32) * 1.4426950408889634, float("-inf"))
+        k2 = gl.where(inside, k_s.slice(s * R, R, dim=1).load(L3).to(gl.float32) * LOG2E, float("-inf"))
         v = gl.where(inside, v_s.slice(s * R, R, dim=1).load(L3).to(gl.float32), 0.0)
         d = w2[None, :] * (t0.to(gl.float32) - centre)
         return trow, inside, k2, v, gl.exp2(d), gl.exp2(-d)
 
     @gluon.jit
-    def _wkv_fwd_gluon_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, T, C, skb, skt, svb, svt, syb, syt,
+    def gluon_forward_kernel(w_ptr, u_ptr, k_ptr, v_ptr, y_ptr, T, C, skb, skt, svb, svt, syb, syt,
                               TP: gl.constexpr, BC: gl.constexpr, R: gl.constexpr, NW: gl.constexpr,
                               VEC: gl.constexpr):
         """y of one batch item (program_id 1) and BC channels (program_id 0), k, v, y with unit channel stride."""
@@ -103,9 +109,9 @@ if gluon is not None:
         b = gl.program_id(1).to(gl.int64)
         hc = gl.arange(0, BC, gl.SliceLayout(0, S2))
         cm = (cb * BC + hc) < C
-        w2 = gl.load(w_ptr + cb * BC + hc, mask=cm, other=0.0) * 1.4426950408889634
-        u2 = gl.load(u_ptr + cb * BC + hc, mask=cm, other=0.0) * 1.4426950408889634
-        ok = (gl.abs(w2) * T <= 2.0) & (u2 >= -8.0) & (u2 <= 60.0)       # wkv_triton._single_ok
+        w2 = gl.load(w_ptr + cb * BC + hc, mask=cm, other=0.0) * LOG2E
+        u2 = gl.load(u_ptr + cb * BC + hc, mask=cm, other=0.0) * LOG2E
+        ok = (gl.abs(w2) * T <= 2.0) & (u2 >= -8.0) & (u2 <= 60.0)       # common.one_reference_ok
         if gl.reduce(ok.to(gl.int32), 0, _min) == 1:                        # else left to the tiled kernel
             # 1. the whole sequence into shared memory: one read of k and v
             dt: gl.constexpr = k_ptr.dtype.element_ty
@@ -120,7 +126,7 @@ if gluon is not None:
             cp.async_copy_global_to_shared(k_s, k_ptr + b * skb + rows * skt + chan, mask=mask)
             cp.async_copy_global_to_shared(v_s, v_ptr + b * svb + rows * svt + chan, mask=mask)
             cp.commit_group()
-            # while the copies fly: the decay tables (as variant C's _chunk_setup) and positions
+            # while the copies fly: the decay tables (as chunked._chunk_setup) and positions
             rr = gl.arange(0, R, gl.SliceLayout(0, gl.SliceLayout(2, L3)))[None, :, None]      # (1, R, 1)
             w3 = w2[None, None, :]
             rp = gl.exp2(w3 * rr.to(gl.float32))                      # (1, R, BC): 2^(w r)
@@ -132,7 +138,7 @@ if gluon is not None:
             cp.wait_group(0)
             _barrier()
 
-            # 2. each chunk's max of k and its four weighted sums (online rescale; wkv_triton._chunk_fold)
+            # 2. each chunk's max of k and its four weighted sums (online rescale; chunked.fold_rows)
             m = gl.full([NCH, BC], float("-inf"), gl.float32, S2)
             gv = gl.full([NCH, BC], 0.0, gl.float32, S2)
             g1 = gl.full([NCH, BC], 0.0, gl.float32, S2)
@@ -151,7 +157,7 @@ if gluon is not None:
                 s1 = s1 * f + s0 * gl.reduce(rpi * e, 1, _add)
                 m = nm
 
-            # 3. the sequence max M and each chunk's carries against it (wkv_triton._chunk_carries)
+            # 3. the sequence max M and each chunk's carries against it (chunked.chunk_carries)
             M = gl.reduce(m, 0, _max)                                      # (BC,)
             f = gl.exp2(m - M[None, :])
             gv = gl.convert_layout(gv * f, LS)
@@ -164,7 +170,7 @@ if gluon is not None:
             qv = gl.convert_layout(qv, S2)                             # this chunk and those after
             q1 = gl.convert_layout(q1, S2)
 
-            # 4. y, sub-tile by sub-tile (wkv_triton._chunk_sums / _chunk_y), from shared memory
+            # 4. y, sub-tile by sub-tile (chunked.chunk_sums / y_from_carries), from shared memory
             hh = gl.arange(0, BC, gl.SliceLayout(0, gl.SliceLayout(1, L3)))[None, None, :]
             ych = cb * BC + hh
             ri3 = rinv[:, None, :]
@@ -196,7 +202,7 @@ def usable(k: torch.Tensor, v: torch.Tensor) -> bool:
     <= MAX_T, 16- or 32-bit floats with unit channel stride. A cp.async copies 4, 8 or 16 bytes, so 16-bit inputs
     also need what lets Triton prove 4-byte alignment: C and the strides multiples of 16, 16-byte aligned data
     (a bf16 call at C = 8 failed to compile); and T x C <= MAX_TC_16BIT."""
-    if gluon is None or _failed or not k.is_cuda:
+    if not HAVE_GLUON or _failed or not k.is_cuda:
         return False
     T, C = k.shape[1:]
     if k.element_size() == 2 and (C % 16 or any(s % 16 for t in (k, v) for s in t.stride()[:2])
@@ -206,16 +212,16 @@ def usable(k: torch.Tensor, v: torch.Tensor) -> bool:
             and v.stride(2) == 1 and torch.cuda.get_device_capability(k.device) >= (8, 0))
 
 
-def forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, y: torch.Tensor) -> int:
+def gluon_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, y: torch.Tensor) -> int:
     """y (B, T, C) for the channel blocks in the one-reference regime (the others untouched); returns BC, or 0 when
     the kernel cannot take the call (usable) or Gluon failed to compile or launch here (once, with a warning): the
-    caller then runs a wkv_triton kernel."""
+    caller then runs a Triton kernel."""
     if not usable(k, v):
         return 0
     B, T, C = k.shape
     tp = max(triton.next_power_of_2(T), 4 * NUM_WARPS * R)
     try:
-        _wkv_fwd_gluon_kernel[(triton.cdiv(C, BC), B)](
+        gluon_forward_kernel[(triton.cdiv(C, BC), B)](
             w, u, k, v, y, T, C, k.stride(0), k.stride(1), v.stride(0), v.stride(1), y.stride(0), y.stride(1),
             TP=tp, BC=BC, R=R, NW=NUM_WARPS, VEC=min(BC, 16 // k.element_size()), num_warps=NUM_WARPS)
     except Exception as exc:                                           # noqa: BLE001 (any compile or launch error)
