@@ -35,9 +35,11 @@ def _compile(dtype: str, tp: int):
 
 @needs_gluon
 @pytest.mark.parametrize("dtype, tp", [("fp32", 1024), ("bf16", 256)])
-def test_compiles_for_hopper(dtype, tp, tmp_path):
+def test_compiles_for_hopper(dtype, tp, tmp_path, monkeypatch):
     """The kernel builds for sm_90 (no GPU needed) and holds the sequence in the shared memory it was sized for:
-    two programs an SM at TP = 1024 in float32 (2 x 8 channels x TP tokens x 4 bytes, plus the scans' scratch)."""
+    two programs an SM at TP = 1024 in float32 (2 x 8 channels x TP tokens x 4 bytes, plus the scans' scratch).
+    An empty Triton cache: the kernel is compiled here, not read back from an earlier run."""
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton_cache"))
     ck = _compile(dtype, tp)
     size = 2 if dtype == "bf16" else 4
     assert 2 * gk.BC * tp * size <= ck.metadata.shared <= 2 * gk.BC * tp * size + 4096

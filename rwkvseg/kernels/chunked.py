@@ -35,7 +35,7 @@ CHUNK_MIN_T = 129
 CHUNK_BWD_MIN_T = 128
 
 
-# ---- the forward: two launches ------------------------------------------------------------------------------------
+# ---- the forward: two launches ---------------------------------------------------------------------------
 
 
 @triton.jit
@@ -393,7 +393,8 @@ def chunk_backward_kernel(w_ptr, u_ptr, k_ptr, v_ptr, g_ptr, dk_ptr, dv_ptr, dw_
     tl.store(du_ptr + pid * BC + cc, du_acc)
 
 
-# ---- host side ----------------------------------------------------------------------------------------------------
+# ---- host side -------------------------------------------------------------------------------------------
+
 
 def chunk_tile(T: int, B: int = 1, C: int = 0, slots: int = 0) -> tuple[int, int, int, int, int]:
     """(CT, R, BC, num_warps, num_stages) of the chunked kernels: sub-tiles of R = 4 rows, 128 channels a warp

@@ -156,7 +156,7 @@ def _tile_forward(k2, v, m, ps, pn, pd, ss, sn, sd, eu, rho, grow, shrink, rinv,
                   CAUSAL: tl.constexpr):
     """The forward of one tile: reference r = max(tile max, carry scales), e = 2^(k - r), and the
     decayed sums at every token with the prefix carry 2^ps (pn, pd) and (Bi-WKV) the suffix carry
-    2^ss (sn, sd) added; N, D are the numerator and denominator of y = N / D (spec wkv.md §3).
+    2^ss (sn, sd) added; N, D are the numerator and denominator of y = N / D.
     The causal WKV has no suffix: its Sv, S1 are zeros that no caller reads."""
     r = tl.maximum(m, ps)
     if not CAUSAL:
@@ -204,6 +204,7 @@ def _suffix_carries(k_ptr, v_ptr, sx, b, T, C, skb, skt, skc, svb, svt, svc, cs,
 
 
 # ---- which channel blocks a one-reference kernel left to this one ----------------------------------------
+
 
 @triton.jit
 def _blocks_taken(w_ptr, u_ptr, T, C, first, SKIP_BC: tl.constexpr):
