@@ -38,6 +38,11 @@ import warnings
 import torch
 from torch import Tensor
 
+try:                                    # Triton is optional (Linux wheels only): without it the torch path runs
+    from rwkvseg import kernels
+except ImportError:
+    kernels = None
+
 BACKENDS = ("auto", "naive", "torch", "triton")
 _FLOAT_TYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -280,17 +285,10 @@ def _compute_dtype(k: Tensor) -> torch.dtype:
     return torch.float64 if k.dtype == torch.float64 else torch.float32
 
 
-def _triton_module():
-    """Import the kernels lazily: Triton is optional."""
-    from rwkvseg import kernels
-
-    return kernels
-
-
 @torch.library.custom_op("rwkvseg::wkv_forward", mutates_args=())
 def _wkv_forward_op(w: Tensor, u: Tensor, k: Tensor, v: Tensor, causal: bool, backend: str) -> Tensor:
     if backend == "triton":
-        return _triton_module().wkv_forward(w, u, k, v, causal=causal)
+        return kernels.wkv_forward(w, u, k, v, causal=causal)
     cd = _compute_dtype(k)
     y = wkv_torch_forward(w.to(cd), u.to(cd), k.to(cd), v.to(cd), causal)
     return y.to(k.dtype).contiguous()
@@ -306,7 +304,7 @@ def _wkv_backward_op(
     w: Tensor, u: Tensor, k: Tensor, v: Tensor, gy: Tensor, causal: bool, backend: str
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     if backend == "triton":
-        return _triton_module().wkv_backward(w, u, k, v, gy, causal=causal)
+        return kernels.wkv_backward(w, u, k, v, gy, causal=causal)
     cd = _compute_dtype(k)
     dw, du, dk, dv = wkv_torch_backward(w.to(cd), u.to(cd), k.to(cd), v.to(cd), gy.to(cd), causal)
     return dw.to(w.dtype), du.to(u.dtype), dk.to(k.dtype).contiguous(), dv.to(v.dtype).contiguous()
@@ -343,12 +341,8 @@ _warned_no_triton = False
 
 
 def triton_available() -> bool:
-    """True when the Triton kernels can be imported."""
-    try:
-        _triton_module()
-        return True
-    except ImportError:
-        return False
+    """True when the Triton kernels could be imported."""
+    return kernels is not None
 
 
 def resolve_backend(backend: str, k: Tensor) -> str:
