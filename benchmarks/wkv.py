@@ -28,7 +28,7 @@ if "--quick" in sys.argv or not torch.cuda.is_available():
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rwkvseg.kernels import wkv_backward, wkv_forward  # noqa: E402
 from rwkvseg.kernels.dispatch import backward_variant, forward_variant  # noqa: E402
-from rwkvseg.notebook import git_commit  # noqa: E402
+from rwkvseg.env import git_commit  # noqa: E402
 from rwkvseg.wkv import wkv_torch_backward, wkv_torch_forward  # noqa: E402
 
 # The authors' kernel (Vision-RWKV's chunked CUDA kernel, fp32, B = 24, the same tensors again and again:
