@@ -1,21 +1,19 @@
 """Data-parallel scaling of RWKV-UNet-T training: 1 GPU against 2 GPUs of one machine.
 
-    python benchmarks/ddp.py --data_dir .carry --out results/ddp/rwkv_unet_t_isic2018.json
+    python benchmarks/ddp.py --data_dir CACHE_DIR --out rwkvseg/results/ddp/rwkv_unet_t_isic2018.json
     python benchmarks/ddp.py --quick --out /tmp/ddp_quick.json     # CPU smoke: gloo, 2 processes
 
 The driver launches `torchrun --standalone --nproc_per_node=N` on this same file, N = 1 then 2
 (--nprocs), and writes one JSON with both runs, the scaling efficiency and provenance.
 
-What is measured. Each process is the training engine's own pieces (rwkvseg.train): its process
-group and device set-up, its data (load_training_data: the committed split's train-sub part of
-ISIC 2018, the uint8 cache on the device; make_loader: the seeded GpuLoader with the papers'
-augmentation, every rank keeping its slice of each global batch), its model build (SyncBatchNorm,
-channels_last, DistributedDataParallel, optional torch.compile), AdamW, its loss, its lr schedule
-and the engine's step (rwkvseg.train.train_step: bf16 autocast forward, loss, backward, optimizer
-step). Only the loop around it is written out here rather than calling rwkvseg.train.train(),
-because the engine times and logs per epoch,
-validates and checkpoints, and this benchmark needs a timer around a fixed number of steps and the
-loss of every step. The recipe is configs/isic2018_rwkv_unet_t.yaml with the batch replaced.
+What is measured. Each process runs the training engine's own pieces (rwkvseg.engine): `prepare`
+(process group and device, the data: the committed split's train-sub part of ISIC 2018 as the uint8
+cache on the device, the seeded GpuLoader with the papers' augmentation, every rank keeping its slice
+of each global batch; the model with SyncBatchNorm, channels_last, DistributedDataParallel, optional
+torch.compile; AdamW, the loss, the lr schedule), then `fit_epoch` until the run's steps are done,
+with a callback after every step that keeps its loss and starts and stops the timer. Validation,
+checkpoints and the test split (`end_epoch`, `finish`) are left out. The recipe is the shipped
+isic2018_rwkv_unet_t with the batch and the step count replaced.
 
 Per run (same seed, same per-GPU batch b, default 32, so the global batch is N b):
 - img/s: --steps timed steps after --warmup steps, global images / wall time, between CUDA
@@ -39,35 +37,21 @@ OMP_NUM_THREADS is set to 1 where unset (torchrun's own default for several proc
 runs alike. No NCCL_* variable is set or changed: the machine's NCCL_NVLS_ENABLE=0 (NVLink
 multicast off) is inherited, and recorded in the provenance.
 
-The GPU session (kind nvidia-h200-x2; .carry/isic2018 holds the ISIC 2018 images and masks, 33 MB;
-the first ISIC run of a fresh machine builds the uint8 cache from them). The benchmark, expected
-to take a few minutes (two torchrun start-ups, the data load, 140 + 70 steps, the held-out loss):
+On a machine with two GPUs and the ISIC 2018 data (a data root, or a folder with the cache file
+that `rwkvseg cache --dataset isic2018 --out DIR` writes; build it first, in one process):
 
-    run(kind="nvidia-h200-x2", carry=[".carry/isic2018"], timeout_s=600, command=
-        "set -o pipefail; export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD RWKVSEG_COMMIT=<hash>; nvidia-smi -L;
-         python3 benchmarks/ddp.py --data_dir .carry --out $OUT/ddp.json 2>&1 | tee $OUT/ddp.log")
+    python benchmarks/ddp.py --data_dir DIR --out ddp.json
 
-and, in its own call (40 epochs at ~165 img/s took 475 s on one H100), the committed 1-GPU ISIC
-schedule (results/train_isic2018/rwkv_unet_t_40ep.json: global batch 16, 40 epochs, eager) on 2
-GPUs. The engine's --batch_size is the GLOBAL batch (rwkvseg.train.TrainConfig.batch_size, split
-over the ranks), so the same global batch is --batch_size 16, i.e. 8 per GPU, with the same 102
-steps per epoch, 4080 steps and lr schedule as the 1-GPU run. Build the data cache in one process
-first: two ranks that find no cache would both build it and write the same temporary file.
+and the 1-GPU ISIC record (rwkvseg/results/train_isic2018/rwkv_unet_t_40ep: global batch 16, 40
+epochs, eager) on two GPUs, with the same global batch (TrainConfig.batch_size is the global batch,
+split over the ranks: 8 per GPU, the same 102 steps per epoch and lr schedule):
 
-    set -o pipefail; export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD RWKVSEG_COMMIT=<hash>;
-    python3 -c "from rwkvseg.data import isic2018_cache; isic2018_cache('.carry', size=(256, 256))" &&
-    python3 -m torch.distributed.run --standalone --nproc_per_node=2 -m rwkvseg train
-        --config configs/isic2018_rwkv_unet_t.yaml --data_dir .carry --epochs 40 --batch_size 16
-        --compile false --out_dir runs/isic_t_e40_2gpu --progress line 2>&1 | tee $OUT/train.log;
-    cp runs/isic_t_e40_2gpu/results.json $OUT/rwkv_unet_t_40ep_2gpu.json;
-    cp runs/isic_t_e40_2gpu/history.json $OUT/rwkv_unet_t_40ep_2gpu_history.json;
-    cp runs/isic_t_e40_2gpu/metrics.csv $OUT/rwkv_unet_t_40ep_2gpu_metrics.csv
+    torchrun --standalone --nproc_per_node=2 -m rwkvseg train --config isic2018_rwkv_unet_t \
+        --data_dir DIR --epochs 40 --batch_size 16 --compile false --out_dir runs/isic_t_e40_2gpu
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import itertools
 import json
 import os
 import subprocess
@@ -77,15 +61,24 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:                     # `python benchmarks/ddp.py` from a plain checkout
     sys.path.insert(0, str(ROOT))
 
+from rwkvseg.data import DATASETS, EvalSet, SegData, isic2018_cache  # noqa: E402
+from rwkvseg.data.cache import default_cache_dir  # noqa: E402
+from rwkvseg.data.sets import cache_in  # noqa: E402
+from rwkvseg.engine import TrainConfig, fit_epoch, prepare  # noqa: E402
+from rwkvseg.engine.distributed import setup_distributed  # noqa: E402
+from rwkvseg.env import device_name, provenance  # noqa: E402
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(ROOT / "configs" / "isic2018_rwkv_unet_t.yaml"))
+    ap.add_argument("--config", default="isic2018_rwkv_unet_t", help="a recipe: a YAML file or a shipped name")
     ap.add_argument("--data_dir", default=None, help="ISIC 2018 root (default: the engine's discovery)")
     ap.add_argument("--synthetic", action="store_true", help="random images and blob masks instead of ISIC")
     ap.add_argument("--model", default=None, help="default: the config's")
@@ -117,28 +110,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 # The worker: one process of a torchrun job
 # --------------------------------------------------------------------------------------------
 
-def run_config(a, world_size: int):
-    """The recipe of --config with this benchmark's batch, model, size, data and seed."""
-    import yaml
-
-    from rwkvseg.train import TrainConfig
-
-    cfg = TrainConfig(**(yaml.safe_load(Path(a.config).read_text()) or {}))
+def run_config(a, world_size: int) -> TrainConfig:
+    """The recipe of --config with this benchmark's batch, model, size, data, seed and step count."""
     changes = {"batch_size": a.batch_per_gpu * world_size, "data_dir": a.data_dir, "compile": a.compile,
-               "progress": "none", "save_checkpoints": False, "mode": "quick" if a.quick else "full"}
+               "progress": "none", "save_checkpoints": False, "mode": "quick" if a.quick else "full",
+               "iterations": (a.warmup + a.steps) * max(a.nprocs) // world_size}       # same samples in every run
+    if a.device == "cpu":
+        changes["device"] = "cpu"
     for name in ("model", "img_size", "seed"):
         if getattr(a, name) is not None:
             changes[name] = getattr(a, name)
-    return dataclasses.replace(cfg, **changes)
+    return TrainConfig.from_yaml(a.config, **changes)
 
 
-def synthetic_data(cfg, device: torch.device, n_train: int, n_val: int):
+def synthetic_data(cfg: TrainConfig, device: torch.device, n_train: int, n_val: int) -> SegData:
     """Smooth random RGB images; the mask is where the red channel is above 128 (learnable)."""
-    import torch.nn.functional as F
-
-    from rwkvseg.data import NORMALIZATIONS
-    from rwkvseg.train import EvalSet, SegData
-
     g = torch.Generator().manual_seed(cfg.seed)
     s = cfg.img_size
     low = torch.rand(n_train + n_val, 3, max(2, s // 8), max(2, s // 8), generator=g)
@@ -146,34 +132,27 @@ def synthetic_data(cfg, device: torch.device, n_train: int, n_val: int):
     masks = (images[:, 0] > 128).byte()
     images, masks = images.to(device), masks.to(device)
     val = EvalSet("val", images=images[n_train:], masks=masks[n_train:])
-    return SegData(images[:n_train], masks[:n_train], val, val, in_chans=3, num_classes=1,
-                   normalization=NORMALIZATIONS["isic2018"], classes=("background", "lesion"),
+    return SegData(DATASETS["isic2018"], images[:n_train], masks[:n_train], val, val,
                    split_info={"name": f"synthetic/seed{cfg.seed}", "train": {"n": n_train}, "val": {"n": n_val}})
 
 
 def worker(a) -> None:
-    import torch.distributed as dist
-    import torch.nn as nn
-
-    from rwkvseg import train as T
-    from rwkvseg.losses import build_loss
-    from rwkvseg.models import create_model
-
-    d = T.setup_distributed("cpu" if a.device == "cpu" else None)
-    cfg = run_config(a, d.world_size)
-    T.seed_everything(cfg.seed, cfg.deterministic)
-    on_cuda = d.device.type == "cuda"
-    use_bf16 = cfg.bf16 and on_cuda
-    b = a.batch_per_gpu
-    total_steps = (a.warmup + a.steps) * max(a.nprocs) // d.world_size      # same samples in every run
+    """One process: the engine's prepare (process group, data, model, optimizer, loss), then its
+    fit_epoch until the run's steps are done, timing --steps steps after --warmup."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    cfg = run_config(a, world_size)
     t_load = time.perf_counter()
+    data = None
     if a.synthetic:
+        d = setup_distributed(cfg.device)
         data = synthetic_data(cfg, d.device, n_train=64 if a.quick else 1634, n_val=16 if a.quick else 182)
-    else:
-        data = T.load_training_data(cfg, device=d.device)
+    run = prepare(cfg, data=data)
+    d, data = run.dist, run.data
+    on_cuda = d.device.type == "cuda"
+    b = a.batch_per_gpu
     if d.is_main:
         print(f"  {d.world_size} rank(s) on {d.device}: {data.train_images.shape[0]} training images loaded in "
-              f"{time.perf_counter() - t_load:.1f} s; {total_steps} steps of global batch {b * d.world_size}",
+              f"{time.perf_counter() - t_load:.1f} s; {run.total_steps} steps of global batch {b * d.world_size}",
               flush=True)
     heldout = data.val if data.val is not None else data.test
     resident = [data.train_images, data.train_labels]                      # train, val, test on the device
@@ -181,21 +160,6 @@ def worker(a) -> None:
         if split is not None and all(split.images is not t for t in resident):
             resident += [split.images, split.masks]
     data_bytes = sum(t.numel() * t.element_size() for t in resident)
-    loader = T.make_loader(cfg, data, rank=d.rank, world_size=d.world_size)
-
-    model = create_model(cfg.model, in_chans=data.in_chans, num_classes=data.num_classes,
-                         **cfg.model_kwargs).to(d.device)
-    if d.world_size > 1 and cfg.sync_bn:
-        model = T.convert_batchnorm_for_ddp(model, d.device)
-    if cfg.channels_last and on_cuda:
-        model = model.to(memory_format=torch.channels_last)
-    raw_model = model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    loss_fn = build_loss(cfg.loss_config())
-    if d.world_size > 1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if on_cuda else None)
-    if cfg.compile and on_cuda:
-        model = torch.compile(model)
 
     def sync():
         if on_cuda:
@@ -203,35 +167,34 @@ def worker(a) -> None:
         if d.world_size > 1:
             dist.barrier()
 
-    def batches():                                   # the engine's epochs, chained
-        for epoch in itertools.count():
-            torch.manual_seed(T.epoch_seed(cfg.seed, epoch))
-            yield from loader.iter_epoch(epoch)
+    losses = torch.zeros(run.total_steps, device=d.device)
+    marks = {}
 
-    losses = torch.zeros(total_steps, device=d.device)
-    model.train()
-    t_start = time.perf_counter()
-    sync()
-    for step, (x, y) in zip(range(total_steps), batches()):
+    def on_step(step, loss):                         # step: steps done so far (1-based)
+        losses[step - 1] = loss
         if step == a.warmup:
             sync()
-            t0 = time.perf_counter()
-        lr = T.lr_at(step, total=total_steps, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup_iters,
-                     schedule=cfg.schedule)
-        losses[step] = T.train_step(model, optimizer, loss_fn, x, y, lr=lr, cfg=cfg, bf16=use_bf16)
-        if step == a.warmup + a.steps - 1:
+            marks["t0"] = time.perf_counter()
+        if step == a.warmup + a.steps:
             sync()
-            timed_s = time.perf_counter() - t0
+            marks["t1"] = time.perf_counter()
+
+    sync()
+    t_start = marks["t0"] = time.perf_counter()
+    epoch = 0
+    while run.step < run.stop_at:                    # the engine's epochs, chained
+        fit_epoch(run, epoch, on_step=on_step)
+        epoch += 1
     sync()
     train_s = time.perf_counter() - t_start
+    timed_s = marks["t1"] - marks["t0"]
 
     if d.world_size > 1:                             # per-step loss: mean over the ranks
         dist.all_reduce(losses)
         losses /= d.world_size
-    held = heldout_loss(raw_model, heldout, data.normalization, loss_fn, chunk=b, bf16=use_bf16,
+    held = heldout_loss(run.model, heldout, data.normalization, run.loss_fn, chunk=b, bf16=run.bf16,
                         channels_last=cfg.channels_last and on_cuda) if d.is_main else None
-    name = torch.cuda.get_device_name(d.device) if on_cuda else f"cpu ({os.cpu_count()} cores)"
-    me = {"rank": d.rank, "device": name, "timed_s": timed_s, "train_s": train_s,
+    me = {"rank": d.rank, "device": device_name(d.device), "timed_s": timed_s, "train_s": train_s,
           "peak_allocated_gib": torch.cuda.max_memory_allocated(d.device) / 2**30 if on_cuda else None,
           "peak_reserved_gib": torch.cuda.max_memory_reserved(d.device) / 2**30 if on_cuda else None}
     ranks = [me]
@@ -244,13 +207,13 @@ def worker(a) -> None:
         result = {
             "world_size": d.world_size, "backend": dist.get_backend() if d.world_size > 1 else None,
             "batch_per_gpu": b, "global_batch": global_batch, "warmup_steps": a.warmup,
-            "timed_steps": a.steps, "total_steps": total_steps, "samples": total_steps * global_batch,
+            "timed_steps": a.steps, "total_steps": run.total_steps, "samples": run.total_steps * global_batch,
             "timed_s": wall, "img_per_s": a.steps * global_batch / wall,
             "ranks": ranks, "resident_data_gib": data_bytes / 2**30,
             "losses": losses.tolist(), "heldout": held,
             "model": cfg.model, "img_size": cfg.img_size, "dataset": "synthetic" if a.synthetic else cfg.dataset,
             "split": data.split_info, "n_train": int(data.train_images.shape[0]),
-            "bf16": use_bf16, "channels_last": cfg.channels_last and on_cuda, "compile": cfg.compile and on_cuda,
+            "bf16": run.bf16, "channels_last": cfg.channels_last and on_cuda, "compile": cfg.compile and on_cuda,
             "lr": cfg.lr, "min_lr": cfg.min_lr, "schedule": cfg.schedule, "seed": cfg.seed,
             "nccl": nccl_version() if on_cuda else None,
         }
@@ -323,10 +286,6 @@ def main(argv=None) -> int:
         return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")   # for both runs (torchrun sets it only for several)
     if not a.synthetic:                              # one process builds the data cache (ranks would race)
-        from rwkvseg.data import isic2018_cache
-        from rwkvseg.data.cache import default_cache_dir
-        from rwkvseg.train import cache_in
-
         size = a.img_size or run_config(a, 1).img_size
         name = f"isic2018_{size}x{size}.npz"
         if cache_in(a.data_dir, name) is None and not (default_cache_dir() / name).is_file():
@@ -345,7 +304,6 @@ def main(argv=None) -> int:
     efficiency = {str(n): (r["img_per_s"] / (n * base["img_per_s"]) if base else None) for n, r in runs.items()}
     window = a.loss_window * a.batch_per_gpu * max(a.nprocs)
     curves = loss_vs_samples(runs, window)
-    from rwkvseg.notebook import provenance
 
     device = torch.device("cpu") if a.device == "cpu" or not torch.cuda.is_available() else torch.device("cuda")
     prov = provenance(mode="quick" if a.quick else "full", seed=runs[a.nprocs[0]]["seed"], device=device,

@@ -1,13 +1,13 @@
 """Samples per second that the device-resident loader (rwkvseg.data.GpuLoader) delivers.
 
-    python benchmarks/pipeline.py --out results/bench/pipeline.json            # ISIC 2018, the device present
+    python benchmarks/pipeline.py --out pipeline.json                          # ISIC 2018, the device present
     python benchmarks/pipeline.py --quick                                      # CPU smoke test (seconds)
 
 Each variant gathers batches from uint8 tensors on the device, converts, augments and normalises
 them, and consumes nothing else: the rate the network could be fed. Timed over whole epochs
 after one warm-up epoch (CUDA-synchronised at the end of each epoch); img/s = images / seconds.
 
-Data: the ISIC 2018 pairs of --data (or $RWKVSEG_DATA, or ../shared/data) at 256 x 256; without
+Data: the ISIC 2018 pairs of --data (or $RWKVSEG_DATA) at 256 x 256; without
 them, the shipped sample pairs repeated to 2594 images (the rate does not depend on the pixels;
 the JSON says which). The ACDC row uses synthetic 224 x 224 slices repeated to 1312 (the number
 of SSL4MIS training slices). The network consumes ~400-1000 img/s: the loader should be far above.
@@ -25,7 +25,7 @@ import torch
 
 from rwkvseg.data import (AcdcAugment, GpuLoader, IsicAugment, NORMALIZATIONS, find_data_root, isic_samples,
                           load_isic, synthetic_acdc)
-from rwkvseg.notebook import default_device, provenance
+from rwkvseg.env import default_device, provenance
 
 
 def isic_images(data: str | None, n_quick: int | None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -33,7 +33,7 @@ def isic_images(data: str | None, n_quick: int | None) -> tuple[np.ndarray, np.n
     root = None if n_quick else find_data_root(data, required=False)
     if root is not None and (root / "isic2018").is_dir():
         cache = load_isic(root / "isic2018")
-        return cache.images, cache.masks, f"isic2018 ({len(cache)} pairs from {root / 'isic2018'})"
+        return cache.images, cache.masks, f"isic2018 ({len(cache)} pairs of the data root)"
     cache = isic_samples()
     n = n_quick or 2594
     reps = -(-n // len(cache))
@@ -76,7 +76,7 @@ def bench(name: str, images: np.ndarray, masks: np.ndarray, *, batch: int, augme
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None,
-                    help="data root holding isic2018/ (default: $RWKVSEG_DATA or ../shared/data)")
+                    help="data root holding isic2018/ (default: $RWKVSEG_DATA)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs per variant (after one warm-up epoch)")
     ap.add_argument("--device", default=None, help="default: the first CUDA GPU, else the CPU")

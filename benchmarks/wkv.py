@@ -1,7 +1,7 @@
-"""Bi-WKV on the GPU: the Triton kernels against the float64 oracle, and their speed beside the
-plain-PyTorch O(T) path and the memory floor (spec kernels.md §1, §4).
+"""Bi-WKV on the GPU: the kernels against the float64 oracle, and their speed beside the plain-PyTorch
+O(T) path, the authors' CUDA kernel and the memory floor.
 
-    python benchmarks/wkv.py --out results/wkv_benchmark      # on a CUDA machine
+    python benchmarks/wkv.py --out rwkvseg/results/wkv_benchmark      # on a CUDA machine
     python benchmarks/wkv.py --quick                            # CPU smoke run (interpreter)
 
 Timing: CUDA events, median of --reps runs after warm-up, each run preceded by a write of a
@@ -26,11 +26,14 @@ import torch
 if "--quick" in sys.argv or not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports Triton's kernels
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rwkvseg.notebook import git_commit  # noqa: E402
+from rwkvseg.kernels import wkv_backward, wkv_forward  # noqa: E402
+from rwkvseg.kernels.dispatch import backward_variant, forward_variant  # noqa: E402
+from rwkvseg.env import git_commit  # noqa: E402
 from rwkvseg.wkv import wkv_torch_backward, wkv_torch_forward  # noqa: E402
 
-# The authors' kernel (Vision-RWKV chunked CUDA, fp32, B = 24), measured on an H100 on 2026-11-23
-# (spec kernels.md §2). It cannot run here (no licence to ship it); quoted for the comparison.
+# The authors' kernel (Vision-RWKV's chunked CUDA kernel, fp32, B = 24, the same tensors again and again:
+# hot, eager), measured on an H100 on 2026-11-23. It cannot run here (no licence to ship it); quoted for the
+# comparison.
 ANCHOR = {  # (T, C): (fwd ms, fwd % floor, fwd+bwd ms, fwd+bwd % floor)
     (256, 560): (0.119, 12, 0.467, 8),
     (256, 960): (0.173, 14, 0.706, 9),
@@ -93,7 +96,7 @@ def rel(a, b) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
 
-def errors(kt, T, C, causal, dtype, device, B=2, seed=0, decay=5.0):
+def errors(T, C, causal, dtype, device, B=2, seed=0, decay=5.0):
     """Relative errors of the Triton forward and gradients against the float64 torch path
     (w = spatial_decay / T with spatial_decay ~ U(0, decay))."""
     g = torch.Generator(device="cpu").manual_seed(seed)
@@ -106,17 +109,17 @@ def errors(kt, T, C, causal, dtype, device, B=2, seed=0, decay=5.0):
     d = [t.double() for t in (w, u, kk, vv, gg)]        # the oracle sees the same (rounded) inputs
     y_ref = wkv_torch_forward(*d[:4], causal)
     dw_r, du_r, dk_r, dv_r = wkv_torch_backward(*d, causal)
-    y = kt.wkv_forward(w, u, kk, vv, causal=causal)
-    dw, du, dk, dv = kt.wkv_backward(w, u, kk, vv, gg, causal=causal)
+    y = wkv_forward(w, u, kk, vv, causal=causal)
+    dw, du, dk, dv = wkv_backward(w, u, kk, vv, gg, causal=causal)
     return {"y": rel(y, y_ref), "dk": rel(dk, dk_r), "dv": rel(dv, dv_r), "dw": rel(dw, dw_r), "du": rel(du, du_r)}
 
 
-def bench_shape(kt, B, T, C, dtype, bw, reps, with_torch):
+def bench_shape(B, T, C, dtype, bw, reps, with_torch):
     device = "cuda"
     k = torch.randn(B, T, C, device=device).to(dtype)
     v = torch.randn(B, T, C, device=device).to(dtype)
     gy = torch.randn(B, T, C, device=device).to(dtype)
-    w = torch.rand(C, device=device) / T                 # as the authors' kernel was measured (spec kernels.md §2)
+    w = torch.rand(C, device=device) / T                 # as the authors' kernel was measured
     u = torch.randn(C, device=device) / T
     w_wide = torch.rand(C, device=device) / T * 5        # decays the single-pass forward declines (tiled kernel)
     esize = k.element_size()
@@ -127,11 +130,11 @@ def bench_shape(kt, B, T, C, dtype, bw, reps, with_torch):
            "floor_fwd_ms": floor_f, "floor_fwdbwd_ms": floor_fb}
 
     def fwd():
-        kt.wkv_forward(w, u, k, v, causal=False)
+        wkv_forward(w, u, k, v, causal=False)
 
     def fwdbwd():
-        kt.wkv_forward(w, u, k, v, causal=False)
-        kt.wkv_backward(w, u, k, v, gy, causal=False)
+        wkv_forward(w, u, k, v, causal=False)
+        wkv_backward(w, u, k, v, gy, causal=False)
 
     for name, fn, floor in (("fwd", fwd, floor_f), ("fwdbwd", fwdbwd, floor_fb)):
         for mode, flush in (("cold", True), ("hot", False)):
@@ -147,7 +150,7 @@ def bench_shape(kt, B, T, C, dtype, bw, reps, with_torch):
             row[f"ours_{name}_graph_pct_floor"] = 100 * floor / ms
         except Exception as exc:                       # recorded, not fatal: the other timings stand
             row[f"ours_{name}_graph_error"] = repr(exc)[:300]
-    ms = statistics.median(time_fn(lambda: kt.wkv_forward(w_wide, u, k, v, causal=False), reps=reps, flush=True))
+    ms = statistics.median(time_fn(lambda: wkv_forward(w_wide, u, k, v, causal=False), reps=reps, flush=True))
     row["ours_fwd_cold_ms_wide_decay"] = ms
     row["ours_fwd_cold_pct_floor_wide_decay"] = 100 * floor_f / ms
     if with_torch:
@@ -165,11 +168,11 @@ def bench_shape(kt, B, T, C, dtype, bw, reps, with_torch):
     if dtype == torch.float32 and (T, C) in ((1024, 560), (4096, 288)):
         # the same kernels with the segment scan everywhere: what the separable fast path buys
         def sfwd():
-            kt.wkv_forward(w, u, k, v, causal=False, allow_fast=False)
+            forward_variant(w, u, k, v, causal=False, allow_fast=False)
 
         def sfwdbwd():
-            kt.wkv_forward(w, u, k, v, causal=False, allow_fast=False)
-            kt.wkv_backward(w, u, k, v, gy, causal=False, allow_fast=False)
+            forward_variant(w, u, k, v, causal=False, allow_fast=False)
+            backward_variant(w, u, k, v, gy, causal=False, allow_fast=False)
 
         row["scan_only_fwd_ms"] = statistics.median(time_fn(sfwd, reps=reps, flush=True))
         row["scan_only_fwdbwd_ms"] = statistics.median(time_fn(sfwdbwd, reps=reps, flush=True))
@@ -195,7 +198,7 @@ def plot(rows, path):
                                               for r in rr], marker=marker, label=f"rwkvseg {dtype}, C={C}")
         an = [r for r in rows if "authors_fwd_ms" in r and r["dtype"] == "float32"]
         ax.scatter([r["T"] for r in an], [r[f"authors_{name}_pct_floor"] for r in an], marker="x", color="k",
-                   label="authors' CUDA kernel (fp32, hot, eager; spec anchor)", zorder=5)
+                   label="authors' CUDA kernel (fp32, hot, eager)", zorder=5)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("tokens T")
         ax.set_title({"fwd": "forward", "fwdbwd": "forward + backward"}[name] + ", B = 24, L2-flushed, CUDA graph")
@@ -207,84 +210,21 @@ def plot(rows, path):
     fig.savefig(path, dpi=120)
 
 
-# A/B of kernel settings, one run (benchmarks/NOTES.md "Next"): see ab_variants. (Earlier rounds, with the
-# tiled kernel, the single pass and its matrix-product version: results/wkv_ab/ of e0905fe and 90151dc.)
-# Inputs as in the authors' kernel's measurement (spec kernels.md §2): w ~ U(0, 1) / T, u ~ N(0, 1) / T.
-AB_SHAPES = [(T, C) for T in (1024, 2048, 4096, 16384) for C in (288, 560, 960)]
-
-
-def ab_variants(T: int) -> dict:
-    """The A/B's variants at T: the default (variant C, chunks chosen for one wave of programs);
-    variant C at the former fixed tile (T / 16 tokens a chunk) and at T / 8, and with blocks of 64 and 32
-    channels (less padding at C = 288 = 2.25 x 128, more programs; rows then spread over 2 or 4 threads, so
-    the in-chunk sums need shuffles). Earlier rounds:
-    results/wkv_ab_chunk/ (tile sweep), results/wkv_ab_lag/ (single launch), results/wkv_ab_wave/ (one-wave chunk count,
-    and the resident kernel), results/wkv_ab_bc/ (this one)."""
-    n = max(64, T)
-    out = {"default": {}}
-    for tile in ((n // 16, 4, 128, 1, 3), (n // 8, 4, 128, 1, 3),
-                 (n // 16, 4, 64, 1, 3), (n // 32, 4, 64, 1, 3), (n // 16, 4, 32, 1, 3), (n // 32, 4, 32, 1, 3)):
-        out["chunk " + "x".join(map(str, tile))] = {"single_impl": "chunk", "single_tile": tile}
-    return out
-
-
-def ab(kt, bw, reps, out: Path, result: dict, with_backward: bool = False) -> None:
-    """Time the forward (fp32, B = 24, L2-flushed; eager and CUDA-graph replay) of every ab_variants
-    entry at AB_SHAPES (and the default's fwd+bwd when with_backward); write
-    out/wkv_ab.json after every shape."""
-    result["ab_rows"] = []
-    result["ab_inputs"] = "k, v, g ~ N(0, 1); w ~ U(0, 1) / T; u ~ N(0, 1) / T"
-    # the first capture on torch's capture stream allocates that stream's chunk counters (a memset inside
-    # the graph): done here once, so that no timed graph holds it
-    x = torch.randn(1, 1024, 8, device="cuda")
-    cuda_graph(lambda: kt.wkv_forward(x[0, 0], x[0, 0], x, x, causal=False))
-    for T, C in AB_SHAPES:
-        k, v, gy = (torch.randn(24, T, C, device="cuda") for _ in range(3))
-        w, u = torch.rand(C, device="cuda") / T, torch.randn(C, device="cuda") / T
-        floor_f, floor_fb = (n * k.numel() * 4 / bw * 1e3 for n in (3, 8))
-        y_ref = kt.wkv_forward(w, u, k, v, causal=False, allow_single=False, tile=(128, 16, 4))
-        for name, kw in ab_variants(T).items():
-            err = rel(kt.wkv_forward(w, u, k, v, causal=False, **kw), y_ref)
-            fwd = statistics.median(time_fn(lambda: kt.wkv_forward(w, u, k, v, causal=False, **kw),
-                                            reps=reps, flush=True))
-            # the same forward replayed from a CUDA graph: the GPU's time without the host's launch cost
-            graph = statistics.median(time_fn(cuda_graph(lambda: kt.wkv_forward(w, u, k, v, causal=False, **kw)),
-                                              reps=reps, flush=True))
-            row = {"T": T, "C": C, "variant": name, "fwd_ms": fwd, "fwd_pct_floor": 100 * floor_f / fwd,
-                   "fwd_graph_ms": graph, "fwd_graph_pct_floor": 100 * floor_f / graph, "fwd_rel_diff_vs_tiled": err}
-            if name == "default" and with_backward:
-                bkw = {key: val for key, val in kw.items() if key in ("allow_fast", "allow_tight", "tile")}
-                fb = statistics.median(time_fn(lambda: (kt.wkv_forward(w, u, k, v, causal=False, **kw),
-                                                        kt.wkv_backward(w, u, k, v, gy, causal=False, **bkw)),
-                                               reps=reps, flush=True))
-                row.update(fwdbwd_ms=fb, fwdbwd_pct_floor=100 * floor_fb / fb)
-            result["ab_rows"].append(row)
-            print(f"A/B T={T:5d} C={C:3d} {name:26s} fwd {fwd:.3f} ms ({row['fwd_pct_floor']:.0f}%) "
-                  f"graph {graph:.3f} ms ({row['fwd_graph_pct_floor']:.0f}%) diff {err:.1e}"
-                  + (f"  fwd+bwd {row['fwdbwd_ms']:.3f} ms ({row['fwdbwd_pct_floor']:.0f}%)" if "fwdbwd_ms" in row else ""),
-                  flush=True)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "wkv_ab.json").write_text(json.dumps(result, indent=1))
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="results/wkv_benchmark", help="folder for wkv_benchmark.json and .png")
+    ap.add_argument("--out", default="rwkvseg/results/wkv_benchmark", help="folder for wkv_benchmark.json and .png")
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--quick", action="store_true", help="CPU smoke run: correctness only, small shapes")
     ap.add_argument("--commit", default=None, help="git commit to record (when .git is not present)")
     ap.add_argument("--skip-errors", action="store_true", help="time only (the accuracy check is a separate run)")
-    ap.add_argument("--ab", action="store_true", help="only the A/B of kernel settings (ab_variants) -> wkv_ab.json")
     args = ap.parse_args()
 
     if args.quick or not torch.cuda.is_available():
-        from rwkvseg.kernels import wkv_triton as kt
-        err = errors(kt, 24, 6, False, torch.float32, "cpu")
+        err = errors(24, 6, False, torch.float32, "cpu")
         print("quick (interpreter) errors vs float64:", {k: f"{v:.1e}" for k, v in err.items()})
         assert max(err.values()) < 1e-5
         return
 
-    from rwkvseg.kernels import wkv_triton as kt
     t0 = time.time()
     bw = copy_bandwidth("cuda")
     print(f"device {torch.cuda.get_device_name(0)}; copy bandwidth {bw / 1e12:.2f} TB/s")
@@ -304,9 +244,6 @@ def main():
         "errors": [],
         "rows": [],
     }
-    if args.ab:
-        ab(kt, bw, args.reps, Path(args.out), result)
-        return
     # accuracy at every T for one width (each new (B, T, C) autotunes the kernels: time)
     for T, C in [(T, C) for T, C in shapes if C == 560] if not args.skip_errors else []:
         for causal in (False, True):
@@ -314,7 +251,7 @@ def main():
                 if causal and (dtype == torch.bfloat16 or T > 1024):
                     continue
                 for decay in (1.0, 5.0):
-                    err = errors(kt, T, C, causal, dtype, "cuda", decay=decay)
+                    err = errors(T, C, causal, dtype, "cuda", decay=decay)
                     result["errors"].append({"T": T, "C": C, "causal": causal, "dtype": str(dtype)[6:],
                                              "spatial_decay_max": decay, **err})
                     print(f"check T={T:5d} C={C:3d} {'causal' if causal else 'bi':6s} {str(dtype)[6:]:8s} decay<{decay:g} "
@@ -322,7 +259,7 @@ def main():
     for T, C in shapes:
         for dtype in (torch.float32, torch.bfloat16):
             with_torch = dtype == torch.float32 and 24 * T * C <= 30_000_000
-            row = bench_shape(kt, 24, T, C, dtype, bw, args.reps, with_torch)
+            row = bench_shape(24, T, C, dtype, bw, args.reps, with_torch)
             result["rows"].append(row)
             Path(args.out).mkdir(parents=True, exist_ok=True)
             (Path(args.out) / "wkv_benchmark.json").write_text(json.dumps(result, indent=1))  # partial

@@ -1,32 +1,19 @@
-"""rwkvseg: RWKV-based medical image segmentation, from the WKV equations to trained networks."""
-import importlib.util as _ilu
-import os as _os
-import sys as _sys
+"""rwkvseg: RWKV-based medical image segmentation, from the WKV equations to trained networks.
 
-__version__ = "0.1.0"
+    rwkvseg.bi_wkv, rwkvseg.uni_wkv          the WKV operators (rwkvseg.wkv; kernels in rwkvseg.kernels)
+    rwkvseg.create_model, list_models        the registered networks (rwkvseg.models)
+    rwkvseg.from_pretrained, list_pretrained the trained networks that ship with the package (rwkvseg.hub)
+    rwkvseg.count_macs                       multiply-accumulates of a forward pass (rwkvseg.macs)
 
-
-def _map_source_kernels():
-    """In a source checkout that was not pip-installed (Colab clone, GPU scratch copy), map the
-    top-level kernels/ folder to rwkvseg.kernels, as the installed package does."""
-    src = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "kernels")
-    if _ilu.find_spec("rwkvseg.kernels") is None and _os.path.isfile(_os.path.join(src, "__init__.py")):
-        spec = _ilu.spec_from_file_location("rwkvseg.kernels", _os.path.join(src, "__init__.py"),
-                                            submodule_search_locations=[src])
-        module = _ilu.module_from_spec(spec)
-        _sys.modules["rwkvseg.kernels"] = module
-        spec.loader.exec_module(module)
-
-
-_map_source_kernels()
-
-from rwkvseg.flops import flops  # noqa: E402
-from rwkvseg.hub import from_pretrained, save_pretrained  # noqa: E402
-from rwkvseg.models import create_model, list_models  # noqa: E402
-from rwkvseg.notebook import env_report  # noqa: E402
-from rwkvseg.wkv import bi_wkv, uni_wkv  # noqa: E402
+Training: rwkvseg.engine; data: rwkvseg.data; reports: rwkvseg.report; the book's kit: rwkvseg.book.
+"""
+from rwkvseg.hub import from_pretrained, list_pretrained, save_pretrained
+from rwkvseg.macs import count_macs
+from rwkvseg.models import create_model, list_models
+from rwkvseg.version import __version__
+from rwkvseg.wkv import bi_wkv, uni_wkv
 
 __all__ = [
-    "__version__", "bi_wkv", "uni_wkv", "create_model", "list_models", "flops",
-    "save_pretrained", "from_pretrained", "env_report",
+    "__version__", "bi_wkv", "uni_wkv", "create_model", "list_models", "count_macs",
+    "save_pretrained", "from_pretrained", "list_pretrained",
 ]

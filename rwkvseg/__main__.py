@@ -1,4 +1,4 @@
-"""`python -m rwkvseg train | evaluate | predict` (see rwkvseg/cli.py)."""
+"""`python -m rwkvseg ...`: the same command line as `rwkvseg ...` (rwkvseg/cli.py)."""
 import sys
 
 from rwkvseg.cli import main

@@ -1,4 +1,4 @@
-"""CCM, the Cross-Channel Mix skip module of RWKV-UNet (paper Sec. 3.4, Eq. 8-11; spec rwkv-unet.md §7).
+"""CCM, the Cross-Channel Mix skip module of RWKV-UNet (RWKV-UNet Sec. 3.4, Eq. 8-11, Fig. 1b).
 
 CCM lets the three skip features exchange information along channels before the decoder reads them:
 
@@ -9,12 +9,12 @@ CCM lets the three skip features exchange information along channels before the 
 
 S1 is the size of F1 (H/2), every resize is bilinear with align_corners=False, every 1x1 conv has
 a bias. Sizes are read from the inputs at every call, so any (non-square) input works; the
-authors' code fixes them at construction from `img_size` (spec §9).
+authors' code fixes them at construction from `img_size`.
 
-Paper vs code (spec §7): Eq. 10 normalises the channel mix's input; the code normalises its
-output. We follow the code. Eq. 9 writes the concatenation as (F~_1, F~_2, F~_3); the code's
-order is (F~_3, F~_2, F~_1). The order matters only through Q-shift's four channel groups; we
-follow the code.
+Where the equations and the authors' code differ, we follow the code [code]: Eq. 10 normalises
+the channel mix's input, the code its output; Eq. 9 writes the concatenation as (F~_1, F~_2, F~_3),
+the code's order is (F~_3, F~_2, F~_1). The order matters only through Q-shift's four channel
+groups.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from rwkvseg.ir import DropPath
-from rwkvseg.spatial_mix import ChannelMix, map_to_tokens, tokens_to_map
+from rwkvseg.layers import DropPath, map_to_tokens, tokens_to_map
+from rwkvseg.spatial_mix import VRWKVChannelMix
 
 __all__ = ["CCM"]
 
@@ -46,7 +46,7 @@ class CCM(nn.Module):
 
     Shapes: forward(f1 (B, C1, H1, W1), f2 (B, C2, H2, W2), f3 (B, C3, H3, W3))
         -> (f1', f2', f3') of the same shapes.
-    Parameters: sum_i (C_i C1 + C1) + ChannelMix(3 C1, 6 C1) + 6 C1 + sum_i (C1 C_i + C_i).
+    Parameters: sum_i (C_i C1 + C1) + VRWKVChannelMix(3 C1, 6 C1) + 6 C1 + sum_i (C1 C_i + C_i).
     """
 
     def __init__(
@@ -62,7 +62,7 @@ class CCM(nn.Module):
         self.in3 = nn.Conv2d(c3, c1, 1)
         self.in2 = nn.Conv2d(c2, c1, 1)
         self.in1 = nn.Conv2d(c1, c1, 1)
-        self.mix = ChannelMix(dim=dim, hidden_dim=int(hidden_rate * dim), key_norm=key_norm)
+        self.mix = VRWKVChannelMix(dim=dim, hidden_dim=int(hidden_rate * dim), key_norm=key_norm)
         self.norm = nn.LayerNorm(dim, eps=1e-5)
         self.drop_path = DropPath(drop_path)
         self.out3 = nn.Conv2d(c1, c3, 1)

@@ -1,4 +1,4 @@
-"""FAA, the Feature Aggregation Attention of MS-RWKV (Eq. 10, Fig. 2; spec ms-rwkv.md §2.4).
+"""FAA, the Feature Aggregation Attention of MS-RWKV (MS-RWKV Sec. 2, Eq. 10, Fig. 2).
 
     x_hat = MCM_2( DWC_3x3( MCM_1(x) * AM(x) ) ) + x                          (Eq. 10)
 
@@ -91,7 +91,7 @@ class FAA(nn.Module):
     """Feature Aggregation Attention, MS-RWKV Eq. 10: MCM_2(DWC(MCM_1(x) * AM(x))) + x.
 
     x: (B, C, H, W) -> (B, C, H, W); ``expansion`` r (default 2), ``kernels`` K_g of the four
-    asymmetric depthwise paths (default 3, 5, 7, 9) [choose, spec ms-rwkv.md §2.4].
+    asymmetric depthwise paths (default 3, 5, 7, 9) [choose].
     """
 
     def __init__(self, *, channels: int, expansion: int = 2, kernels: tuple[int, ...] = (3, 5, 7, 9)) -> None:

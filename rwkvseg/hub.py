@@ -7,26 +7,80 @@ A checkpoint is a directory:
                          "in_chans": ..., "input_size": ..., "normalization": ..., "training_data": ...,
                          "metrics": ..., "dtype": ..., "extra": {...}}
 
-Loading needs nothing but the directory: the registered builder `model_name` is called with the
-saved config fields (rwkvseg.models.create_model), then the weights load with strict=True. A
-checkpoint whose tensors do not match the rebuilt model is refused with the missing, unexpected
-and mis-shaped keys named. The model must carry its config dataclass as `model.config`.
+The networks trained for the book ship inside the package (rwkvseg/weights/<name>/, each with a
+model card): `from_pretrained("rwkv_unet_t_isic2018")` loads one by name, `list_pretrained()` names
+them. Loading needs nothing but the directory: the registered builder `model_name` is called with the
+saved config fields (rwkvseg.models.create_model), then the weights load with strict=True. Nothing
+is unpickled, and every problem is a CheckpointError naming the file: config.json that is not JSON
+or lacks a field, model.safetensors whose header is damaged, whose bytes do not match the sha256
+recorded in config.json ("weights_sha256": written by save_pretrained, required for the shipped
+networks), whose tensors do not match the rebuilt model (missing, unexpected and mis-shaped keys
+named), or that holds a NaN or infinite value (the tensor named). Files are read by
+rwkvseg.data.files (regular files only, within a time bound). The model must carry its config
+dataclass as `model.config`.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 
-__all__ = ["save_pretrained", "from_pretrained", "load_config", "WEIGHTS_NAME", "CONFIG_NAME"]
+from rwkvseg.data.errors import DataError, DataNotFoundError
+from rwkvseg.data.files import read_bytes, read_text
+from rwkvseg.models import create_model, list_models
+
+__all__ = ["save_pretrained", "from_pretrained", "list_pretrained", "load_config", "CheckpointError",
+           "CheckpointNotFoundError", "WEIGHTS_NAME", "CONFIG_NAME"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
+SHIPPED = Path(__file__).resolve().parent / "weights"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file or directory that cannot be read, or is not what rwkvseg wrote."""
+
+    def __init__(self, path: str | Path, problem: str, hint: str = ""):
+        self.path = str(path)
+        self.problem = problem
+        self.hint = hint
+        super().__init__(f"{path}: {problem}" + (f". {hint}" if hint else ""))
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A checkpoint file or directory that does not exist."""
+
+
+def read_checked(path: Path, what: str, *, text: bool = False) -> bytes | str:
+    """The bytes (or text) of a checkpoint's file through rwkvseg.data.files, a CheckpointError if refused."""
+    try:
+        return read_text(path, what, empty_ok=False) if text else read_bytes(path, what)
+    except DataNotFoundError as e:
+        raise CheckpointNotFoundError(e.path, e.problem, e.hint) from None
+    except DataError as e:
+        raise CheckpointError(e.path, e.problem, e.hint) from None
+
+
+def list_pretrained() -> list[str]:
+    """The names of the trained networks that ship with the package."""
+    return sorted(p.name for p in SHIPPED.iterdir() if (p / CONFIG_NAME).is_file())
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """`path` when it is a folder; else the shipped network of that name."""
+    p = Path(path).expanduser()
+    if not p.is_dir() and str(path) in list_pretrained():
+        return SHIPPED / str(path)
+    return p
 _KNOWN_METADATA = ("input_size", "normalization", "training_data", "metrics")
 
 
@@ -62,8 +116,6 @@ def save_pretrained(
         **metadata: input_size, normalization (e.g. {"mean": [...], "std": [...]}), training_data,
             metrics, and any other JSON-serialisable facts (stored under "extra").
     """
-    from rwkvseg.models import list_models
-
     config = _model_config(model)
     model_name = model_name or getattr(model, "model_name", None)
     if model_name is None:
@@ -72,8 +124,6 @@ def save_pretrained(
         raise ValueError(f"model_name {model_name!r} is not registered; registered: {', '.join(list_models())}")
     if dtype is not None and not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype such as torch.float16, got {dtype}")
-
-    from safetensors.torch import save_file
 
     state = {}
     for key, t in model.state_dict().items():
@@ -98,50 +148,57 @@ def save_pretrained(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "model_name": model_name})
+    record["weights_sha256"] = hashlib.sha256((path / WEIGHTS_NAME).read_bytes()).hexdigest()
     (path / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n")
     return path
 
 
 def load_config(path: str | Path) -> dict:
-    """The config.json of a checkpoint directory, as a dict."""
-    path = Path(path)
+    """The config.json of a checkpoint directory (or a shipped network's name), as a dict, checked:
+    JSON, format "rwkvseg", a registered model_name and a config mapping."""
+    path = checkpoint_dir(path)
     cfg_file = path / CONFIG_NAME
-    if not cfg_file.is_file():
-        raise FileNotFoundError(
-            f"no {CONFIG_NAME} in {path}: a checkpoint directory holds {WEIGHTS_NAME} and {CONFIG_NAME} "
-            "written by rwkvseg.hub.save_pretrained"
-        )
-    record = json.loads(cfg_file.read_text())
-    if record.get("format") != "rwkvseg":
-        raise ValueError(f"{cfg_file} is not an rwkvseg checkpoint config (format={record.get('format')!r})")
+    if not path.is_dir():
+        raise CheckpointNotFoundError(path, f"no such checkpoint directory (holding {CONFIG_NAME} and {WEIGHTS_NAME}), "
+                                      f"nor a shipped network of that name ({', '.join(list_pretrained())})")
+    if not cfg_file.exists():
+        raise CheckpointNotFoundError(cfg_file, f"no {CONFIG_NAME}: a checkpoint directory holds {WEIGHTS_NAME} and "
+                                      f"{CONFIG_NAME} written by rwkvseg.hub.save_pretrained")
+    try:
+        record = json.loads(read_checked(cfg_file, "checkpoint config", text=True))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(cfg_file, f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})",
+                              "export the checkpoint again with rwkvseg.hub.save_pretrained") from None
+    if not isinstance(record, dict) or record.get("format") != "rwkvseg":
+        found = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise CheckpointError(cfg_file, f"not an rwkvseg checkpoint config (a mapping with format 'rwkvseg'; "
+                              f"found {found!r})")
+    missing = [key for key in ("model_name", "config") if key not in record]
+    if missing:
+        raise CheckpointError(cfg_file, f"lacks the field(s) {missing}", "export the checkpoint again")
+    if record["model_name"] not in list_models():
+        raise CheckpointError(cfg_file, f"model_name {record['model_name']!r} is not a registered network; "
+                              f"registered: {', '.join(list_models())}")
+    if not isinstance(record["config"], dict):
+        raise CheckpointError(cfg_file, f"config is a {type(record['config']).__name__}, expected a mapping of "
+                              "the model's config fields")
     return record
 
 
-def _as_tuples(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_as_tuples(v) for v in value)
-    return value
+def check_finite(state: dict[str, torch.Tensor], where: str | Path) -> None:
+    """A CheckpointError naming `where` and the tensors that hold a NaN or an infinite value."""
+    bad = [(k, int((~torch.isfinite(v)).sum())) for k, v in state.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        shown = ", ".join(f"{k} ({n} value(s))" for k, n in bad[:5]) + more
+        raise CheckpointError(where, f"NaN or infinite weights in {len(bad)} tensor(s): {shown}",
+                              "the training diverged or the file was damaged: use another checkpoint")
 
 
-def from_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model from config.json via the registry, load the weights with strict=True.
-
-    Returns the model in eval mode, in float32 (a float16 checkpoint is upcast), on `map_location`,
-    with the checkpoint record attached as `model.pretrained_record`.
-    """
-    from safetensors.torch import load_file
-
-    from rwkvseg.models import create_model
-
-    path = Path(path)
-    record = load_config(path)
-    weights = path / WEIGHTS_NAME
-    if not weights.is_file():
-        raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path} (found: {sorted(p.name for p in path.iterdir())})")
-    overrides = {k: _as_tuples(v) for k, v in record["config"].items()}
-    model = create_model(record["model_name"], **overrides)
-    state = load_file(str(weights))
-
+def check_state(state: dict[str, torch.Tensor], model: nn.Module, where: str | Path, name: str) -> None:
+    """A CheckpointError naming `where` and the missing, unexpected and mis-shaped keys, unless
+    `state` fits `model` (built as `name`) exactly."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -153,13 +210,53 @@ def from_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu
         def show(keys):
             return ", ".join(keys[:10]) + (f" ... ({len(keys)} in all)" if len(keys) > 10 else "") if keys else "none"
 
-        raise ValueError(
-            f"checkpoint {path} does not match {record['model_name']} rebuilt from its config.json:\n"
-            f"  missing keys: {show(missing)}\n  unexpected keys: {show(unexpected)}\n"
-            f"  shape mismatches: {show(mis_shaped)}\n"
+        raise CheckpointError(
+            where, f"does not match {name} rebuilt from its config: missing keys: {show(missing)}; "
+            f"unexpected keys: {show(unexpected)}; shape mismatches: {show(mis_shaped)}",
             "the weights were saved from a different architecture or config; save them again with "
-            "rwkvseg.hub.save_pretrained from the model that produced them"
-        )
+            "rwkvseg.hub.save_pretrained from the model that produced them")
+
+
+def _as_tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_as_tuples(v) for v in value)
+    return value
+
+
+def from_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model from config.json via the registry, load the weights with strict=True.
+
+    `path` is a checkpoint directory or the name of a shipped network (list_pretrained()).
+    Returns the model in eval mode, in float32 (a float16 checkpoint is upcast), on `map_location`,
+    with the checkpoint record attached as `model.pretrained_record`.
+    """
+    path = checkpoint_dir(path)
+    record = load_config(path)
+    weights, cfg_file = path / WEIGHTS_NAME, path / CONFIG_NAME
+    if not weights.exists():
+        found = sorted(p.name for p in path.iterdir())
+        raise CheckpointNotFoundError(weights, f"no {WEIGHTS_NAME} in the checkpoint directory (found: {found})")
+    data = read_checked(weights, "weights file")
+    digest = record.get("weights_sha256")
+    if digest is None and path.resolve().parent == SHIPPED:
+        raise CheckpointError(cfg_file, "a shipped network without weights_sha256: its weights cannot be verified")
+    if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+        raise CheckpointError(weights, f"sha256 {hashlib.sha256(data).hexdigest()[:16]}... does not match "
+                              f"weights_sha256 {str(digest)[:16]}... in {CONFIG_NAME}: the file is corrupt or was "
+                              "changed", "download or export it again")
+    try:
+        state = load_safetensors(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise CheckpointError(weights, f"not a readable safetensors file ({e})",
+                              "the file is truncated or damaged: download or export it again") from None
+    try:
+        model = create_model(record["model_name"], **{k: _as_tuples(v) for k, v in record["config"].items()})
+    except (TypeError, ValueError, KeyError, AssertionError) as e:
+        raise CheckpointError(cfg_file, f"its config does not build {record['model_name']} ({e})",
+                              "export the checkpoint again with rwkvseg.hub.save_pretrained") from None
+    check_state(state, model, weights, record["model_name"])
+    check_finite(state, weights)
+    expected = model.state_dict()
     state = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, strict=True)
     model.model_name = record["model_name"]

@@ -1,4 +1,4 @@
-"""The training losses of the papers (spec protocols.md §3).
+"""The training losses of the papers (RWKV-UNet Eq. 12: alpha CE + beta Dice).
 
 Three losses, each a weighted sum of a pixel-wise cross-entropy and a soft Dice:
 
@@ -64,7 +64,7 @@ def binary_bce_dice(
 
 
 def soft_dice_multiclass(logits: Tensor, target: Tensor) -> Tensor:
-    """The authors' multi-class Dice loss (spec protocols.md §3).
+    """The authors' multi-class Dice loss ([code] RWKV-UNet's DiceLoss; the Dice of Eq. 12).
 
     logits: (B, C, H, W); target: (B, H, W) integer labels in 0..C-1.
     p = softmax(logits), g = one-hot(target); for every class c = 0..C-1, background included:

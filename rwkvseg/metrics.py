@@ -1,4 +1,4 @@
-"""Segmentation metrics as the papers compute them (spec protocols.md §4).
+"""Segmentation metrics as the papers compute them (RWKV-UNet Sec. 4.1, MS-RWKV-UNet Sec. 3.1).
 
 Binary (ISIC), from the confusion counts TP, FP, FN, TN (torch, on the tensors' device):
 

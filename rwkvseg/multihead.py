@@ -1,4 +1,4 @@
-"""MS-RWKV's multi-head scan with padding (Eq. 11-14, Fig. 3; spec ms-rwkv.md §2.3).
+"""MS-RWKV's multi-head scan with padding (MS-RWKV Sec. 2, Eq. 11-14, Fig. 3).
 
     S_1..S_n = Split(LN(X_in))                 channel groups of C/n           (Eq. 11)
     RW_i     = RWKV_p(Proj(S_i))               one padded scan per head        (Eq. 12)
@@ -14,8 +14,9 @@ pad token); directions rotate across the blocks of a stage (block j gives head n
 heads the column-major reverse is dropped.
 
 Batched heads (the default, ``batched=True``): the forward runs all heads at once with the same
-parameters and the same function as the per-head loop (``_forward_loop``, kept for tests and
-``batched=False``), because the GPU step was host-bound on ~10k small launches. The per-head
+parameters and the same function as the per-head loop (``_forward_loop``, the literal equations:
+the tests' reference and ``batched=False``), so a step launches a few large kernels instead of
+thousands of small ones. The per-head
 Linear weights are stacked at run time into one einsum each (block-diagonal projections); P-Shift
 / Omni-shift become one depthwise conv per kernel size over all C channels (depthwise = per
 channel, so concatenating the heads' kernels is exact; Q-shift per head group, others per head);

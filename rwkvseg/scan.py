@@ -2,13 +2,13 @@
 
 A scan order is a small object that maps a (B, C, H, W) map to a (B, T', C) sequence and back
 **exactly**. Every order is defined by its *lines* (rows, columns, anti-diagonals, windows: lists
-of flat pixel indices n = h*W + w, spec README "Conventions"), read one after the other:
+of flat pixel indices n = h*W + w), read one after the other:
 
     order          lines                                        used by
     RowMajor       rows, top to bottom, each left to right      MS-RWKV heads 1-2 (Eq. 11-14)
     ColumnMajor    columns, left to right, each top to bottom   MS-RWKV heads 3-4
     Snake          rows, every second row reversed (zigzag)     Zig-RiR, RWKV-SSS ablation
-    Diagonal       anti-diagonals h + w = d, each by h          RWKV-SSS draft (spec rwkv-sss.md §3)
+    Diagonal       anti-diagonals h + w = d, each by h          RWKV-SSS draft (Sec. III-B)
     WindowScan     w x w windows in raster order of windows,    RWKV-SSS reading A
                    raster or diagonal order inside a window
 
@@ -16,16 +16,16 @@ Two options apply to every order:
 
 * ``reverse=True`` reads the finished sequence backwards (padding slots included), so
   RowMajor(reverse=True, pad=True) is the exact reverse of RowMajor(pad=True)'s sequence
-  (spec ms-rwkv.md §2.3, head 2).
+  (MS-RWKV Fig. 3, the second head).
 * ``pad=True`` inserts one padding slot after every line: MS-RWKV's end-of-line token. For a row
   scan the sequence is H(W+1) long, for a column scan W(H+1). ``scan`` fills the slots with a
   pad token (a (C,) vector owned by the caller, e.g. a learned nn.Parameter) or with zeros;
   ``unscan`` drops them, so the map returns to H x W exactly.
 
 Each order also produces its **index table** (``index(H, W)``: int64 [T'], the flat source pixel
-of every sequence slot, -1 for a padding slot). The table is the "route" of spec kernels.md §3:
-a Triton kernel can gather through it instead of making a permuted copy. Here scan/unscan are
-an index_select and its inverse gather, both differentiable.
+of every sequence slot, -1 for a padding slot). The table is the scan's "route": a kernel can
+gather through it instead of making a permuted copy. Here scan/unscan are an index_select and
+its inverse gather, both differentiable.
 """
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ from functools import lru_cache
 
 import torch
 from torch import Tensor
+
+from rwkvseg.wkv import wkv_log_weights
 
 __all__ = [
     "ScanOrder", "RowMajor", "ColumnMajor", "Snake", "Diagonal", "WindowScan",
@@ -46,8 +48,6 @@ class ScanOrder:
     Options (keyword-only): ``reverse`` reads the whole sequence backwards; ``pad`` inserts a
     padding slot after every line (MS-RWKV's end-of-line token).
     """
-
-    name = "order"
 
     def __init__(self, *, reverse: bool = False, pad: bool = False) -> None:
         self.reverse = reverse
@@ -143,10 +143,9 @@ def route(order: ScanOrder, H: int, W: int) -> tuple[tuple[int, ...], tuple[int,
     return tuple(seq), tuple(inverse)
 
 
-# The routes as int64 tensors, built once per (order, size, device) and kept on the device: building
-# them per call cost a Python-to-tensor conversion each, and moving them to the GPU a host-device
-# synchronisation each (a blocking copy), which made MS-RWKV-UNet's eager step wait on the GPU 4x per
-# block and head. Callers must not modify them.
+# The routes as int64 tensors, built once per (order, size, device) and kept on the device, so a call
+# pays neither a Python-to-tensor conversion nor a blocking host-to-device copy. Callers must not
+# modify them.
 @lru_cache(maxsize=1024)
 def _cached_index(order: ScanOrder, H: int, W: int, device: torch.device = torch.device("cpu"),
                   pad_slot: int = -1) -> Tensor:
@@ -170,16 +169,12 @@ def _cached_inverse(order: ScanOrder, H: int, W: int, device: torch.device = tor
 class RowMajor(ScanOrder):
     """Rows top to bottom, each left to right (reverse: the exact mirror of the sequence)."""
 
-    name = "row"
-
     def lines(self, H, W):
         return [[h * W + w for w in range(W)] for h in range(H)]
 
 
 class ColumnMajor(ScanOrder):
     """Columns left to right, each top to bottom."""
-
-    name = "column"
 
     def lines(self, H, W):
         return [[h * W + w for h in range(H)] for w in range(W)]
@@ -188,8 +183,6 @@ class ColumnMajor(ScanOrder):
 class Snake(ScanOrder):
     """Zigzag (boustrophedon): rows (``axis='row'``) or columns, every second line reversed, so
     consecutive tokens are always spatial neighbours."""
-
-    name = "snake"
 
     def __init__(self, *, axis: str = "row", reverse: bool = False, pad: bool = False) -> None:
         if axis not in ("row", "column"):
@@ -218,10 +211,8 @@ def _diagonal_lines(H: int, W: int, alternate: bool) -> list[list[tuple[int, int
 
 
 class Diagonal(ScanOrder):
-    """Anti-diagonals h + w = 0, 1, ..., H+W-2, each ordered by h (spec rwkv-sss.md §3);
+    """Anti-diagonals h + w = 0, 1, ..., H+W-2, each ordered by h (RWKV-SSS draft Sec. III-B);
     ``alternate=True`` reverses every second anti-diagonal (a diagonal zigzag)."""
-
-    name = "diagonal"
 
     def __init__(self, *, alternate: bool = False, reverse: bool = False, pad: bool = False) -> None:
         super().__init__(reverse=reverse, pad=pad)
@@ -238,7 +229,7 @@ class Diagonal(ScanOrder):
 
 
 class WindowScan(ScanOrder):
-    """Window-major order (RWKV-SSS reading A, spec rwkv-sss.md §2): non-overlapping
+    """Window-major order (RWKV-SSS draft Sec. III-B, Eq. 1-7; our reading A): non-overlapping
     ``window`` x ``window`` windows in raster order of windows; inside each window the pixels
     are contiguous, in raster order (``inner='raster'``, default) or by anti-diagonals
     (``inner='diagonal'``, with ``alternate``). One line = one window (``pad`` puts a padding
@@ -248,8 +239,6 @@ class WindowScan(ScanOrder):
     partial window holds the remaining pixels, still contiguous); nothing is padded or dropped,
     so every H x W works and a window >= the map is the plain inner order of the whole map.
     """
-
-    name = "window"
 
     def __init__(self, *, window: int, inner: str = "raster", alternate: bool = False,
                  reverse: bool = False, pad: bool = False) -> None:
@@ -288,7 +277,7 @@ class WindowScan(ScanOrder):
 def ms_rwkv_head_orders(*, heads: int = 4, pad: bool = True) -> list[ScanOrder]:
     """The MS-RWKV head directions (Eq. 11-14, Fig. 3): row-major forward, row-major reverse,
     column-major forward, column-major reverse. With ``heads=3`` the column-major reverse is
-    dropped (the paper's Table 3 does not say which one it drops: our choice, spec ms-rwkv.md §2).
+    dropped (the paper's Table 3 does not say which one it drops [choose]).
     """
     orders = [RowMajor(pad=pad), RowMajor(reverse=True, pad=pad),
               ColumnMajor(pad=pad), ColumnMajor(reverse=True, pad=pad)]
@@ -313,8 +302,6 @@ def wkv_receptive_field(order: ScanOrder, H: int, W: int, *, pixel: tuple[int, i
     MS-RWKV or Bi-WKV), mapped back to the grid. Returns ((H, W) float64 weights, the share that
     went to padding slots). With padding, pads take part of the mass and add distance.
     """
-    from rwkvseg.wkv import wkv_log_weights
-
     idx = order.index(H, W)
     T = idx.numel()
     k = torch.zeros(1, T, 1, dtype=torch.float64)

@@ -14,7 +14,7 @@ mix = mu * x + (1 - mu) * shift(x) (MS-RWKV Eq. 1-3, 7-8: shift(x) plays x_{t-1}
     Q-shift
 
 Omni-shift and P-Shift are re-parameterisable: ``reparameterize()`` folds the branches into one
-depthwise 5x5 convolution with the same output (spec ms-rwkv.md §2.5). The functions are
+depthwise 5x5 convolution with the same output (MS-RWKV Sec. 2, after Eq. 15). The functions are
 q_shift, uni_shift and dynamic_q_shift; the modules are QShift, UniShift, OmniShift, PShift,
 DynamicQShift, and make_shift builds one by its config name.
 """
@@ -27,17 +27,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from rwkvseg.scan import ColumnMajor, Diagonal, RowMajor, ScanOrder, WindowScan
+
 
 def q_shift(x: Tensor, shift: int = 1) -> Tensor:
-    """Q-shift of a (B, C, H, W) map by `shift` pixels (spec rwkv-unet.md §5.1).
+    """Vision-RWKV's Q-shift of a (B, C, H, W) map by `shift` pixels.
 
     Channel group j = [floor((j-1)C/4), floor(jC/4)), j = 1..4. Output pixel (h, w) of group 1
     takes the input at (h, w-shift), group 2 at (h, w+shift), group 3 at (h-shift, w), group 4
     at (h+shift, w); zero where the source lies outside the map. Returns (B, C, H, W).
     """
-    B, C, H, W = x.shape
-    b = [(j * C) // 4 for j in range(5)]
-    s = shift
+    C = x.shape[1]
+    return _shift_groups(x, [(j * C) // 4 for j in range(5)], shift)
+
+
+def _shift_groups(x: Tensor, b: list[int], s: int) -> Tensor:
+    """Channels [b0, b1) from the left neighbour, [b1, b2) from the right, [b2, b3) from above,
+    [b3, b4) from below, s pixels away; zeros outside the map. (B, C, H, W) -> (B, C, H, W)."""
+    H, W = x.shape[-2:]
     out = torch.zeros_like(x)
     out[:, b[0]:b[1], :, s:] = x[:, b[0]:b[1], :, : W - s]        # from the left neighbour
     out[:, b[1]:b[2], :, : W - s] = x[:, b[1]:b[2], :, s:]        # from the right neighbour
@@ -46,8 +53,7 @@ def q_shift(x: Tensor, shift: int = 1) -> Tensor:
     return out
 
 
-
-def uni_shift(x: Tensor, order=None) -> Tensor:
+def uni_shift(x: Tensor, order: ScanOrder | None = None) -> Tensor:
     """Uni-shift (RWKV-4's token shift): each token takes the previous token in scan order.
 
     x: (B, C, H, W); ``order``: a rwkvseg.scan order (default row-major, RWKV's flattening).
@@ -55,8 +61,6 @@ def uni_shift(x: Tensor, order=None) -> Tensor:
     shift runs on the unpadded order, so MS-RWKV's pads enter only through the WKV.
     Returns (B, C, H, W).
     """
-    from rwkvseg.scan import RowMajor
-
     plain = RowMajor() if order is None else copy.copy(order)
     plain.pad = False
     B, C, H, W = x.shape
@@ -68,7 +72,7 @@ def uni_shift(x: Tensor, order=None) -> Tensor:
 class UniShift(nn.Module):
     """Uni-shift as a module (no parameters); ``order`` is the scan order it follows."""
 
-    def __init__(self, *, order=None) -> None:
+    def __init__(self, *, order: ScanOrder | None = None) -> None:
         super().__init__()
         self.order = order
 
@@ -90,32 +94,23 @@ class QShift(nn.Module):
 
 def dynamic_q_shift(x: Tensor, shares: tuple[float, float, float, float], shift: int = 1) -> Tensor:
     """Q-shift with unequal channel shares per direction (left, right, up, down): RWKV-SSS's
-    "Dynamic Q-shift" as we read the draft (spec rwkv-sss.md §3; experimental, follows an
+    "Dynamic Q-shift" as we read the draft (Sec. III-D; experimental, follows an
     unfinished draft). Group j takes channels [floor(S_{j-1} C), floor(S_j C)) with S the running
     sum of ``shares``; equal shares give q_shift exactly. (B, C, H, W) -> (B, C, H, W)."""
     if len(shares) != 4 or any(s < 0 for s in shares) or abs(sum(shares) - 1) > 1e-6:
         raise ValueError(f"shares must be 4 non-negative fractions summing to 1, got {shares}")
-    B, C, H, W = x.shape
+    C = x.shape[1]
     cum = [0.0]
     for s_ in shares:
         cum.append(cum[-1] + s_)
-    b = [min(C, int(c * C + 1e-9)) for c in cum]                            # floor(S_j C)
-    s = shift
-    out = torch.zeros_like(x)
-    out[:, b[0]:b[1], :, s:] = x[:, b[0]:b[1], :, : W - s]
-    out[:, b[1]:b[2], :, : W - s] = x[:, b[1]:b[2], :, s:]
-    out[:, b[2]:b[3], s:, :] = x[:, b[2]:b[3], : H - s, :]
-    out[:, b[3]:b[4], : H - s, :] = x[:, b[3]:b[4], s:, :]
-    return out
+    return _shift_groups(x, [min(C, int(c * C + 1e-9)) for c in cum], shift)   # floor(S_j C)
 
 
-def on_path_shares(order) -> tuple[float, float, float, float]:
-    """Dynamic Q-shift shares for a scan order [choose, spec rwkv-sss.md §3]: directions whose
+def on_path_shares(order: ScanOrder) -> tuple[float, float, float, float]:
+    """Dynamic Q-shift shares for a scan order [choose; RWKV-SSS draft Sec. III-D]: directions whose
     neighbour is adjacent in the route are "on path" and get 1/8 of the channels each, the others
     3/8 each. Raster rows (and raster windows): left/right on path. Columns: up/down on path.
     Diagonal orders: no 4-neighbour is on path, so equal shares (plain Q-shift)."""
-    from rwkvseg.scan import ColumnMajor, Diagonal, WindowScan
-
     if isinstance(order, Diagonal) or (isinstance(order, WindowScan) and order.inner == "diagonal"):
         return (0.25, 0.25, 0.25, 0.25)
     if isinstance(order, ColumnMajor):
@@ -127,7 +122,7 @@ class DynamicQShift(nn.Module):
     """Dynamic Q-shift as a module: q_shift with the channel shares of ``on_path_shares(order)``
     (experimental, follows an unfinished draft)."""
 
-    def __init__(self, *, order, shift: int = 1) -> None:
+    def __init__(self, *, order: ScanOrder, shift: int = 1) -> None:
         super().__init__()
         self.shares, self.shift = on_path_shares(order), shift
 
@@ -208,7 +203,7 @@ class DepthwiseBranches(nn.Module):
 
 
 class PShift(DepthwiseBranches):
-    """P-Shift, the panoramic token shift of MS-RWKV (Eq. 15, spec ms-rwkv.md §2.5):
+    """P-Shift, the panoramic token shift of MS-RWKV (MS-RWKV Eq. 15):
 
         z_hat = z + DW_1x1(z) + DW_3x3(z) + DW_5x5(z)     on (B, C, H, W), "same" padding
 
@@ -234,7 +229,7 @@ class OmniShift(DepthwiseBranches):
 SHIFTS = ("p_shift", "q_shift", "uni_shift", "omni_shift", "dynamic_q_shift", "none")
 
 
-def make_shift(kind: str, *, channels: int, order=None) -> nn.Module:
+def make_shift(kind: str, *, channels: int, order: ScanOrder | None = None) -> nn.Module:
     """Build a shift module by config name: 'p_shift' (MS-RWKV default), 'q_shift' (Vision-RWKV,
     the paper's "Quad-shift"), 'uni_shift' (RWKV-4; follows ``order``), 'omni_shift',
     'dynamic_q_shift' (RWKV-SSS draft; shares follow ``order``), or 'none'

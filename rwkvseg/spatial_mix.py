@@ -1,48 +1,38 @@
-"""Vision-RWKV's spatial mix and channel mix, as RWKV-UNet uses them (spec rwkv-unet.md §5, §7).
+"""Vision-RWKV's spatial mix and channel mix on tokens, as RWKV-UNet uses them (RWKV-UNet
+Eq. 3 and 10), and the spatial mix along a scan route of the RWKV-SSS draft.
 
-Both act on tokens (B, N, C) laid out row-major on an (H, W) grid (token n = h*W + w); the grid
-size is given at every call, so any H and W, square or not, work.
+Every class acts on tokens (B, N, C) laid out row-major on an (H, W) grid (token n = h*W + w);
+the grid size is given at every call, so any H and W, square or not, work.
 
-    SpatialMix   Q-shift -> token mixing (mu_k, mu_v, mu_r) -> K, V, R -> Bi-WKV -> key norm
-                 -> sigmoid(R) gate -> output projection               (the IR-RWKV block's mixer)
-    ChannelMix   Q-shift -> token mixing (mu_k, mu_r) -> squared-ReLU MLP with key norm
-                 -> sigmoid(R) gate                                     (CCM's mixer)
+    SpatialMix        Q-shift -> token mixing (mu_k, mu_v, mu_r) -> K, V, R -> Bi-WKV -> key norm
+                      -> sigmoid(R) gate -> output projection           (the IR-RWKV block's mixer)
+    RoutedSpatialMix  SpatialMix whose shift and Bi-WKV follow a scan route (RWKV-SSS; experimental,
+                      follows an unfinished draft): it overrides the hooks `token_shift` and `wkv`
+    VRWKVChannelMix   Q-shift -> token mixing (mu_k, mu_r) -> squared-ReLU MLP with key norm
+                      -> sigmoid(R) gate                                 (CCM's mixer)
 
-Differences from Vision-RWKV's own backbone (spec §5): RWKV-UNet initialises every mu to 0.5 and
-spatial_decay = spatial_first = 0 (Vision-RWKV uses a layer-dependent init), always turns the key
-norm on, and its block normalises the mix's *output* (post-norm, see rwkvseg.ir.IRBlock).
+Differences from Vision-RWKV's own backbone, as the RWKV-UNet code builds it [code]: every mu
+starts at 0.5 and spatial_decay = spatial_first = 0 (Vision-RWKV uses a layer-dependent init),
+the key norm is always on, and the IR-RWKV block normalises the mix's *output* (post-norm, see
+rwkvseg.ir.IRBlock).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
-from rwkvseg.shift import q_shift
+from rwkvseg.layers import map_to_tokens, tokens_to_map
+from rwkvseg.scan import ScanOrder, WindowScan
+from rwkvseg.shift import make_shift, q_shift
 from rwkvseg.wkv import bi_wkv
 
-__all__ = ["SpatialMix", "ChannelMix", "tokens_to_map", "map_to_tokens", "set_wkv_backend"]
-
-
-def tokens_to_map(x: Tensor, hw: tuple[int, int]) -> Tensor:
-    """(B, N, C) tokens, row-major on an (H, W) grid -> (B, C, H, W) map."""
-    B, N, C = x.shape
-    H, W = hw
-    if H * W != N:
-        raise ValueError(
-            f"the tokens do not fill the grid: N = {N} tokens but hw = ({H}, {W}) holds {H * W}; "
-            "pass the (H, W) of the map the tokens were flattened from"
-        )
-    return x.transpose(1, 2).reshape(B, C, H, W)
-
-
-def map_to_tokens(x: Tensor) -> Tensor:
-    """(B, C, H, W) map -> (B, N, C) tokens, row-major (n = h*W + w)."""
-    return x.flatten(2).transpose(1, 2)
+__all__ = ["SpatialMix", "RoutedSpatialMix", "VRWKVChannelMix", "set_wkv_backend"]
 
 
 def _q_shift_tokens(x: Tensor, hw: tuple[int, int]) -> Tensor:
-    """Q-shift (spec §5.1) applied to tokens: (B, N, C) -> (B, N, C)."""
+    """Q-shift (Vision-RWKV; rwkvseg.shift.q_shift) applied to tokens: (B, N, C) -> (B, N, C)."""
     return map_to_tokens(q_shift(tokens_to_map(x, hw), shift=1))
 
 
@@ -50,12 +40,12 @@ def _check_tokens(name: str, x: Tensor, dim: int) -> None:
     if x.dim() != 3 or x.shape[-1] != dim:
         raise ValueError(
             f"{name} expects tokens of shape (B, N, {dim}), got {tuple(x.shape)}; "
-            "flatten a (B, C, H, W) map with rwkvseg.spatial_mix.map_to_tokens"
+            "flatten a (B, C, H, W) map with rwkvseg.layers.map_to_tokens"
         )
 
 
 class SpatialMix(nn.Module):
-    """Vision-RWKV spatial mix, RWKV-UNet's variant (spec rwkv-unet.md §5; paper Eq. 3's SpatialMix).
+    """Vision-RWKV's spatial mix, RWKV-UNet's variant (RWKV-UNet Eq. 3's SpatialMix).
 
     With Zs = Q-shift(Z) and X_a = mu_a * Z + (1 - mu_a) * Zs for a in {k, v, r}:
 
@@ -63,8 +53,11 @@ class SpatialMix(nn.Module):
         Y = LayerNorm_C(Bi-WKV(w = spatial_decay / N, u = spatial_first / N, K, V))
         out = (sigmoid(R) * Y) W_o
 
-    Dividing by N keeps the decay across the whole sequence (w * N) independent of resolution
-    (spec wkv.md §1). Parameters: 4C^2 + 7C.
+    Vision-RWKV divides w and u by the sequence length, so the decay across the whole sequence
+    (w * N) does not depend on the resolution. Parameters: 4C^2 + 7C.
+
+    Two hooks hold what a subclass may change: `token_shift` (Zs from Z) and `wkv` (Y before the
+    key norm from K and V); RoutedSpatialMix overrides both.
 
     Args:
         dim: channels C (the IR-RWKV block's C_mid).
@@ -99,24 +92,81 @@ class SpatialMix(nn.Module):
             self.spatial_decay.zero_()
             self.spatial_first.zero_()
 
+    def token_shift(self, x: Tensor, hw: tuple[int, int]) -> Tensor:
+        """Zs: Q-shift of the tokens x (B, N, C) on their (H, W) grid -> (B, N, C)."""
+        return _q_shift_tokens(x, hw)
+
+    def wkv(self, k: Tensor, v: Tensor, hw: tuple[int, int]) -> Tensor:
+        """Bi-WKV in raster order with w, u divided by T = N. k, v (B, N, C) -> (B, N, C)."""
+        T = k.shape[1]
+        return bi_wkv(self.spatial_decay / T, self.spatial_first / T, k, v, backend=self.backend)
+
     def forward(self, x: Tensor, hw: tuple[int, int]) -> Tensor:
-        _check_tokens("SpatialMix", x, self.dim)
-        N = x.shape[1]
-        xs = _q_shift_tokens(x, hw)                                             # (B, N, C)
+        _check_tokens(type(self).__name__, x, self.dim)
+        xs = self.token_shift(x, hw)                                            # (B, N, C)
         xk = x * self.mu_k + xs * (1 - self.mu_k)
         xv = x * self.mu_v + xs * (1 - self.mu_v)
         xr = x * self.mu_r + xs * (1 - self.mu_r)
         k, v, r = self.key(xk), self.value(xv), self.receptance(xr)            # (B, N, C) each
-        y = bi_wkv(self.spatial_decay / N, self.spatial_first / N, k, v, backend=self.backend)
-        y = self.key_norm(y)
+        y = self.key_norm(self.wkv(k, v, hw))                                   # (B, N, C)
         return self.output(torch.sigmoid(r) * y)                                # (B, N, C)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, backend={self.backend!r}"
 
 
-class ChannelMix(nn.Module):
-    """Vision-RWKV channel mix (spec rwkv-unet.md §7 step 3; paper Eq. 10's ChannelMix).
+class RoutedSpatialMix(SpatialMix):
+    """SpatialMix (same parameters and init) whose shift and Bi-WKV follow a scan route: the
+    global and local branches of the RWKV-SSS draft (Sec. III, Eq. 1-8; experimental, follows an
+    unfinished draft).
+
+    reading 'A': K and V are gathered along ``order`` (T = H W), the Bi-WKV output is put back.
+    reading 'C': K and V are average-pooled per ``order.window`` window (ceil mode), the Bi-WKV
+    runs over the windows in raster order (T = G_h G_w) and its output is upsampled (nearest).
+    The shift ('q_shift' or 'dynamic_q_shift', whose shares follow ``order``) replaces Q-shift.
+    w and u are divided by the T of the call, so T differs between the readings.
+    forward(x (B, N, C), hw) -> (B, N, C).
+    """
+
+    def __init__(self, *, dim: int, order: ScanOrder, reading: str = "A", shift: str = "dynamic_q_shift",
+                 backend: str = "auto") -> None:
+        super().__init__(dim=dim, key_norm=True, backend=backend)
+        if reading not in ("A", "C"):
+            raise ValueError(f"reading must be 'A' (window-major route) or 'C' (window as token), got {reading!r}")
+        if reading == "C" and not isinstance(order, WindowScan):
+            raise ValueError(f"reading 'C' pools windows: pass a WindowScan order, got {order!r}")
+        self.order, self.reading = order, reading
+        self.shift = make_shift(shift, channels=dim, order=order)
+
+    def token_shift(self, x: Tensor, hw: tuple[int, int]) -> Tensor:
+        """Zs: the configured shift of the tokens on their (H, W) grid -> (B, N, C)."""
+        return map_to_tokens(self.shift(tokens_to_map(x, hw)))
+
+    def wkv(self, k: Tensor, v: Tensor, hw: tuple[int, int]) -> Tensor:
+        """Bi-WKV along ``order`` (reading A) or over window averages (reading C). (B, N, C) -> (B, N, C)."""
+        H, W = hw
+        kv = tokens_to_map(torch.cat([k, v], dim=-1), hw)                          # (B, 2C, H, W)
+        if self.reading == "A":
+            seq = self.order.scan(kv)                                               # (B, T, 2C)
+            ks, vs = seq.chunk(2, dim=-1)
+            T = seq.shape[1]
+            y = bi_wkv(self.spatial_decay / T, self.spatial_first / T, ks, vs, backend=self.backend)
+            return map_to_tokens(self.order.unscan(y, H, W))                       # (B, N, C)
+        s = self.order.window
+        pooled = F.avg_pool2d(kv, s, stride=s, ceil_mode=True)                     # (B, 2C, Gh, Gw)
+        ks, vs = map_to_tokens(pooled).chunk(2, dim=-1)                            # (B, Gh*Gw, C)
+        T = ks.shape[1]
+        y = bi_wkv(self.spatial_decay / T, self.spatial_first / T, ks, vs, backend=self.backend)
+        y = tokens_to_map(y, pooled.shape[-2:])                                    # (B, C, Gh, Gw)
+        y = y.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)[:, :, :H, :W]
+        return map_to_tokens(y)                                                    # (B, N, C)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, order={self.order!r}, reading={self.reading!r}"
+
+
+class VRWKVChannelMix(nn.Module):
+    """Vision-RWKV's channel mix on tokens (RWKV-UNet Eq. 10's ChannelMix, inside CCM).
 
     With Zs = Q-shift(Z), X_k = mu_k * Z + (1 - mu_k) * Zs, X_r likewise:
 
@@ -129,6 +179,7 @@ class ChannelMix(nn.Module):
         dim: channels C.
         hidden_dim: width of the squared-ReLU layer (CCM: 2 * dim [code]).
         key_norm: LayerNorm (eps 1e-5) on the hidden activations; on in RWKV-UNet's CCM [code].
+    mu_k and mu_r start at 0.5 [code].
 
     Shapes: forward(x (B, N, C), hw=(H, W)) -> (B, N, C), N = H * W.
     """
@@ -144,14 +195,8 @@ class ChannelMix(nn.Module):
         self.value = nn.Linear(hidden_dim, dim, bias=False)
         self.receptance = nn.Linear(dim, dim, bias=False)
 
-    def reset_mix_parameters(self) -> None:
-        """RWKV-UNet's init [code]: mu_k = mu_r = 0.5."""
-        with torch.no_grad():
-            self.mu_k.fill_(0.5)
-            self.mu_r.fill_(0.5)
-
     def forward(self, x: Tensor, hw: tuple[int, int]) -> Tensor:
-        _check_tokens("ChannelMix", x, self.dim)
+        _check_tokens("VRWKVChannelMix", x, self.dim)
         xs = _q_shift_tokens(x, hw)                                             # (B, N, C)
         xk = x * self.mu_k + xs * (1 - self.mu_k)
         xr = x * self.mu_r + xs * (1 - self.mu_r)

@@ -11,7 +11,7 @@ the Table 4 ablation). The time mix then flattens the mixed map along a scan ord
     r'_t, k'_t = W'_{r,k} (mu' * x_t + (1 - mu') * shift(x)_t)               (Eq. 7-8)
     o'_t = sigmoid(r'_t) * W'_v max(k'_t, 0)^2                               (Eq. 9)
 
-Choices (spec ms-rwkv.md §2): w = exp(theta) without division by T (RWKV-4, Eq. 5's source),
+Choices [choose]: w = exp(theta) without division by T (RWKV-4, Eq. 5's source),
 theta spread linearly from -5 to 3 across channels at init (Vision-RWKV's layer-dependent
 spread, so some channels remember far and others only the last token); u = 0 and mu = 0.5 at
 init (as RWKV-UNet); bias-free projections (RWKV); channel-mix hidden width 4C.
@@ -26,7 +26,7 @@ from rwkvseg.scan import RowMajor, ScanOrder
 from rwkvseg.shift import make_shift
 from rwkvseg.wkv import uni_wkv
 
-__all__ = ["TimeMix", "ChannelMix"]
+__all__ = ["TimeMix", "RWKV4ChannelMix"]
 
 PAD_TOKENS = ("learned", "zeros")
 
@@ -44,8 +44,8 @@ class TimeMix(nn.Module):
         dim: channels C.
         order: a rwkvseg.scan order (default row-major); with ``order.pad`` the sequence has a
             padding slot after every line, filled with ``pad_token``: 'learned' (a (C,) parameter
-            in the input space, init 0, so at a pad mix = pad and it goes through W_k, W_v, W_r like
-            any token: spec "P-Shift value at pads: the pad itself") or 'zeros'.
+            in the input space, init 0: at a pad the mixed value is the pad itself, and it goes
+            through W_k, W_v, W_r like any token) or 'zeros'.
         shift: 'p_shift' (default), 'q_shift', 'uni_shift' (follows ``order``), 'omni_shift'.
         decay_init: (lo, hi) of theta, w = exp(theta), spread linearly across channels.
         backend: passed to uni_wkv ('auto', 'torch', 'triton', 'naive').
@@ -93,8 +93,8 @@ class TimeMix(nn.Module):
         return self.order.unscan(out, H, W)                                 # pads dropped: (B, C, H, W)
 
 
-class ChannelMix(nn.Module):
-    """RWKV-4 channel mix of a (B, C, H, W) map (MS-RWKV Eq. 7-9) with a token shift.
+class RWKV4ChannelMix(nn.Module):
+    """RWKV-4's channel mix of a (B, C, H, W) map (MS-RWKV Eq. 7-9) with a token shift.
 
     Hidden width ``hidden_ratio`` * C (4, as RWKV and Vision-RWKV). Uni-shift follows the
     row-major order (the mix has no scan of its own). (B, C, H, W) -> (B, C, H, W).
@@ -112,7 +112,7 @@ class ChannelMix(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[1] != self.dim:
-            raise ValueError(f"ChannelMix(dim={self.dim}) received {x.shape[1]} channels (shape {tuple(x.shape)})")
+            raise ValueError(f"RWKV4ChannelMix(dim={self.dim}) received {x.shape[1]} channels (shape {tuple(x.shape)})")
         xs = self.shift(x)
         xk = _mix(x, xs, self.mu_k).permute(0, 2, 3, 1)                     # (B, H, W, C)
         xr = _mix(x, xs, self.mu_r).permute(0, 2, 3, 1)

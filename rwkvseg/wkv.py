@@ -6,7 +6,7 @@ float32 accumulation, y in the input dtype; differentiable in all four):
     uni_wkv(w, u, k, v, backend="auto")   causal WKV, MS-RWKV Eq. 5-6 (RWKV-4)
     bi_wkv(w, u, k, v, backend="auto")    Bi-WKV, Vision-RWKV (RWKV-SSS draft Eq. 8)
 
-For one batch item and channel, with tokens t = 0..T-1 (spec wkv.md §2-3):
+For one batch item and channel, with tokens t = 0..T-1:
 
     causal:  y_t = (sum_{i<t} e^{-(t-1-i)w + k_i} v_i + e^{u+k_t} v_t) / (same with v = 1)
     Bi-WKV:  y_t = sum_i lam(t,i) v_i / sum_i lam(t,i),
@@ -14,11 +14,11 @@ For one batch item and channel, with tokens t = 0..T-1 (spec wkv.md §2-3):
 
 w is the per-token decay: callers do any division by T (Vision-RWKV passes spatial_decay / T).
 
-Backends, one per row of the reference ladder (spec wkv.md §7):
+Backends, from the definition to the fast kernels:
 
     "naive"   the O(T^2) formula as written: a softmax over a T x T matrix of log-weights
     "torch"   O(T) chunked scans with per-chunk rescaling, closed-form gradients; any device
-    "triton"  the Triton kernels of rwkvseg.kernels (CUDA, or the CPU under TRITON_INTERPRET=1)
+    "triton"  the kernels of rwkvseg.kernels (CUDA, or the CPU under TRITON_INTERPRET=1)
     "auto"    Triton on CUDA when Triton is installed, the torch path elsewhere
 
 The torch and Triton paths run through one `torch.library` custom op (`rwkvseg::wkv_forward`
@@ -27,7 +27,7 @@ network without graph breaks.
 
 Note on the authors' code: RWKV-UNet and Vision-RWKV ship a chunked CUDA kernel that
 approximates Bi-WKV (a mixture of the |t-i| and |t-i|-1 forms for T > 32, gradients that are not
-those of its forward; spec wkv.md §4). rwkvseg implements the paper's formula exactly.
+those of its forward; book appendix *Derivations*). rwkvseg implements the paper's formula exactly.
 """
 from __future__ import annotations
 
@@ -37,6 +37,11 @@ import warnings
 
 import torch
 from torch import Tensor
+
+try:                                    # Triton is optional (Linux wheels only): without it the torch path runs
+    from rwkvseg import kernels
+except ImportError:
+    kernels = None
 
 BACKENDS = ("auto", "naive", "torch", "triton")
 _FLOAT_TYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -78,13 +83,13 @@ def wkv_dense(w: Tensor, u: Tensor, k: Tensor, v: Tensor, *, causal: bool) -> Te
 # --------------------------------------------------------------------------------------------
 
 def wkv_loop(w: Tensor, u: Tensor, k: Tensor, v: Tensor, *, causal: bool) -> Tensor:
-    """The recurrent form of spec wkv.md §2-3, one token at a time (slow; for teaching).
+    """The recurrent form of the WKV, one token at a time (slow; for teaching).
 
     With rho = e^{-w}, e_i = e^{k_i - M} (M = max_t k_t, one shift per sequence):
         P_{t+1} = rho P_t + e_t x_t      (left to right)
         S_{t-1} = rho S_t + e_t x_t      (right to left; skipped for the causal WKV)
         y_t = (P(e v)_t + S(e v)_t + e^u e_t v_t) / (P(e)_t + S(e)_t + e^u e_t)
-    The single shift M is enough while |w| T stays moderate (spec wkv.md §5); the torch and
+    The single shift M is enough while |w| T stays moderate (book appendix *Derivations*); the torch and
     Triton paths rescale per chunk instead and have no such limit.
     """
     B, T, C = k.shape
@@ -127,7 +132,7 @@ def _log_sum(logits: Tensor, xs: list[Tensor], dim: int) -> tuple[Tensor, list[T
 
 
 def separable_prefix(la: Tensor, xs: list[Tensor], w: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """The same sums as decayed_prefix with one shift per sequence (spec wkv.md §5.1, §5.6).
+    """The same sums as decayed_prefix with one shift per sequence (book appendix *Derivations*).
 
     rho^{t-1-i} = e^{-w(t-1-c)} e^{w(i-c)} (c the centre) turns each sum into one cumulative sum,
     accumulated in float64. m_t is the sequence's largest la, not a tight bound: valid for the
@@ -207,7 +212,7 @@ def _prefix_fn(w: Tensor, T: int, causal: bool):
 
 
 def _forward_sums(w, u, k, v, causal):
-    """Forward of spec wkv.md §3 on scaled sums. Returns y and what the backward reuses."""
+    """The forward on scaled sums (y = N / D). Returns y and what the backward reuses."""
     ones = torch.ones_like(k)
     prefix = _prefix_fn(w, k.shape[1], causal)
     mP, (Pv, P1) = prefix(k, [v, ones], w)
@@ -234,7 +239,7 @@ def wkv_torch_forward(w: Tensor, u: Tensor, k: Tensor, v: Tensor, causal: bool) 
 
 
 def wkv_torch_backward(w, u, k, v, gy, causal: bool):
-    """Closed-form gradients of spec wkv.md §6; returns dw (C,), du (C,), dk, dv (B, T, C).
+    """Closed-form gradients (book appendix *Derivations*); returns dw (C,), du (C,), dk, dv (B, T, C).
 
     With q_t = g_t / D_t and the pair sensitivity c(t,i) = q_t lam(t,i) (v_i - y_t):
         dv_i = e^{k_i} [P(q)_i + S(q)_i + e^u q_i]
@@ -280,17 +285,10 @@ def _compute_dtype(k: Tensor) -> torch.dtype:
     return torch.float64 if k.dtype == torch.float64 else torch.float32
 
 
-def _triton_module():
-    """Import the kernels lazily: Triton is optional."""
-    from rwkvseg.kernels import wkv_triton
-
-    return wkv_triton
-
-
 @torch.library.custom_op("rwkvseg::wkv_forward", mutates_args=())
 def _wkv_forward_op(w: Tensor, u: Tensor, k: Tensor, v: Tensor, causal: bool, backend: str) -> Tensor:
     if backend == "triton":
-        return _triton_module().wkv_forward(w, u, k, v, causal=causal)
+        return kernels.wkv_forward(w, u, k, v, causal=causal)
     cd = _compute_dtype(k)
     y = wkv_torch_forward(w.to(cd), u.to(cd), k.to(cd), v.to(cd), causal)
     return y.to(k.dtype).contiguous()
@@ -306,7 +304,7 @@ def _wkv_backward_op(
     w: Tensor, u: Tensor, k: Tensor, v: Tensor, gy: Tensor, causal: bool, backend: str
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     if backend == "triton":
-        return _triton_module().wkv_backward(w, u, k, v, gy, causal=causal)
+        return kernels.wkv_backward(w, u, k, v, gy, causal=causal)
     cd = _compute_dtype(k)
     dw, du, dk, dv = wkv_torch_backward(w.to(cd), u.to(cd), k.to(cd), v.to(cd), gy.to(cd), causal)
     return dw.to(w.dtype), du.to(u.dtype), dk.to(k.dtype).contiguous(), dv.to(v.dtype).contiguous()
@@ -343,12 +341,8 @@ _warned_no_triton = False
 
 
 def triton_available() -> bool:
-    """True when the Triton kernels can be imported."""
-    try:
-        _triton_module()
-        return True
-    except ImportError:
-        return False
+    """True when the Triton kernels could be imported."""
+    return kernels is not None
 
 
 def resolve_backend(backend: str, k: Tensor) -> str:
@@ -416,7 +410,7 @@ def _wkv(name: str, w, u, k, v, causal: bool, backend: str) -> Tensor:
 
 
 def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
-    """Bi-WKV of Vision-RWKV: y_t = sum_i lam(t,i) v_i / sum_i lam(t,i) (spec wkv.md §3).
+    """Bi-WKV of Vision-RWKV: y_t = sum_i lam(t,i) v_i / sum_i lam(t,i) (RWKV-SSS draft Eq. 8).
 
     lam(t,i) = e^{-(|t-i|-1) w + k_i} for i != t and e^{u + k_t} for i = t.
     w, u: (C,) per-token decay and bonus (any real values); k, v: (B, T, C).
@@ -426,7 +420,7 @@ def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, backend: str = "auto") ->
 
 
 def uni_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, backend: str = "auto") -> Tensor:
-    """Causal (uni-directional) WKV of RWKV-4, MS-RWKV Eq. 5-6 (spec wkv.md §2).
+    """Causal (uni-directional) WKV of RWKV-4, MS-RWKV Eq. 5-6.
 
     y_t = (sum_{i<t} e^{-(t-1-i) w + k_i} v_i + e^{u+k_t} v_t) / (same with v_i = 1).
     w, u: (C,) (RWKV-4 parameterises w = exp(theta); pass w itself); k, v: (B, T, C).

@@ -1,13 +1,14 @@
-"""RWKV-UNet's building blocks: spatial mix, channel mix, IR / IR-RWKV block, CCM (spec rwkv-unet.md §3-5, §7)."""
+"""RWKV-UNet's building blocks: spatial mix, channel mix, IR / IR-RWKV block, CCM (RWKV-UNet Sec. 3.2, 3.4)."""
 import os
 
 import pytest
 import torch
 
 from rwkvseg.ccm import CCM
-from rwkvseg.ir import CNA, DropPath, IRBlock, LayerNorm2d
+from rwkvseg.ir import IRBlock
+from rwkvseg.layers import CNA, DropPath, LayerNorm2d, map_to_tokens, tokens_to_map
 from rwkvseg.shift import q_shift
-from rwkvseg.spatial_mix import ChannelMix, SpatialMix, map_to_tokens, set_wkv_backend, tokens_to_map
+from rwkvseg.spatial_mix import SpatialMix, VRWKVChannelMix, set_wkv_backend
 from rwkvseg.wkv import bi_wkv
 
 
@@ -136,7 +137,7 @@ def test_spatial_mix_compiles_fullgraph_inductor():
 def test_channel_mix_equations_params_grads():
     torch.manual_seed(4)
     C, hid, H, W = 6, 12, 2, 5
-    m = ChannelMix(dim=C, hidden_dim=hid)
+    m = VRWKVChannelMix(dim=C, hidden_dim=hid)
     assert n_params(m) == 2 * C + C * hid + 2 * hid + hid * C + C * C
     randomise(m)
     x = torch.randn(2, H * W, C, requires_grad=True)
@@ -202,7 +203,7 @@ def test_ir_block_parameter_formula():
     assert n_params(IRBlock(in_chans=32, out_chans=48, expansion=5.0, stride=2, pre_norm="bn")) == ir_params(32, 48, 5.0)
     assert n_params(IRBlock(in_chans=96, out_chans=96, expansion=3.0, pre_norm="ln", mix=True)) == ir_params(96, 96, 3.0, mix=True)
     stem = IRBlock(in_chans=3, out_chans=24, expansion=1.0, se=True, skip=False)
-    assert n_params(stem) == 192                          # 15 + 81 + SE 24 + 72 (spec §4)
+    assert n_params(stem) == 192                          # 15 + 81 + SE 24 + 72
 
 
 def test_ir_rwkv_block_follows_the_code_order():
@@ -265,7 +266,7 @@ def test_stem_block_with_se_gradients():
 def test_ccm_params_shapes_gradients_non_square():
     torch.manual_seed(10)
     ccm = CCM(widths=(32, 48, 96), drop_path=0.0)
-    assert n_params(ccm) == 58_384                        # spec §10, RWKV-UNet-T
+    assert n_params(ccm) == 58_384                        # RWKV-UNet-T (book appendix, Derivations)
     ccm = CCM(widths=(4, 6, 8), drop_path=0.0)
     randomise(ccm)
     f1, f2, f3 = torch.randn(2, 4, 8, 12), torch.randn(2, 6, 4, 6), torch.randn(2, 8, 2, 3)

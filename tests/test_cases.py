@@ -1,4 +1,4 @@
-"""Best, median and worst cases (rwkvseg.cases, `python -m rwkvseg evaluate --cases DIR`): the shipped
+"""Best, median and worst cases (rwkvseg.report.cases, `rwkvseg evaluate --cases DIR`): the shipped
 ISIC weights on the 16 shipped sample pairs, and the command line on a tiny exported model."""
 import json
 from pathlib import Path
@@ -8,13 +8,10 @@ import torch
 import torch.nn.functional as F
 
 import rwkvseg
-from rwkvseg.cases import cases_markdown, pick_cases, write_cases
 from rwkvseg.cli import main
-from rwkvseg.data import NORMALIZATIONS, isic_samples, resize_label
-from rwkvseg.evaluate import evaluate_split
-from rwkvseg.train import EvalSet
-
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+from rwkvseg.data import NORMALIZATIONS, EvalSet, isic_samples, resize_label
+from rwkvseg.engine import evaluate_split
+from rwkvseg.report import cases_markdown, pick_cases, write_cases
 SIZE = 160                  # smaller than trained (256): the shipped network still segments them, in seconds
 
 
@@ -44,7 +41,7 @@ def test_cases_of_the_shipped_isic_weights_on_the_samples(tmp_path):
     images = F.interpolate(torch.from_numpy(cache.images).float(), size=SIZE, mode="bilinear", antialias=True)
     split = EvalSet("samples", images=images.round().clamp(0, 255).byte(),
                     masks=resize_label(cache.masks, (SIZE, SIZE)), ids=list(cache.ids))
-    model = rwkvseg.from_pretrained(WEIGHTS / "rwkv_unet_t_isic2018")
+    model = rwkvseg.from_pretrained("rwkv_unet_t_isic2018")
     norm = NORMALIZATIONS["isic2018"]
     result = evaluate_split(model, split, binary=True, normalization=norm, per_case=True)
     assert len(result["per_case"]) == 16
@@ -68,4 +65,4 @@ def test_evaluate_cases_from_the_command_line(tmp_path):
     assert main(["evaluate", "--checkpoint", str(tmp_path / "model"), "--no-tta", "--cases", str(out)]) == 0
     record = _check_written(out, list(isic_samples().ids))          # the samples' 3 test images
     assert record["k"] == 1 and record["tta"] is False and record["split"] == "test"
-    assert record["provenance"]["command"].startswith("python -m rwkvseg evaluate")
+    assert record["provenance"]["command"].startswith("rwkvseg evaluate")

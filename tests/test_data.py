@@ -1,6 +1,6 @@
-"""Data: the real shared files, splits, the uint8 cache, the device loader and the augmentations.
+"""Data: the real data files, splits, the uint8 cache, the device loader and the augmentations.
 
-Real-data tests skip (saying why) only when the shared data are absent; everything else runs on
+Real-data tests skip (saying why) only when no data root is set ($RWKVSEG_DATA); everything else runs on
 the shipped ISIC samples and on generated data.
 """
 import hashlib
@@ -28,9 +28,17 @@ from rwkvseg.data.splits import (SPLITS_DIR, make_isic2018_7_3, random_split, re
 ROOT = find_data_root(required=False)
 HAS_ISIC = ROOT is not None and (ROOT / "isic2018" / "images").is_dir()
 HAS_ACDC = ROOT is not None and (ROOT / "acdc" / "data").is_dir()
-WHERE = "../shared/data or $RWKVSEG_DATA"
-needs_isic = pytest.mark.skipif(not HAS_ISIC, reason=f"shared ISIC 2018 data not found ({WHERE})")
-needs_acdc = pytest.mark.skipif(not HAS_ACDC, reason=f"shared ACDC data not found ({WHERE})")
+WHERE = "set $RWKVSEG_DATA to the data root"
+
+
+def needs_isic(test):
+    """Marked `data` (CI's data leg selects it) and skipped without the ISIC 2018 files."""
+    return pytest.mark.data(pytest.mark.skipif(not HAS_ISIC, reason=f"ISIC 2018 data not found ({WHERE})")(test))
+
+
+def needs_acdc(test):
+    """Marked `data` (CI's data leg selects it) and skipped without the ACDC files."""
+    return pytest.mark.data(pytest.mark.skipif(not HAS_ACDC, reason=f"ACDC data not found ({WHERE})")(test))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -44,12 +52,16 @@ def test_data_root_argument_then_env(tmp_path, monkeypatch):
     assert find_data_root() == tmp_path
 
 
-def test_data_root_missing_names_the_layout(tmp_path, monkeypatch):
+def test_data_root_missing_names_the_layout_and_what_to_download(tmp_path, monkeypatch):
     monkeypatch.delenv("RWKVSEG_DATA", raising=False)
-    monkeypatch.setattr(paths_module, "_search_upward", lambda start: None)
+    monkeypatch.setattr(paths_module, "DEFAULT_ROOT", tmp_path / "rwkvseg-data")      # nothing searched beyond it
     assert find_data_root(required=False) is None
-    with pytest.raises(DataNotFoundError, match="isic2018/images/ISIC_XXXXXXX.jpg"):
+    with pytest.raises(DataNotFoundError, match="isic2018/images/ISIC_XXXXXXX.jpg") as err:
         find_data_root()
+    assert "Lesion Boundary Segmentation" in str(err.value) and "Automated Cardiac Diagnosis" in str(err.value)
+    (tmp_path / "rwkvseg-data" / "acdc").mkdir(parents=True)                 # the documented default folder
+    assert find_data_root() == tmp_path / "rwkvseg-data"
+    (tmp_path / "rwkvseg-data" / "acdc").rmdir()
     monkeypatch.setenv("RWKVSEG_DATA", str(tmp_path / "nowhere"))
     with pytest.raises(DataNotFoundError, match="RWKVSEG_DATA"):
         find_data_root()
@@ -152,7 +164,7 @@ def test_acdc_splits_and_their_overlap():
         assert not _patients(split["train"]) & _patients(split["test"])
         assert not _patients(split["val"]) & _patients(split["test"])
         assert len(_patients(sum(split.values(), []))) == 100
-    # protocols.md §2: the overlap of the two test sets
+    # the two ACDC test sets share only five patients
     shared = sorted(_patients(ssl["test"]) & _patients(code["test"]))
     assert shared == [f"patient{i:03d}" for i in (1, 7, 8, 11, 13)]
     assert code["test"][0] == "patient001_frame01" and code["val"][-1] == "patient030_frame02"

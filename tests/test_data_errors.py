@@ -1,6 +1,10 @@
 """A generated corpus of bad inputs: each must raise an error naming the file and the problem,
-and `on_error="skip"` must count and report what it left out (never skip silently)."""
+and `on_error="skip"` must count and report what it left out (never skip silently). The checked
+readers (rwkvseg.data.files) and their bounds. tests/test_bad_inputs.py runs these and more through
+every entry point."""
+import os
 import shutil
+import threading
 import zipfile
 from pathlib import Path
 
@@ -9,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rwkvseg.data import files
 from rwkvseg.data import (DataError, DataNotFoundError, DataSkipWarning, find_isic_pairs, load_cache, load_isic,
                           read_h5, read_volume, samples_dir, save_cache)
 from rwkvseg.data.acdc import find_acdc_nifti, list_volumes
@@ -311,3 +316,70 @@ def test_error_message_teaches():
     err = DataError("/x/ISIC_1.png", "mask values {3} outside {0, 255}", hint="resize masks with nearest neighbour")
     assert str(err) == "/x/ISIC_1.png: mask values {3} outside {0, 255}. resize masks with nearest neighbour"
     assert isinstance(DataNotFoundError("/x", "gone"), FileNotFoundError)
+
+
+# ---------------------------------------------------------------------------------------------
+# The checked readers (rwkvseg.data.files): special files, time and memory bounds, bit depths
+# ---------------------------------------------------------------------------------------------
+
+def test_special_files_are_refused_without_being_opened(tmp_path):
+    fifo = tmp_path / "ISIC_0000001.jpg"
+    os.mkfifo(fifo)                                            # opening it for reading would wait forever
+    with pytest.raises(DataError, match=r"named pipe \(FIFO\), not a regular file") as info:
+        files.read_image(fifo)
+    assert info.value.path == str(fifo)
+    with pytest.raises(DataError, match="character device"):
+        files.read_bytes("/dev/zero")                          # would never end
+    with pytest.raises(DataError, match="a directory"):
+        files.read_bytes(tmp_path)
+    with pytest.raises(DataNotFoundError, match="no such file"):
+        files.read_bytes(tmp_path / "missing")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty \(0 bytes\)"):
+        files.read_image(tmp_path / "empty.png")
+
+
+def test_a_read_that_does_not_finish_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "slow.h5"
+    path.write_bytes(b"x" * 10)
+    stall = threading.Event()
+    monkeypatch.setattr(files, "_read_regular", lambda p, what: stall.wait(5))   # a stalled network drive
+    with pytest.raises(DataError, match=r"did not finish within 0\.2 s") as info:
+        files.read_bytes(path, "HDF5 file", timeout=0.2)
+    stall.set()
+    assert info.value.path == str(path)
+
+
+def test_16_bit_images_are_scaled_and_said_so(tmp_path):
+    grey = np.array([[0, 257, 32896, 65535]], np.uint16)
+    Image.fromarray(grey).save(tmp_path / "g.png")
+    read = files.read_image(tmp_path / "g.png", mode="L")
+    assert np.asarray(read.image).tolist() == [[0, 1, 128, 255]]
+    assert "16-bit grey scaled to 8 bits" in read.notes[0]
+    assert files.read_image(tmp_path / "g.png").image.mode == "I;16"        # mode=None: as stored (masks)
+    Image.fromarray(np.ones((4, 4), np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(DataError, match="32-bit pixels"):
+        files.read_image(tmp_path / "f.tif", mode="RGB")
+
+
+def test_huge_images_are_decoded_within_the_bound(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "MAX_DECODE_BYTES", 64 * 64 * 4)             # a 64 x 64 RGB image
+    Image.fromarray(np.full((256, 200, 3), 90, np.uint8)).save(tmp_path / "big.jpg")
+    read = files.read_image(tmp_path / "big.jpg", mode="RGB")
+    assert read.size == (200, 256) and read.image.size == (50, 64)          # libjpeg at 1/4 scale
+    assert "decoded at 1/4 scale" in read.notes[0]
+    Image.fromarray(np.full((256, 200, 3), 90, np.uint8)).save(tmp_path / "big.png")
+    with pytest.raises(DataError, match=r"200x256 .*above the 0.0156 MiB decode bound"):
+        files.read_image(tmp_path / "big.png", mode="RGB")
+
+
+def test_ids_that_differ_in_case_or_extension_are_skipped_together(tmp_path):
+    folder = _good_folder(tmp_path / "isic")
+    other = GOOD[0].image.name.lower().replace(".jpg", ".png")                # the same id
+    shutil.copyfile(GOOD[0].image, folder / other)
+    with pytest.raises(DataError, match=f"two files for the id {GOOD[0].id}") as info:
+        load_isic(folder)
+    assert GOOD[0].image.name in str(info.value) and other in str(info.value)
+    with pytest.warns(DataSkipWarning, match="two files"):
+        cache = load_isic(folder, on_error="skip")
+    assert GOOD[0].id not in cache.ids and len(cache) == len(GOOD) - 1

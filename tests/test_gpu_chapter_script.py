@@ -1,4 +1,4 @@
-"""scripts/gpu_chapter.sh without a GPU: the papermill line it would run (DRY_RUN=1), its refusals, and the
+"""dev/gpu_chapter.sh without a GPU: the papermill line it would run (DRY_RUN=1), its refusals, and the
 wheel list it installs from (one pinned version per line)."""
 import re
 import shutil
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "gpu_chapter.sh"
+SCRIPT = ROOT / "dev" / "gpu_chapter.sh"
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
 
@@ -18,14 +18,14 @@ def run(*args, **env):
 
 
 def test_dry_run_prints_the_full_mode_papermill_line(tmp_path):
-    out = run("09_train_acdc", str(tmp_path), "results/train_acdc/x", "-p", "EPOCHS", "3", DRY_RUN="1")
+    out = run("09_train_acdc", str(tmp_path), "rwkvseg/results/train_acdc/x", "-p", "EPOCHS", "3", DRY_RUN="1")
     assert out.returncode == 0, out.stderr
     line = out.stdout.strip()
     assert line.startswith("python3 -m papermill book/09_train_acdc.ipynb ")
-    assert f" {ROOT}/results/train_acdc/x/executed.ipynb --cwd book -k python3 -p MODE full " in line
-    assert f"-p DATA_DIR {tmp_path} -p RESULTS_DIR {ROOT}/results/train_acdc/x -p COMPILE False" in line
+    assert f" {ROOT}/rwkvseg/results/train_acdc/x/executed.ipynb --cwd book -k python3 -p MODE full " in line
+    assert f"-p DATA_DIR {tmp_path} -p RESULTS_DIR {ROOT}/rwkvseg/results/train_acdc/x -p COMPILE False" in line
     assert line.index("-p COMMAND") < line.index("-p EPOCHS 3 --log-output --request-save-on-cell-execute")
-    assert "bash\\ scripts/gpu_chapter.sh\\ 09_train_acdc" in line     # the command the provenance records
+    assert "bash\\ dev/gpu_chapter.sh\\ 09_train_acdc" in line     # the command the provenance records
 
 
 @pytest.mark.parametrize("args, message", [
@@ -47,7 +47,7 @@ def test_no_papermill_stops_before_any_work(tmp_path):
 
 
 def test_wheel_list_pins_one_version_each():
-    lines = [x for x in (ROOT / "scripts" / "device_wheels.txt").read_text().splitlines() if x and not x.startswith("#")]
+    lines = [x for x in (ROOT / "dev" / "device_wheels.txt").read_text().splitlines() if x and not x.startswith("#")]
     names = [re.fullmatch(r"([A-Za-z0-9_.-]+)==[0-9][A-Za-z0-9.]*", x).group(1).lower().replace("_", "-") for x in lines]
     assert len(names) == len(set(names)) and "papermill" in names and "ipykernel" in names
 

@@ -1,11 +1,15 @@
-"""Checkpoints: save_pretrained / from_pretrained round trips for every registered model."""
+"""Checkpoints: save_pretrained / from_pretrained round trips for every registered model; the
+weights' sha256, non-finite weights and damaged files refused naming the file (the whole corpus of
+damaged checkpoints runs through every entry point in test_bad_inputs.py)."""
 import dataclasses
+import hashlib
 import json
 
 import pytest
 import torch
 
-from rwkvseg.hub import CONFIG_NAME, WEIGHTS_NAME, from_pretrained, load_config, save_pretrained
+from rwkvseg.hub import (CONFIG_NAME, SHIPPED, WEIGHTS_NAME, CheckpointError, from_pretrained, list_pretrained,
+                         load_config, save_pretrained)
 from rwkvseg.models import create_model, list_models
 
 SIDE = 32          # small, divisible by 16 (RWKV-UNet) and 32 (MS-RWKV-UNet)
@@ -129,7 +133,37 @@ def test_missing_keys_are_named(tmp_path):
     state = load_file(str(path / WEIGHTS_NAME))
     del state["head.bias"]
     save_file(state, str(path / WEIGHTS_NAME))
+    with pytest.raises(CheckpointError, match="does not match weights_sha256"):     # rewritten behind its config
+        from_pretrained(path)
+    record = json.loads((path / CONFIG_NAME).read_text())
+    record["weights_sha256"] = hashlib.sha256((path / WEIGHTS_NAME).read_bytes()).hexdigest()
+    (path / CONFIG_NAME).write_text(json.dumps(record))
     with pytest.raises(ValueError, match=r"missing keys: head\.bias"):
+        from_pretrained(path)
+
+
+def test_weights_are_checksummed_and_checked(tmp_path):
+    path = save_pretrained(create_model("rwkv_unet_test"), tmp_path / "m", model_name="rwkv_unet_test")
+    data = (path / WEIGHTS_NAME).read_bytes()
+    assert load_config(path)["weights_sha256"] == hashlib.sha256(data).hexdigest()
+    (path / WEIGHTS_NAME).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))               # one bit of one weight
+    with pytest.raises(CheckpointError, match="corrupt or was changed") as info:
+        from_pretrained(path)
+    assert info.value.path == str(path / WEIGHTS_NAME)
+
+
+@pytest.mark.parametrize("name", list_pretrained())
+def test_shipped_networks_carry_their_sha256(name):
+    record = load_config(name)
+    assert record["weights_sha256"] == hashlib.sha256((SHIPPED / name / WEIGHTS_NAME).read_bytes()).hexdigest()
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
+    model = create_model("rwkv_unet_test")
+    with torch.no_grad():
+        model.head.bias[0] = float("inf")
+    path = save_pretrained(model, tmp_path / "m", model_name="rwkv_unet_test")
+    with pytest.raises(CheckpointError, match=r"NaN or infinite weights in 1 tensor\(s\): head\.bias"):
         from_pretrained(path)
 
 

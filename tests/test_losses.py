@@ -1,4 +1,4 @@
-"""The papers' losses against loop-written references (spec protocols.md §3)."""
+"""The papers' losses against loop-written references (RWKV-UNet Eq. 12; U-KAN's and VM-UNet's Dice)."""
 import pytest
 import torch
 import torch.nn.functional as F

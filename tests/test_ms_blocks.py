@@ -4,10 +4,10 @@ import torch
 
 from rwkvseg.faa import FAA, MCM
 from rwkvseg.multihead import MultiHeadScan
-from rwkvseg.models.rwkv_sss import RoutedSpatialMix, window_sides
+from rwkvseg.models.rwkv_sss import window_sides
 from rwkvseg.scan import ColumnMajor, RowMajor, WindowScan
-from rwkvseg.spatial_mix import SpatialMix
-from rwkvseg.time_mix import ChannelMix, TimeMix
+from rwkvseg.spatial_mix import RoutedSpatialMix, SpatialMix
+from rwkvseg.time_mix import RWKV4ChannelMix, TimeMix
 
 
 def _all_grads(module, loss):
@@ -72,7 +72,7 @@ def test_time_mix_is_causal_along_its_scan():
 
 def test_channel_mix_shape_and_gradients():
     torch.manual_seed(0)
-    cm = ChannelMix(dim=6)
+    cm = RWKV4ChannelMix(dim=6)
     x = torch.randn(2, 6, 4, 7)
     y = cm(x)
     assert y.shape == x.shape

@@ -8,10 +8,8 @@ from rwkvseg.models import create_model, list_models
 # (name, side, in_chans, classes) -> (parameters, MACs of conv + linear layers), measured with
 # torch.utils.flop_counter.FlopCounterMode / 2 (the WKV itself is not counted)
 COUNTS = {
-    # MS-RWKV-UNet's MACs dropped with the batched heads (rwkvseg.multihead): k, v, r are projected
-    # on the H*W pixels plus one pad "pixel" and o after the unscan, no longer on every padding slot
-    # (same outputs); per block 4 * (4H - 3) * (C/4)^2 fewer on an H x H map. Before: 11_340_546_048,
-    # 8_680_390_656, 173_916_160.
+    # MS-RWKV-UNet (rwkvseg.multihead): k, v, r are projected on the H*W pixels plus one pad
+    # "pixel", and o after the unscan, not on every padding slot.
     ("ms_rwkv_unet", 256, 3, 1): (61_176_073, 11_308_089_600),
     ("ms_rwkv_unet", 224, 1, 4): (61_173_076, 8_652_284_160),
     ("rwkv_sss", 256, 3, 1): (13_552_066, 2_834_989_056),

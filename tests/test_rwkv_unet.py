@@ -1,8 +1,8 @@
-"""RWKV-UNet networks: exact parameter counts, forward/backward, MACs (spec rwkv-unet.md §10-11)."""
+"""RWKV-UNet networks: exact parameter counts, forward/backward, MACs (book appendix, Derivations)."""
 import pytest
 import torch
 
-from rwkvseg.flops import flops
+from rwkvseg.macs import count_macs
 from rwkvseg.models import create_model, list_models
 from rwkvseg.models.rwkv_unet import RWKVUNet, RWKVUNetConfig
 
@@ -50,7 +50,7 @@ def test_registry_and_overrides():
         assert create_model("rwkv_unet_t").config == RWKVUNetConfig()      # the registry entry is not mutated
 
 
-def test_init_follows_spec():
+def test_init_follows_authors_code():
     m = create_model("rwkv_unet_test")
     mix = m.encoder.stage3[1].mix
     assert torch.all(mix.mu_k == 0.5) and torch.all(mix.spatial_decay == 0)
@@ -101,7 +101,7 @@ def test_input_errors_teach():
     torch.testing.assert_close(g(x), g(x.repeat(1, 3, 1, 1)))
 
 
-# MACs (spec §11). Built and counted on the "meta" device: shapes only, fast.
+# MACs (rwkvseg.macs). Built and counted on the "meta" device: shapes only, fast.
 
 def meta_model(name, **kwargs):
     with torch.device("meta"):
@@ -120,7 +120,7 @@ def meta_model(name, **kwargs):
 )
 def test_macs(name, kwargs, shape, conv_linear, paper):
     m = meta_model(name, **kwargs)
-    r = flops(m, shape)
+    r = count_macs(m, shape)
     assert abs(r.conv_linear / conv_linear - 1) < 1e-3, r
     assert abs(r.total / paper - 1) < 0.05, r
     assert r.wkv_calls == sum(m.config.depths[2:]) - 2                      # IR-RWKV blocks
@@ -128,8 +128,8 @@ def test_macs(name, kwargs, shape, conv_linear, paper):
 
 def test_macs_pin_the_spatial_mix():
     """Removing every spatial mix removes exactly 4 C^2 N conv+linear MACs per IR-RWKV block."""
-    full = flops(meta_model("rwkv_unet_b", num_classes=9), (1, 3, 224, 224))
-    plain = flops(meta_model("rwkv_unet_b", num_classes=9, mix_stages=(False,) * 4), (1, 3, 224, 224))
+    full = count_macs(meta_model("rwkv_unet_b", num_classes=9), (1, 3, 224, 224))
+    plain = count_macs(meta_model("rwkv_unet_b", num_classes=9, mix_stages=(False,) * 4), (1, 3, 224, 224))
     removed = 5 * 4 * 576**2 * 28**2 + 2 * 4 * 960**2 * 14**2
     assert full.conv_linear - plain.conv_linear == removed
     assert abs(removed / 6.65e9 - 1) < 1e-3
@@ -138,6 +138,6 @@ def test_macs_pin_the_spatial_mix():
 
 def test_macs_meta_equals_real_pass():
     m = create_model("rwkv_unet_test", wkv_backend="torch")
-    a, b = flops(m, (1, 3, 32, 48)), flops(m, (1, 3, 32, 48), meta=False)
+    a, b = count_macs(m, (1, 3, 32, 48)), count_macs(m, (1, 3, 32, 48), meta=False)
     assert a == b and a.wkv_calls == 2 and a.wkv_shapes == ((1, 24, 48), (1, 6, 64))
     assert m.training                                                       # mode restored

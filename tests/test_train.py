@@ -1,6 +1,6 @@
 """The training engine on the CPU: a few steps on real ISIC images (committed split, data package),
-resume after SIGKILL, command-line overrides, the export, evaluate and predict, synthetic ACDC
-with both empty-mask rules."""
+resume after SIGKILL (mid-epoch, and during the checkpoint write), command-line overrides, the
+export, evaluate and predict, synthetic ACDC with both empty-mask rules, quick mode without data."""
 import json
 import os
 import signal
@@ -13,31 +13,41 @@ import numpy as np
 import pytest
 import torch
 
-from rwkvseg.cli import build_config, main, parse_overrides
-from rwkvseg.train import TrainConfig, lr_at, train
+from rwkvseg.cli import main
+from rwkvseg.engine import TrainConfig, lr_at, train
 
-ISIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic2018"
-needs_isic = pytest.mark.skipif(not ISIC.is_dir(), reason="needs ../shared/data/isic2018")
-
-TINY = dict(model="rwkv_unet_test", dataset="isic2018", data_dir=str(ISIC), img_size=32, batch_size=2,
-            epochs=3, max_train_images=12, max_eval_items=2, progress="none", seed=5, tta=False)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def test_cli_overrides_are_typed_and_checked(tmp_path):
+def tiny(isic_dir) -> dict:
+    return dict(model="rwkv_unet_test", dataset="isic2018", data_dir=str(isic_dir), img_size=32, batch_size=2,
+                epochs=3, max_train_images=12, max_eval_items=2, progress="none", seed=5, tta=False)
+
+
+def test_config_from_yaml_and_overrides_is_typed_and_checked(tmp_path, monkeypatch, capsys):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("model: unet\nlr: 5e-4\nepochs: 20\ntta: true\n")
-    cfg = build_config(str(cfg_file), parse_overrides(
-        ["--epochs", "7", "--lr=1e-3", "--tta", "false", "--resume", "--betas", "[0.9, 0.99]",
-         "--iterations", "null", "--model_kwargs", "{drop_path_rate: 0.0}"]))
+    cfg = TrainConfig.from_yaml(cfg_file, epochs="7", lr="1e-3", tta="false", resume="true", betas=[0.9, 0.99],
+                                iterations="null", model_kwargs={"drop_path_rate": 0.0})
     assert (cfg.model, cfg.epochs, cfg.lr, cfg.tta, cfg.resume) == ("unet", 7, 1e-3, False, True)
     assert cfg.betas == (0.9, 0.99) and cfg.iterations is None and cfg.model_kwargs == {"drop_path_rate": 0.0}
     with pytest.raises(ValueError, match="unknown TrainConfig field"):
-        build_config(None, {"epoch": 3})
+        TrainConfig.from_dict({"epoch": 3})
     with pytest.raises(ValueError, match="cannot read"):
-        build_config(None, parse_overrides(["--batch_size", "big"]))
+        TrainConfig.from_dict({"batch_size": "big"})
     with pytest.raises(ValueError, match="selection"):
         TrainConfig(selection="test")
+    for bad in ({"epochs": 0}, {"batch_size": -1}, {"eval_every": 0}, {"lr": 0.0}, {"img_size": 100},
+                {"model": "no_such_net"}, {"max_eval_items": 0}, {"epochs": True}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TrainConfig(**bad)
+    # a shipped recipe by name, from any folder, and the same through the command line
+    monkeypatch.chdir(tmp_path)
+    shipped = TrainConfig.from_yaml("configs/isic2018_rwkv_unet_t.yaml", epochs=3)
+    assert shipped.model == "rwkv_unet_t" and shipped.epochs == 3
+    assert TrainConfig.from_yaml("isic2018_rwkv_unet_t") == TrainConfig.from_yaml("isic2018_rwkv_unet_t.yaml")
+    assert main(["train", "--config", "no_such_recipe"]) == 2
+    assert "no such file and no shipped recipe" in capsys.readouterr().err
 
 
 def test_schedule_cosine_poly_warmup():
@@ -53,17 +63,16 @@ def _losses(out):
     return [r["train_loss"] for r in json.loads((Path(out) / "history.json").read_text())]
 
 
-@needs_isic
-def test_train_then_resume_after_sigkill_replays_the_same_curve(tmp_path, monkeypatch):
+def test_train_then_resume_after_sigkill_replays_the_same_curve(tmp_path, isic_dir):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)               # the killed run's thread count: same reduction order
     try:
-        _train_kill_resume(tmp_path)
+        _train_kill_resume(tmp_path, tiny(isic_dir))
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_kill_resume(tmp_path):
+def _train_kill_resume(tmp_path, TINY):
     ref = train(TrainConfig(**TINY, out_dir=str(tmp_path / "ref")))
     assert ref["test"]["n_images"] == 2 and 0 <= ref["test"]["pooled"]["dsc"] <= 1
     assert ref["selection"]["rule"].startswith("best validation")
@@ -97,16 +106,30 @@ def _train_kill_resume(tmp_path):
     done = len(_losses(out))
     assert 1 <= done < 3, f"the run was not killed mid-training ({done} epochs logged)"
 
-    before = torch.load(out / "last.pt", weights_only=False)["wall_time_s"]
+    first = torch.load(out / "last.pt", weights_only=True)                       # no pickled code inside
+    before = first["wall_time_s"]
+    with pytest.raises(ValueError, match="different config: lr"):
+        train(TrainConfig(**{**TINY, "lr": 2e-4}, out_dir=str(out), resume=True))
+
+    # killed again while resuming, this time during the checkpoint write (its temporary file exists):
+    # the previous last.pt stays whole and the next resume continues from it
+    proc = subprocess.Popen([sys.executable, "-m", "rwkvseg", "train", *args, "--resume"], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    writing, deadline = out / "last.tmp", time.time() + 90
+    while time.time() < deadline and proc.poll() is None and not writing.exists():
+        pass
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert writing.exists(), "the run was not killed during the checkpoint write"
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == first["epoch"]
     resumed = train(TrainConfig(**TINY, out_dir=str(out), resume=True))
     assert [r["epoch"] for r in resumed["history"]] == [0, 1, 2]
     assert resumed["provenance"]["wall_time_s"] > before > 0      # the wall time spans both processes
     np.testing.assert_allclose(_losses(out), _losses(tmp_path / "ref"), rtol=1e-6)
 
 
-@needs_isic
-def test_evaluate_and_predict_from_the_command_line(tmp_path, capsys):
-    train(TrainConfig(**{**TINY, "epochs": 1, "max_train_images": 4}, out_dir=str(tmp_path / "run")))
+def test_evaluate_and_predict_from_the_command_line(tmp_path, capsys, isic_dir):
+    train(TrainConfig(**{**tiny(isic_dir), "epochs": 1, "max_train_images": 4}, out_dir=str(tmp_path / "run")))
     ckpt = tmp_path / "run" / "best.pt"
     assert main(["evaluate", "--checkpoint", str(ckpt), "--max-items", "2",
                  "--json", str(tmp_path / "ev.json")]) == 0
@@ -116,7 +139,7 @@ def test_evaluate_and_predict_from_the_command_line(tmp_path, capsys):
     assert ev["no_tta"]["n_images"] == 2 and ev["tta"]["tta"] is True
 
     from PIL import Image
-    src = sorted((ISIC / "images").glob("*.jpg"))[0]
+    src = sorted((isic_dir / "images").glob("*.jpg"))[0]
     odd = tmp_path / "odd.png"
     Image.open(src).resize((90, 70)).save(odd)          # any size: resized in, mask resized back
     assert main(["predict", "--checkpoint", str(ckpt), str(src), str(odd), "--out", str(tmp_path / "pred")]) == 0
@@ -142,9 +165,22 @@ def test_synthetic_acdc_reports_both_empty_mask_rules(tmp_path):
     assert cfg["num_classes"] == 4 and set(cfg["metrics"]["test"]) == {"authors", "strict"}
 
 
-def test_train_help_lists_the_fields(capsys):
-    from rwkvseg.cli import main
-
-    assert main(["train", "--help"]) == 0
+def test_train_help_lists_the_fields_with_their_help(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--help"])
+    assert done.value.code == 0
     out = capsys.readouterr().out
-    assert "--epochs" in out and "--batch_size" in out
+    assert "--epochs" in out and "--batch_size" in out and "GLOBAL batch" in out
+
+
+def test_quick_mode_without_data_trains_on_the_shipped_samples(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("RWKVSEG_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))                   # no ~/rwkvseg-data either
+    kw = dict(model="rwkv_unet_test", dataset="isic2018", img_size=32, batch_size=2, epochs=1, max_train_images=4,
+              max_eval_items=2, progress="none", tta=False, save_checkpoints=False)
+    res = train(TrainConfig(**kw, mode="quick", out_dir=str(tmp_path / "q")))
+    assert res["dataset"] == "isic2018_samples" and res["config"]["dataset"] == "isic2018_samples"
+    assert "quick mode trains on isic2018_samples" in capsys.readouterr().out
+    from rwkvseg.data import DataNotFoundError
+    with pytest.raises(DataNotFoundError, match="ISIC 2018"):
+        train(TrainConfig(**kw, mode="full", out_dir=str(tmp_path / "f")))

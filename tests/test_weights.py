@@ -7,15 +7,15 @@ import pytest
 import torch
 
 import rwkvseg
-from rwkvseg.data import NORMALIZATIONS, find_data_root, load_isic, split_ids
-from rwkvseg.evaluate import evaluate_binary
+from rwkvseg.data import NORMALIZATIONS, build_acdc_cache, cache_volumes, load_isic, split_ids
+from rwkvseg.engine.evaluate import evaluate_binary, evaluate_volumes
+from rwkvseg.hub import SHIPPED as WEIGHTS
+from rwkvseg.hub import list_pretrained
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
-
-@pytest.mark.parametrize("name", sorted(p.name for p in WEIGHTS.iterdir() if (p / "config.json").is_file()))
+@pytest.mark.parametrize("name", list_pretrained())
 def test_shipped_weights_load_strictly_with_a_card(name):
-    model = rwkvseg.from_pretrained(WEIGHTS / name)            # strict=True inside
+    model = rwkvseg.from_pretrained(name)                       # by name; strict=True inside
     record = json.loads((WEIGHTS / name / "config.json").read_text())
     assert sum(p.numel() for p in model.parameters()) > 0
     assert (WEIGHTS / name / "README.md").is_file(), "each shipped checkpoint has a model card"
@@ -23,13 +23,9 @@ def test_shipped_weights_load_strictly_with_a_card(name):
     assert record["metrics"]["test"], "the card's config.json records the test metrics"
 
 
-def test_rwkv_unet_t_isic2018_segments_real_test_images():
-    try:
-        root = find_data_root()
-    except Exception as err:                                    # the CI machine has ../shared/data
-        pytest.skip(f"ISIC 2018 data not found: {err}")
+def test_rwkv_unet_t_isic2018_segments_real_test_images(isic_dir):
     ids = split_ids("isic2018", "7-3_seed0", "test")[:24]
-    data = load_isic(Path(root) / "isic2018", ids=ids, dataset="isic2018")
+    data = load_isic(isic_dir, ids=ids, dataset="isic2018")
     model = rwkvseg.from_pretrained(WEIGHTS / "rwkv_unet_t_isic2018")
     with torch.no_grad():
         result = evaluate_binary(model, torch.as_tensor(data.images), torch.as_tensor(data.masks),
@@ -40,16 +36,9 @@ def test_rwkv_unet_t_isic2018_segments_real_test_images():
     assert abs(dsc - card["metrics"]["test"]["pooled"]["dsc"]) < 0.1
 
 
-def test_rwkv_unet_t_acdc_segments_real_test_volumes():
-    from rwkvseg.data import build_acdc_cache, cache_volumes
-    from rwkvseg.evaluate import evaluate_volumes
-
-    try:
-        root = find_data_root()
-    except Exception as err:
-        pytest.skip(f"ACDC data not found: {err}")
+def test_rwkv_unet_t_acdc_segments_real_test_volumes(acdc_dir):
     names = split_ids("acdc", "ssl4mis", "test")[:2]                 # patient011 frames 01 and 02
-    volumes = cache_volumes(build_acdc_cache(Path(root) / "acdc", volumes=names), names)
+    volumes = cache_volumes(build_acdc_cache(acdc_dir, volumes=names), names)
     model = rwkvseg.from_pretrained(WEIGHTS / "rwkv_unet_t_acdc")
     result = evaluate_volumes(model, volumes, normalization=NORMALIZATIONS["acdc"], hd95=False)
     card = json.loads((WEIGHTS / "rwkv_unet_t_acdc" / "config.json").read_text())

@@ -1,4 +1,4 @@
-"""The WKV operators: every path against the float64 oracle (spec wkv.md §7)."""
+"""The WKV operators: every path against the float64 oracle."""
 import pytest
 import torch
 

@@ -12,14 +12,15 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("no GPU and TRITON_INTERPRET is not set", allow_module_level=True)
 
-from rwkvseg.kernels import wkv_triton  # noqa: E402  (after the interpreter flag is settled)
+from rwkvseg.kernels import chunked, dispatch, single_pass, tiled  # noqa: E402  (after the interpreter flag is settled)
+from rwkvseg.kernels.dispatch import backward_variant, forward_variant  # noqa: E402
 
 OPS = {"bi": (bi_wkv, False), "causal": (uni_wkv, True)}
 
 
 @pytest.fixture(autouse=True)
 def poison_outputs(monkeypatch):
-    monkeypatch.setattr(wkv_triton, "POISON_OUTPUTS", True)
+    monkeypatch.setattr(dispatch, "POISON_OUTPUTS", True)
 
 
 def check(op, B, T, C, *, k_scale=2.0, w_lo=0.0, w_hi=0.5, dtype=torch.float32, tol=1e-5, dw_tol=None, seed=0,
@@ -81,8 +82,8 @@ def test_scan_path_matches_fast_path():
     k, v, gy = (torch.randn(2, 40, 6, generator=g).to(DEVICE) for _ in range(3))
     w, u = (torch.rand(6, generator=g) * 0.3).to(DEVICE), torch.randn(6, generator=g).to(DEVICE)
     for causal in (False, True):
-        a = [wkv_triton.wkv_forward(w, u, k, v, causal=causal, allow_fast=f) for f in (True, False)]
-        ga = [wkv_triton.wkv_backward(w, u, k, v, gy, causal=causal, allow_fast=f) for f in (True, False)]
+        a = [forward_variant(w, u, k, v, causal=causal, allow_fast=f) for f in (True, False)]
+        ga = [backward_variant(w, u, k, v, gy, causal=causal, allow_fast=f) for f in (True, False)]
         assert torch.allclose(a[0], a[1], rtol=1e-5, atol=1e-6)
         for x, y in zip(*ga):
             assert torch.allclose(x, y, rtol=1e-4, atol=1e-5)
@@ -95,11 +96,11 @@ def test_tight_switch_and_fixed_tile():
     k, v, gy = (torch.randn(2, 50, 6, generator=g).to(DEVICE) for _ in range(3))
     w, u = (torch.rand(6, generator=g) * 0.02).to(DEVICE), torch.randn(6, generator=g).to(DEVICE)  # tight
     for causal in (False, True):
-        ref = wkv_triton.wkv_forward(w, u, k, v, causal=causal)
-        gref = wkv_triton.wkv_backward(w, u, k, v, gy, causal=causal)
+        ref = forward_variant(w, u, k, v, causal=causal)
+        gref = backward_variant(w, u, k, v, gy, causal=causal)
         for kw in (dict(allow_tight=False), dict(tile=(16, 4, 1)), dict(tile=(32, 8, 1), allow_tight=False)):
-            assert torch.allclose(wkv_triton.wkv_forward(w, u, k, v, causal=causal, **kw), ref, rtol=1e-5, atol=1e-6)
-            for a, b in zip(wkv_triton.wkv_backward(w, u, k, v, gy, causal=causal, **kw), gref):
+            assert torch.allclose(forward_variant(w, u, k, v, causal=causal, **kw), ref, rtol=1e-5, atol=1e-6)
+            for a, b in zip(backward_variant(w, u, k, v, gy, causal=causal, **kw), gref):
                 assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -116,7 +117,7 @@ def test_associative_scan_pair_combine_regression():
     def kernel(z_ptr, out_ptr, rho, BT: tl.constexpr, REVERSE: tl.constexpr):
         j = tl.arange(0, BT)
         z = tl.load(z_ptr + j)[:, None]
-        ex, _ = wkv_triton._exclusive_sums(tl.full((BT, 1), rho, tl.float32), z, z, REVERSE)
+        ex, _ = tiled._exclusive_sums(tl.full((BT, 1), rho, tl.float32), z, z, REVERSE)
         tl.store(out_ptr + j[:, None], ex)
 
     z = torch.randn(16, device=DEVICE)
@@ -153,7 +154,7 @@ def test_single_pass_forward(T):
 @pytest.mark.parametrize("T, C, tile", [(1, 13, None), (17, 13, None), (40, 13, None), (70, 13, None),
                                          (32, 8, None), (24, 130, (8, 4, 128, 1, 1))])
 def test_chunked_forward_backward(T, C, tile):
-    """The chunked forward and backward (variant C) against the oracle in their regime (|w| T log2 e <= 2),
+    """The chunked forward and backward against the oracle in their regime (|w| T log2 e <= 2),
     with large keys: several chunks and sub-tiles (8 and 4 tokens under the interpreter), T not a
     multiple of either, channel blocks with padding (C = 13), and nothing left to the tiled kernel;
     T and C multiples of the tile (no masks: T = 32, C = 8); 128-channel blocks (C = 130)."""
@@ -168,22 +169,22 @@ def test_chunked_forward_backward(T, C, tile):
     grads_ref = torch.autograd.grad(y_ref, leaves, gy)
     f32 = [t.to(DEVICE, torch.float32) for t in (w, u, k, v)]
     gy32 = gy.to(DEVICE, torch.float32)
-    y = wkv_triton.wkv_forward(*f32, causal=False, single_impl="chunk", single_tile=tile)
+    y = forward_variant(*f32, causal=False, impl="chunked", impl_tile=tile)
     assert (y.double().cpu() - y_ref).norm() / y_ref.norm() < 1e-5
-    grads = wkv_triton.wkv_backward(*f32, gy32, causal=False, single_impl="chunk", single_tile=tile)
+    grads = backward_variant(*f32, gy32, causal=False, impl="chunked", impl_tile=tile)
     floor = (1e-1 if T <= 2 else 1e-2) * gy.norm().item()      # dw, du, dk are ~0 at T = 1 (see check)
     for name, a, b in zip(["dw", "du", "dk", "dv"], grads, grads_ref):
         err = (a.double().cpu() - b).norm().item() / max(b.norm().item(), floor)
         assert err < (3e-5 if name == "dw" else 1e-5), f"{name}: relative error {err:.2e}"
     with pytest.MonkeyPatch.context() as mp:                   # the tiled kernel switched off: nothing unwritten
-        mp.setattr(wkv_triton, "_launch", lambda *a, **kw: None)
-        assert not torch.isnan(wkv_triton.wkv_forward(*f32, causal=False, single_impl="chunk", single_tile=tile)).any()
-        _, _, dk, dv = wkv_triton.wkv_backward(*f32, gy32, causal=False, single_impl="chunk", single_tile=tile)
+        mp.setattr(tiled, "_launch", lambda *a, **kw: None)
+        assert not torch.isnan(forward_variant(*f32, causal=False, impl="chunked", impl_tile=tile)).any()
+        _, _, dk, dv = backward_variant(*f32, gy32, causal=False, impl="chunked", impl_tile=tile)
         assert not (torch.isnan(dk).any() or torch.isnan(dv).any())
-    assert all(int(c.abs().sum()) == 0 for c in wkv_triton._COUNTERS.values())   # left zeroed for the next call
+    assert all(int(c.abs().sum()) == 0 for c in chunked._COUNTERS.values())   # left zeroed for the next call
 
 
-@pytest.mark.parametrize("impl", ["scan", "chunk"])
+@pytest.mark.parametrize("impl", ["single_pass", "chunked"])
 @pytest.mark.parametrize("tile", [None, (16, 8, 1)])
 def test_single_pass_partition(monkeypatch, impl, tile):
     """The single-pass kernel takes exactly the channel blocks inside its bounds and the tiled kernel
@@ -196,25 +197,25 @@ def test_single_pass_partition(monkeypatch, impl, tile):
     w, u = (torch.rand(C, generator=g) * 0.02).to(DEVICE), (torch.randn(C, generator=g) * 0.1).to(DEVICE)
     w[1] = 2.0                                # |w| T log2 e > 2: block 0 declined
     u[9] = -6.0                               # u log2 e < -8: block 2 declined
-    bs = wkv_triton._single_tile(T)[1] if impl == "scan" else wkv_triton._chunk_tile(T)[2]
-    full = wkv_triton.wkv_forward(w, u, k, v, causal=False, single_impl=impl, tile=tile)
-    tiled = wkv_triton.wkv_forward(w, u, k, v, causal=False, allow_single=False)
-    assert torch.allclose(full, tiled, rtol=1e-5, atol=1e-6)
+    bs = single_pass.single_pass_tile(T)[1] if impl == "single_pass" else chunked.chunk_tile(T)[2]
+    full = forward_variant(w, u, k, v, causal=False, impl=impl, tile=tile)
+    tiled_only = forward_variant(w, u, k, v, causal=False, impl="none")
+    assert torch.allclose(full, tiled_only, rtol=1e-5, atol=1e-6)
     gy = torch.randn(B, T, C, generator=g).to(DEVICE)
-    if impl == "chunk":
-        gfull = wkv_triton.wkv_backward(w, u, k, v, gy, causal=False, single_impl="chunk", tile=tile)
-        gtiled = wkv_triton.wkv_backward(w, u, k, v, gy, causal=False, allow_single=False)
+    if impl == "chunked":
+        gfull = backward_variant(w, u, k, v, gy, causal=False, impl="chunked", tile=tile)
+        gtiled = backward_variant(w, u, k, v, gy, causal=False, impl="none")
         for a, b in zip(gfull, gtiled):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
-    monkeypatch.setattr(wkv_triton, "_launch", lambda *a, **kw: None)
-    only_single = wkv_triton.wkv_forward(w, u, k, v, causal=False, single_impl=impl)
+    monkeypatch.setattr(tiled, "_launch", lambda *a, **kw: None)
+    only_single = forward_variant(w, u, k, v, causal=False, impl=impl)
     declined = torch.zeros(C, dtype=torch.bool)
     for c in (1, 9):
         declined[c // bs * bs:(c // bs + 1) * bs] = True
     assert torch.isnan(only_single[..., declined]).all()
     assert torch.allclose(only_single[..., ~declined], full[..., ~declined], rtol=1e-5, atol=1e-6)
-    if impl == "chunk":                       # the backward splits the channels the same way
-        _, _, dk, dv = wkv_triton.wkv_backward(w, u, k, v, gy, causal=False, single_impl="chunk")
+    if impl == "chunked":                       # the backward splits the channels the same way
+        _, _, dk, dv = backward_variant(w, u, k, v, gy, causal=False, impl="chunked")
         for got, ref in ((dk, gfull[2]), (dv, gfull[3])):
             assert torch.isnan(got[..., declined]).all()
             assert torch.allclose(got[..., ~declined], ref[..., ~declined], rtol=1e-5, atol=1e-6)

@@ -1,24 +1,31 @@
 """ACDC cine-MRI (labels 0 background, 1 RV, 2 Myo, 3 LV): files, checks, and the 224x224 cache.
 
-Two layouts are read:
+Two layouts are read, by the API and by `load_dataset` / `train` / `evaluate` / `cache` alike:
 
-- SSL4MIS-style HDF5 (the shared data): `<acdc>/data/patientXXX_frameYY_slice_N.h5` (2-D training
-  slices, N = 1..D) and `patientXXX_frameYY.h5` (3-D volumes), datasets `image` (float32,
+- SSL4MIS-style HDF5: `<acdc>/data/patientXXX_frameYY_slice_N.h5` (2-D training slices,
+  N = 1..D) and `patientXXX_frameYY.h5` (3-D volumes), datasets `image` (float32,
   min-max normalised to [0, 1] per volume) and `label` (uint8). A volume is read from its file,
   or rebuilt by stacking its slice files 1..D in order.
-- The official NIfTI release, `patientXXX/patientXXX_frameYY.nii.gz` + `..._gt.nii.gz`
-  (nibabel, imported only then): arrays are transposed to (D, H, W) and min-max normalised per
-  volume, as the SSL4MIS preprocessing did; the voxel spacing is returned too.
+- The official NIfTI release, `<acdc>/[training/]patientXXX/patientXXX_frameYY.nii.gz` +
+  `..._gt.nii.gz` (nibabel, imported only then), used when the folder holds no .h5 file: arrays
+  are transposed to (D, H, W) and min-max normalised per volume, as the SSL4MIS preprocessing did,
+  and each patient's two annotated frames are named frame01 (ED) and frame02 (ES) in the order of
+  their frame numbers, as the SSL4MIS files (and so the committed split lists) name them.
+Every file is read through rwkvseg.data.files (regular files only, within a time bound), and
+every problem is a DataError naming the file.
 
 The cache holds every slice of every volume resized to 224 x 224 as training uses it: images
 with torch's bicubic kernel (align_corners=False) clamped to [0, 1] and stored as uint8
 (round(255 x)), labels with nearest neighbour ("nearest-exact": pixel centres aligned like the
-bicubic kernel's). [choose] protocols.md §2: the same image interpolation in training and
-evaluation; bicubic rather than the authors' order-3 spline (scipy), which differs slightly.
-It also keeps each volume's native-size label, which the metrics compare against.
+bicubic kernel's). [choose] the same image interpolation in training and evaluation (the
+authors' code resizes with nearest neighbour in training, a cubic spline at test): bicubic, which
+differs slightly from their order-3 spline (scipy). It also keeps each volume's native-size
+label, which the metrics compare against.
 """
 from __future__ import annotations
 
+import gzip
+import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +37,7 @@ import torch.nn.functional as F
 
 from rwkvseg.data.cache import SegCache, default_cache_dir, load_or_build, source_fingerprint
 from rwkvseg.data.errors import DataError, DataNotFoundError
+from rwkvseg.data.files import check_regular, read_bytes, within_timeout
 from rwkvseg.data.paths import dataset_dir
 
 LABELS = ("background", "RV", "Myo", "LV")
@@ -38,6 +46,8 @@ FILE_RE = re.compile(r"^(patient\d{3}_frame\d{2})(?:_slice_(\d+))?\.h5$")
 NIFTI_RE = re.compile(r"^(patient\d{3}_frame\d{2})\.nii(?:\.gz)?$")
 H5_LAYOUT = ("expected <acdc>/data/patientXXX_frameYY.h5 (volumes) or patientXXX_frameYY_slice_N.h5 "
              "(slices), each with datasets 'image' (float32 in [0, 1]) and 'label' (uint8 in {0, 1, 2, 3})")
+NIFTI_LAYOUT = (", or the official NIfTI release: <acdc>/[training/]patientXXX/patientXXX_frameYY.nii.gz with "
+                "patientXXX_frameYY_gt.nii.gz")
 
 
 def check_image_label(image: np.ndarray, label: np.ndarray, where: str | Path, *, unit_range: bool = True) -> None:
@@ -61,42 +71,88 @@ def check_image_label(image: np.ndarray, label: np.ndarray, where: str | Path, *
         raise DataError(where, f"label values {outside} outside {{0, 1, 2, 3}} (background, RV, Myo, LV)")
 
 
+H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)    # what h5py raises for a damaged file
+
+
 def read_h5(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Image float32 and label uint8 of one SSL4MIS file: (H, W) for a slice, (D, H, W) for a volume."""
+    """Image float32 and label uint8 of one SSL4MIS file: (H, W) for a slice, (D, H, W) for a volume.
+
+    Read by rwkvseg.data.files.read_bytes (a regular, non-empty file, within the time bound), then
+    decoded from memory: every problem is a DataError naming the file."""
     import h5py
 
     path = Path(path)
+    data = read_bytes(path, "HDF5 file")
     try:
-        with h5py.File(path, "r") as f:
-            missing = {"image", "label"} - set(f.keys())
-            if missing:
-                raise DataError(path, f"no dataset {sorted(missing)} (found {sorted(f.keys())})", hint=H5_LAYOUT)
-            image = np.asarray(f["image"][()], dtype=np.float32)
-            label = np.asarray(f["label"][()])
-    except OSError as e:
-        raise DataError(path, f"not a readable HDF5 file ({e})", hint="the file is corrupt or truncated") from None
+        with h5py.File(io.BytesIO(data), "r") as f:
+            keys = sorted(f.keys())
+            if {"image", "label"} <= set(keys):
+                image = np.asarray(f["image"][()], dtype=np.float32)
+                label = np.asarray(f["label"][()])
+    except H5_ERRORS as e:
+        raise DataError(path, f"not a readable HDF5 file ({e})", hint="the file is corrupt or truncated: "
+                                                                      "download or export it again") from None
+    missing = {"image", "label"} - set(keys)
+    if missing:
+        raise DataError(path, f"no dataset {sorted(missing)} (found {keys})", hint=H5_LAYOUT)
     check_image_label(image, label, path)
     return image, label.astype(np.uint8)
 
 
+def h5_image_shape(path: str | Path) -> tuple[int, ...]:
+    """The shape of a file's `image` dataset, from its header (no pixel read); the same checks and
+    errors as read_h5."""
+    import h5py
+
+    path = Path(path)
+    if check_regular(path, "HDF5 file").st_size == 0:
+        raise DataError(path, "the HDF5 file is empty (0 bytes)", hint="write or download it again")
+
+    def header():
+        with h5py.File(path, "r") as f:
+            keys = sorted(f.keys())
+            return (tuple(f["image"].shape) if "image" in keys else None), keys
+
+    try:
+        shape, keys = within_timeout(header, path, "HDF5 file")
+    except H5_ERRORS as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(path, f"not a readable HDF5 file ({e})", hint="the file is corrupt or truncated: "
+                                                                      "download or export it again") from None
+    missing = {"image", "label"} - set(keys)
+    if missing:
+        raise DataError(path, f"no dataset {sorted(missing)} (found {keys})", hint=H5_LAYOUT)
+    return shape
+
+
 def h5_folder(folder: str | Path) -> Path:
-    """The folder holding the .h5 files: `<folder>/data` when present (the shared layout), else `folder`."""
+    """The folder holding the .h5 files: `<folder>/data` when present (the SSL4MIS layout), else `folder`."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataNotFoundError(folder, "folder does not exist", hint=H5_LAYOUT)
     return folder / "data" if (folder / "data").is_dir() else folder
 
 
+def is_nifti(path: Path) -> bool:
+    return path.name.endswith((".nii", ".nii.gz"))
+
+
 def list_volumes(folder: str | Path) -> dict[str, list[Path]]:
-    """{volume name: its files}: one volume file, or its slice files ordered 1..D."""
-    folder = h5_folder(folder)
+    """{volume name: its files}: one HDF5 volume file, or its HDF5 slice files ordered 1..D; where
+    the folder holds no .h5 file, the NIfTI frame and its ground truth (nifti_volumes)."""
+    root, folder = Path(folder), h5_folder(folder)
     volumes: dict[str, dict[int, Path]] = {}
     for path in folder.iterdir():
         m = FILE_RE.match(path.name)
         if m:
             volumes.setdefault(m.group(1), {})[int(m.group(2) or 0)] = path
     if not volumes:
-        raise DataNotFoundError(folder, "no ACDC .h5 file here", hint=H5_LAYOUT)
+        nifti = nifti_volumes(root)
+        if nifti:
+            return nifti
+        raise DataNotFoundError(folder, "no ACDC .h5 file here (nor patientXXX/ folders of NIfTI frames)",
+                                hint=H5_LAYOUT + NIFTI_LAYOUT)
     out = {}
     for name, files in sorted(volumes.items()):
         if 0 in files:                                        # the whole-volume file wins
@@ -112,16 +168,16 @@ def list_volumes(folder: str | Path) -> dict[str, list[Path]]:
 
 
 def volume_depths(folder: str | Path) -> dict[str, int]:
-    """{volume name: number of slices D}, from file names and HDF5 headers (no pixel is read)."""
-    import h5py
-
+    """{volume name: number of slices D}, from file names and HDF5 / NIfTI headers (no pixel is read)."""
     depths = {}
     for name, paths in list_volumes(folder).items():
-        if len(paths) > 1 or FILE_RE.match(paths[0].name).group(2):
+        if is_nifti(paths[0]):
+            depths[name] = nifti_shape(paths[0])[0]
+        elif len(paths) > 1 or FILE_RE.match(paths[0].name).group(2):
             depths[name] = len(paths)
         else:
-            with h5py.File(paths[0], "r") as f:
-                depths[name] = int(f["image"].shape[0]) if f["image"].ndim == 3 else 1
+            shape = h5_image_shape(paths[0])
+            depths[name] = int(shape[0]) if len(shape) == 3 else 1
     return depths
 
 
@@ -134,6 +190,9 @@ def read_volume(folder: str | Path, name: str, *, files: dict[str, list[Path]] |
     if paths is None:
         raise DataNotFoundError(h5_folder(folder) / f"{name}.h5", "no such volume (nor its slice files)",
                                 hint=H5_LAYOUT)
+    if is_nifti(paths[0]):
+        image, label, _ = read_nifti_frame(*paths)
+        return image, label
     pairs = [read_h5(p) for p in paths]
     if len(paths) == 1 and pairs[0][0].ndim == 3:
         return pairs[0]
@@ -219,7 +278,7 @@ def acdc_cache(root: str | Path | None = None, *, cache_dir: str | Path | None =
     fingerprint = None
     if folder is not None:
         files = [p for group in list_volumes(folder).values() for p in group]
-        fingerprint = source_fingerprint(files, base=h5_folder(folder))
+        fingerprint = source_fingerprint(files, base=Path(folder) if is_nifti(files[0]) else h5_folder(folder))
 
     def build() -> SegCache:
         cache = build_acdc_cache(folder, size=size)
@@ -245,7 +304,9 @@ def volume_slice_ids(cache: SegCache, names: Sequence[str]) -> list[str]:
     volumes = cache.meta["volumes"]
     missing = [n for n in names if n not in volumes]
     if missing:
-        raise KeyError(f"{len(missing)} volume(s) not in the cache, e.g. {missing[:3]}")
+        raise DataError(f"the ACDC cache (sha256 {cache.meta.get('sha256', '?')[:12]})",
+                        f"{len(missing)} volume(s) of the split are not in it, e.g. {missing[:3]}",
+                        hint="was it built from the same data? rebuild it (rwkvseg cache --rebuild)")
     return [f"{n}_slice_{k}" for n in names for k in range(1, volumes[n][0] + 1)]
 
 
@@ -266,21 +327,61 @@ def find_acdc_nifti(folder: str | Path) -> list[tuple[str, Path, Path]]:
     if not folder.is_dir():
         raise DataNotFoundError(folder, "folder does not exist",
                                 hint="expected patientXXX/patientXXX_frameYY.nii.gz with _gt.nii.gz")
-    patients = sorted(folder.glob("patient[0-9][0-9][0-9]")) + sorted(folder.glob("*/patient[0-9][0-9][0-9]"))
-    frames = []
+    patients = [p for pattern in ("patient[0-9][0-9][0-9]", "*/patient[0-9][0-9][0-9]")
+                for p in sorted(folder.glob(pattern)) if p.is_dir()]
+    frames, seen = [], {}
     for patient in patients:
         for path in sorted(patient.iterdir()):
             m = NIFTI_RE.match(path.name)
             if not m:
                 continue
             gt = path.with_name(path.name.replace(m.group(1), m.group(1) + "_gt"))
-            if not gt.is_file():
+            if not gt.exists() and not gt.is_symlink():
                 raise DataError(path, f"frame has no ground truth (expected {gt.name})")
+            if m.group(1) in seen:
+                raise DataError(path, f"two files for the frame {m.group(1)}: {seen[m.group(1)]} and {path}",
+                                hint="keep one copy of each patient folder")
+            seen[m.group(1)] = path
             frames.append((m.group(1), path, gt))
     if not frames:
         raise DataNotFoundError(folder, "no patientXXX/patientXXX_frameYY.nii.gz found",
                                 hint="point to the ACDC 'training' folder (or its parent)")
     return frames
+
+
+def nifti_volumes(folder: str | Path) -> dict[str, list[Path]]:
+    """{"patientXXX_frame01": [image, ground truth], "..._frame02": ...} of the official release
+    under `folder` ({} when it holds no patientXXX/ folder): each patient's annotated frames in the
+    order of their frame numbers, named frame01 (ED) and frame02 (ES) as the SSL4MIS files are."""
+    folder = Path(folder)
+    if not any(p.is_dir() for p in [*folder.glob("patient[0-9][0-9][0-9]"), *folder.glob("*/patient[0-9][0-9][0-9]")]):
+        return {}
+    by_patient: dict[str, list[tuple[str, Path, Path]]] = {}
+    for frame in find_acdc_nifti(folder):
+        by_patient.setdefault(frame[0].split("_")[0], []).append(frame)
+    out = {}
+    for patient, frames in sorted(by_patient.items()):
+        for k, (_, image, gt) in enumerate(sorted(frames), start=1):
+            out[f"{patient}_frame{k:02d}"] = [image, gt]
+    return out
+
+
+def nifti_shape(path: str | Path) -> tuple[int, int, int]:
+    """(D, H, W) of a NIfTI frame, from its header (the checks of rwkvseg.data.files)."""
+    import nibabel
+
+    path = Path(path)
+    if check_regular(path, "NIfTI file").st_size == 0:
+        raise DataError(path, "the NIfTI file is empty (0 bytes)", hint="download it again")
+    try:
+        shape = within_timeout(lambda: nibabel.load(str(path)).shape, path, "NIfTI file")
+    except DataError:
+        raise
+    except Exception as e:                      # nibabel raises many types for a bad header
+        raise DataError(path, f"not a readable NIfTI file ({type(e).__name__}: {e})") from None
+    if len(shape) != 3:
+        raise DataError(path, f"a frame has 3 axes (x, y, z), this file has shape {shape}")
+    return shape[2], shape[1], shape[0]
 
 
 def read_nifti_frame(image_path: str | Path, gt_path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple]:
@@ -290,18 +391,22 @@ def read_nifti_frame(image_path: str | Path, gt_path: str | Path) -> tuple[np.nd
         import nibabel
     except ImportError:
         raise ImportError("reading NIfTI needs nibabel: pip install nibabel (or rwkvseg[nifti])") from None
-    arrays = []
+    arrays, zooms = [], None
     for path in (image_path, gt_path):
+        data = read_bytes(path, "NIfTI file")
         try:
-            img = nibabel.load(str(path))
-            arrays.append(np.asarray(img.dataobj).transpose(2, 1, 0))
-        except Exception as e:                  # nibabel raises many types for a bad file
+            img = nibabel.Nifti1Image.from_bytes(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+            array = np.asarray(img.dataobj)
+        except Exception as e:                  # gzip and nibabel raise many types for a bad file
             raise DataError(path, f"not a readable NIfTI file ({type(e).__name__}: {e})") from None
+        if array.ndim != 3:
+            raise DataError(path, f"a frame has 3 axes (x, y, z), this file has shape {array.shape}")
+        arrays.append(array.transpose(2, 1, 0))
+        zooms = img.header.get_zooms()[:3] if zooms is None else zooms
     image, label = arrays[0].astype(np.float32), arrays[1]
     if image.size and np.isfinite(image).all() and image.max() > image.min():
         image = (image - image.min()) / (image.max() - image.min())
     if np.issubdtype(label.dtype, np.floating) and np.array_equal(label, np.round(label)):
         label = label.astype(np.int16)          # labels are often stored as float in NIfTI
     check_image_label(image, label, f"{image_path} (ground truth {Path(gt_path).name})")
-    zooms = nibabel.load(str(image_path)).header.get_zooms()[:3]
     return image, label.astype(np.uint8), tuple(float(z) for z in zooms[::-1])

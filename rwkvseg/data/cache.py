@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from rwkvseg.data.errors import DataError, DataNotFoundError
+from rwkvseg.data.files import check_regular, within_timeout
 
 CACHE_ENV_VAR = "RWKVSEG_CACHE"
 COMPRESSION = {"deflate": zipfile.ZIP_DEFLATED, "bzip2": zipfile.ZIP_BZIP2, "none": zipfile.ZIP_STORED}
@@ -141,13 +142,21 @@ def save_cache(cache: SegCache, path: str | Path, *, compression: str = "deflate
 def load_cache(path: str | Path, *, verify: bool = True) -> SegCache:
     """Read a cache file; with verify, recompute its content hash (a corrupt file is an error)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataNotFoundError(path, "cache file does not exist", hint="build it first (isic2018_cache / acdc_cache)")
-    try:
+    if check_regular(path, "cache file").st_size == 0:
+        raise DataError(path, "the cache file is empty (0 bytes)", hint="delete it and rebuild")
+
+    def read():
         with np.load(path, allow_pickle=False) as z:
-            arrays = {name: z[name] for name in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(path, f"not a readable cache file ({e})", hint="delete it and rebuild") from e
+            return {name: z[name] for name in z.files}
+
+    try:
+        arrays = within_timeout(read, path, "cache file")
+    except DataError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise DataError(path, f"not a readable cache file ({e})", hint="delete it and rebuild") from None
     missing = {"images", "masks", "ids", "meta", "sha256"} - set(arrays)
     if missing:
         raise DataError(path, f"cache file lacks {sorted(missing)}", hint="delete it and rebuild")

@@ -33,6 +33,20 @@ class DataSkipWarning(UserWarning):
     """Emitted once per load when `on_error="skip"` left items out."""
 
 
+class DataNoteWarning(UserWarning):
+    """Emitted once per load when files were converted while being read (a 16-bit image scaled to
+    8 bits, a huge image decoded at a reduced scale; rwkvseg.data.files): never silently."""
+
+
+def warn_notes(what: str, notes: list[tuple[str, str]], limit: int = 5) -> None:
+    """Warn once with the (path, note) pairs of a load, the first `limit` named."""
+    if notes:
+        shown = "; ".join(f"{Path(p).name}: {note}" for p, note in notes[:limit])
+        more = f"; and {len(notes) - limit} more" if len(notes) > limit else ""
+        warnings.warn(f"{what}: {len(notes)} file(s) converted while reading: {shown}{more}", DataNoteWarning,
+                      stacklevel=3)
+
+
 def check_on_error(on_error: str) -> None:
     """Reject anything but "raise" or "skip" (a typo must not turn errors into skips)."""
     if on_error not in ON_ERROR:

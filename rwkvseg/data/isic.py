@@ -4,14 +4,18 @@ Images are `ISIC_XXXXXXX.jpg` (any size), masks `ISIC_XXXXXXX_segmentation.png` 
 values exactly {0, 255}; stored here as {0, 1}). Accepted layouts, from the folder given:
 
 - images and masks in that folder itself;
-- sibling sub-folders, one with images and one with masks: `images/` + `masks/` (the shared
-  data), or the official `ISIC2018_Task1-2_Training_Input/` + `ISIC2018_Task1_Training_GroundTruth/`;
+- sibling sub-folders, one with images and one with masks: `images/` + `masks/` (a resized
+  copy), or the official `ISIC2018_Task1-2_Training_Input/` + `ISIC2018_Task1_Training_GroundTruth/`;
   for ISIC 2017, whose root holds Training, Validation and Test folders, pick one with
   `split="Training"` (the `_superpixels.png` files are ignored).
 
-Every problem (corrupt or truncated file, mask of another size, unpaired file, mask values outside
-{0, 255}) raises a DataError naming the file; `on_error="skip"` leaves such pairs out, counts them
-in a SkipLog and warns.
+Every problem (corrupt or truncated file, mask of another size, unpaired file, two files for one id,
+mask values outside {0, 255}, a named pipe or device in place of a file) raises a DataError naming
+the file; `on_error="skip"` leaves such pairs out, counts them in a SkipLog and warns. Files are
+read by rwkvseg.data.files.read_image: a 16-bit image is scaled to 8 bits and a huge JPEG decoded
+at a reduced scale, and the load warns with those notes (DataNoteWarning; kept in the cache's meta).
+Ids are compared ignoring case and extension: `ISIC_0000001.jpg` beside `isic_0000001.PNG` is an
+error naming both, never a silent choice.
 """
 from __future__ import annotations
 
@@ -26,13 +30,14 @@ import numpy as np
 from PIL import Image
 
 from rwkvseg.data.cache import SegCache, default_cache_dir, load_or_build, source_fingerprint
-from rwkvseg.data.errors import DataError, DataNotFoundError, SkipLog, check_on_error
+from rwkvseg.data.errors import DataError, DataNotFoundError, SkipLog, check_on_error, warn_notes
+from rwkvseg.data.files import image_size, read_image
 from rwkvseg.data.paths import dataset_dir, samples_dir
 
 IMAGE_RE = re.compile(r"^(ISIC_\d{7})\.(?:jpe?g|png)$", re.IGNORECASE)
 MASK_RE = re.compile(r"^(ISIC_\d{7})_segmentation\.png$", re.IGNORECASE)
 MASK_VALUES = (0, 255)
-IMAGE_SIZE = (256, 256)          # (H, W) of the shared ISIC 2018 data and of the papers' training
+IMAGE_SIZE = (256, 256)          # (H, W) of the papers' training (and of the resized copy read here)
 LAYOUT = ("expected ISIC_XXXXXXX.jpg images with ISIC_XXXXXXX_segmentation.png masks, in one folder "
           "or in two sibling folders (e.g. images/ and masks/)")
 
@@ -60,14 +65,24 @@ class IsicScan:
         return [p.id for p in self.pairs]
 
 
-def _matches(folder: Path, pattern: re.Pattern) -> dict[str, Path]:
-    """{id: path} of the files in `folder` whose name matches `pattern`."""
-    out = {}
-    for entry in os.scandir(folder):
+def _matches(folder: Path, pattern: re.Pattern) -> tuple[dict[str, Path], list[DataError]]:
+    """{id: path} of the entries in `folder` whose name matches `pattern` (a named pipe or device
+    too: reading it is refused by name), and one DataError per id that two files claim (ids are
+    compared ignoring case and extension)."""
+    found: dict[str, Path] = {}
+    clashes = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         m = pattern.match(entry.name)
-        if m and entry.is_file():
-            out[m.group(1).upper()] = Path(entry.path)
-    return out
+        if not m:
+            continue
+        key = m.group(1).upper()
+        if key in found:
+            clashes.append(DataError(found[key], f"two files for the id {key}: {found[key].name} and {entry.name} "
+                                                 "(ids are compared ignoring case and extension)",
+                                     hint="keep one of them: which one is meant cannot be guessed"))
+        else:
+            found[key] = Path(entry.path)
+    return found, clashes
 
 
 def _locate(folder: Path, split: str | None) -> tuple[Path, Path]:
@@ -75,8 +90,8 @@ def _locate(folder: Path, split: str | None) -> tuple[Path, Path]:
     candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
     if split is not None:
         candidates = [p for p in candidates if p == folder or split.lower() in p.name.lower()]
-    image_dirs = [p for p in candidates if _matches(p, IMAGE_RE)]
-    mask_dirs = [p for p in candidates if _matches(p, MASK_RE)]
+    image_dirs = [p for p in candidates if _matches(p, IMAGE_RE)[0]]
+    mask_dirs = [p for p in candidates if _matches(p, MASK_RE)[0]]
     if not image_dirs or not mask_dirs:
         found = "no images" if not image_dirs else "no masks"
         raise DataNotFoundError(folder, f"{found} found here or in its sub-folders", hint=LAYOUT)
@@ -116,10 +131,15 @@ def _scan(folder, *, split, images_dir, masks_dir, on_error) -> IsicScan:
         images_dir, masks_dir = _locate(folder, split)
     else:
         raise ValueError("give folder=, or both images_dir= and masks_dir=")
-    images, masks = _matches(images_dir, IMAGE_RE), _matches(masks_dir, MASK_RE)
+    (images, image_clashes), (masks, mask_clashes) = _matches(images_dir, IMAGE_RE), _matches(masks_dir, MASK_RE)
     skipped = SkipLog()
-    problems = [DataError(images[i], f"image has no mask (expected {masks_dir / f'{i}_segmentation.png'})")
-                for i in sorted(images.keys() - masks.keys())]
+    problems = image_clashes + mask_clashes
+    for clash in problems:                                # a clashing id is left out whole (skip mode)
+        key = IMAGE_RE.match(Path(clash.path).name) or MASK_RE.match(Path(clash.path).name)
+        images.pop(key.group(1).upper(), None)
+        masks.pop(key.group(1).upper(), None)
+    problems += [DataError(images[i], f"image has no mask (expected {masks_dir / f'{i}_segmentation.png'})")
+                 for i in sorted(images.keys() - masks.keys())]
     problems += [DataError(masks[i], f"mask has no image (expected {images_dir / f'{i}.jpg'})")
                  for i in sorted(masks.keys() - images.keys())]
     for problem in problems:
@@ -132,31 +152,29 @@ def _scan(folder, *, split, images_dir, masks_dir, on_error) -> IsicScan:
     return IsicScan(pairs=pairs, images_dir=images_dir, masks_dir=masks_dir, skipped=skipped)
 
 
-def _read(path: Path, what: str) -> Image.Image:
-    """Decode a whole image file (PIL decodes lazily: load() is where truncation shows)."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(path, f"cannot decode the {what} ({e})",
-                        hint="the file is corrupt or truncated: download or export it again") from None
-
-
 def decode_pair(image: Image.Image, mask: Image.Image, *, image_name: str, mask_name: str,
-                size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                size: tuple[int, int] | None = None, stored_size: tuple[int, int] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Check and convert one decoded pair: image (3, H, W) uint8 RGB, mask (H, W) uint8 {0, 1}.
 
     `size` (H, W) resizes both: the image bilinearly (PIL, antialiased when shrinking), the mask
-    with nearest neighbour, so it stays binary.
+    with nearest neighbour, so it stays binary. `stored_size` (W, H): the image's size in its file,
+    when it was decoded at a reduced scale (the mask must match that; without `size` it is then
+    resized to the decoded image). Images of more than 8 bits are refused here: files read by
+    rwkvseg.data.files.read_image arrive scaled.
     """
     if mask.mode not in ("L", "1"):
         raise DataError(mask_name, f"mask has PIL mode {mask.mode!r}, expected 8-bit grey ('L')",
                         hint="save masks as single-channel PNG with values 0 and 255")
-    if mask.size != image.size:
+    stored = stored_size or image.size
+    if mask.size != stored:
         raise DataError(mask_name, f"mask is {mask.size[0]}x{mask.size[1]} (WxH) but its image "
-                                   f"{Path(image_name).name} is {image.size[0]}x{image.size[1]}",
+                                   f"{Path(image_name).name} is {stored[0]}x{stored[1]}",
                         hint="a mask must have the size of its image")
+    if image.mode in ("I", "F") or image.mode.startswith("I;"):
+        raise DataError(image_name, f"image has PIL mode {image.mode!r} (more than 8 bits per pixel)",
+                        hint="read it with rwkvseg.data.files.read_image(path, mode='RGB'), which scales 16-bit "
+                             "images to 8 bits")
     mask = mask.convert("L")
     values = np.flatnonzero(np.bincount(np.asarray(mask).ravel(), minlength=256))
     outside = sorted(set(values.tolist()) - set(MASK_VALUES))
@@ -168,21 +186,31 @@ def decode_pair(image: Image.Image, mask: Image.Image, *, image_name: str, mask_
     image = image.convert("RGB")
     if size is not None and image.size != (size[1], size[0]):
         image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        mask = mask.resize((size[1], size[0]), Image.Resampling.NEAREST)
+    target = image.size if size is None else (size[1], size[0])
+    if mask.size != target:
+        mask = mask.resize(target, Image.Resampling.NEAREST)
     image_chw = np.asarray(image).transpose(2, 0, 1)                      # (H, W, 3) -> (3, H, W)
     return np.ascontiguousarray(image_chw), (np.asarray(mask) == 255).astype(np.uint8)
 
 
 def read_isic_pair(pair: IsicPair, *, size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Image (3, H, W) uint8 and mask (H, W) uint8 {0, 1} of one pair, checked."""
-    image = _read(pair.image, "image")
-    mask = _read(pair.mask, "mask")
-    return decode_pair(image, mask, image_name=str(pair.image), mask_name=str(pair.mask), size=size)
+    image, mask, _ = _read_pair(pair, size)
+    return image, mask
+
+
+def _read_pair(pair: IsicPair, size) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """read_isic_pair, and the notes of the image's reading (16-bit scaled, decoded at a reduced scale)."""
+    image = read_image(pair.image, "image", mode="RGB")
+    mask = read_image(pair.mask, "mask")
+    arrays = decode_pair(image.image, mask.image, image_name=str(pair.image), mask_name=str(pair.mask), size=size,
+                         stored_size=image.size)
+    return (*arrays, image.notes)
 
 
 def _try_read(pair: IsicPair, size):
     try:
-        return read_isic_pair(pair, size=size)
+        return _read_pair(pair, size)
     except DataError as e:
         return e
 
@@ -210,7 +238,7 @@ def load_isic(source: str | Path | IsicScan, *, ids: Sequence[str] | None = None
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:                 # PIL decodes without the GIL
         results = list(pool.map(lambda p: _try_read(p, size), pairs))
-    kept_images, kept_masks, kept_ids = [], [], []
+    kept_images, kept_masks, kept_ids, notes = [], [], [], []
     for pair, result in zip(pairs, results):
         if isinstance(result, DataError):
             if on_error == "raise":
@@ -220,6 +248,7 @@ def load_isic(source: str | Path | IsicScan, *, ids: Sequence[str] | None = None
         kept_images.append(result[0])
         kept_masks.append(result[1])
         kept_ids.append(pair.id)
+        notes += [(str(pair.image), note) for note in result[2]]
     if not kept_ids:
         raise DataError(scan.images_dir, "no readable pair left", hint=skipped.summary())
     shapes = {m.shape for m in kept_masks}
@@ -227,25 +256,22 @@ def load_isic(source: str | Path | IsicScan, *, ids: Sequence[str] | None = None
         raise DataError(scan.images_dir, f"images have different sizes, e.g. {sorted(shapes)[:2]} (H, W)",
                         hint="pass size=(256, 256) to resize them while loading")
     skipped.warn(f"load_isic({scan.images_dir.parent})")
+    warn_notes(f"load_isic({scan.images_dir.parent})", notes)
     meta = {
         "dataset": dataset, "num_classes": 2, "classes": ["background", "lesion"],
         "mask_values": "file 0 -> 0, 255 -> 1", "size": list(kept_masks[0].shape),
         "resize": None if size is None else "image: PIL bilinear (antialiased); mask: nearest",
         "images_dir": str(scan.images_dir), "masks_dir": str(scan.masks_dir),
-        "skipped": skipped.to_list(),
+        "skipped": skipped.to_list(), "notes": [list(n) for n in notes],
     }
     return SegCache(images=np.stack(kept_images), masks=np.stack(kept_masks), ids=tuple(kept_ids), meta=meta)
 
 
 def _read_mask_checked(pair: IsicPair) -> np.ndarray:
     """The mask of a pair as (H, W) {0, 1}, checked against its image's size (read from the header only)."""
-    try:
-        with Image.open(pair.image) as im:
-            image_size = im.size
-    except (OSError, SyntaxError) as e:
-        raise DataError(pair.image, f"cannot read the image header ({e})", hint="the file is corrupt") from None
-    mask = _read(pair.mask, "mask")
-    return decode_pair(Image.new("1", image_size), mask, image_name=str(pair.image), mask_name=str(pair.mask))[1]
+    stored = image_size(pair.image, "image")
+    mask = read_image(pair.mask, "mask").image
+    return decode_pair(Image.new("1", stored), mask, image_name=str(pair.image), mask_name=str(pair.mask))[1]
 
 
 def load_isic_masks(source: str | Path | IsicScan, *, ids: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:

@@ -1,8 +1,10 @@
 """Where the data live: one data root holding `isic2018/` and `acdc/`.
 
-The root is, in order: the `root` argument, the environment variable RWKVSEG_DATA, or the first
-`shared/data` folder found walking up from the current directory and from the package's folder
-(a developer checkout sits beside `shared/`). The shipped ISIC 2018 samples live in the package.
+The root is, in order: the `root` argument (DATA_DIR in the book, `--data_dir` on the command
+line), the environment variable RWKVSEG_DATA, or the default folder `~/rwkvseg-data` when it
+exists. Nothing else is searched. Without a root, quick mode runs on the ISIC 2018 sample pairs
+shipped inside the package (`samples_dir()`) and on synthetic cardiac slices; full mode needs the
+data and says what to download (`MISSING_DATA`).
 """
 from __future__ import annotations
 
@@ -12,32 +14,34 @@ from pathlib import Path
 from rwkvseg.data.errors import DataNotFoundError
 
 ENV_VAR = "RWKVSEG_DATA"
+DEFAULT_ROOT = Path("~/rwkvseg-data")
 DATASETS = ("isic2018", "acdc")
 LAYOUT = (
     "expected a data root holding\n"
     "  isic2018/images/ISIC_XXXXXXX.jpg  and  isic2018/masks/ISIC_XXXXXXX_segmentation.png\n"
     "  acdc/data/patientXXX_frameYY[_slice_N].h5  and  acdc/{train,val,test}.list\n"
-    f"pass it as an argument (DATA_DIR in the book) or set {ENV_VAR}=/path/to/root"
+    "  (or the official NIfTI release: acdc/training/patientXXX/patientXXX_frameYY[_gt].nii.gz)\n"
+    f"pass it as an argument (DATA_DIR in the book, --data_dir on the command line), set {ENV_VAR}=/path/to/root, "
+    f"or put it at {DEFAULT_ROOT}"
+)
+MISSING_DATA = (
+    "full mode trains on the real data, which this package does not ship. Download\n"
+    "  ISIC 2018: the 'ISIC 2018 Challenge, Task 1: Lesion Boundary Segmentation' training images and\n"
+    "    ground truth (ISIC Challenge data page, challenge.isic-archive.com/data); put the images in\n"
+    "    isic2018/images/ and the *_segmentation.png masks in isic2018/masks/\n"
+    "  ACDC: the 'Automated Cardiac Diagnosis Challenge' training set (the ACDC challenge page of the\n"
+    "    Creatis lab, Universite de Lyon, human-heart-project.creatis.insa-lyon.fr); the slices preprocessed\n"
+    "    as HDF5 files by the SSL4MIS project go in acdc/data/ with its train.list, val.list and test.list\n"
+    + LAYOUT + "\n"
+    "quick mode (MODE='quick', or RWKVSEG_MODE=quick) runs without any of it, on the shipped samples"
 )
 
 
-def _looks_like_root(path: Path) -> bool:
-    return any((path / name).is_dir() for name in DATASETS)
-
-
-def _search_upward(start: Path) -> Path | None:
-    for folder in (start, *start.parents):
-        candidate = folder / "shared" / "data"
-        if candidate.is_dir() and _looks_like_root(candidate):
-            return candidate
-    return None
-
-
 def find_data_root(root: str | Path | None = None, *, required: bool = True) -> Path | None:
-    """The data root (argument, then $RWKVSEG_DATA, then an upward search for shared/data).
+    """The data root: `root`, else $RWKVSEG_DATA, else ~/rwkvseg-data if it exists.
 
     With required=False a missing root returns None (quick mode then uses the shipped samples);
-    a root that is given explicitly but does not exist is always an error.
+    a root that is named explicitly (argument or variable) but does not exist is always an error.
     """
     if root is not None:
         path = Path(root).expanduser()
@@ -50,13 +54,12 @@ def find_data_root(root: str | Path | None = None, *, required: bool = True) -> 
         if not path.is_dir():
             raise DataNotFoundError(path, f"{ENV_VAR} points to a folder that does not exist", hint=LAYOUT)
         return path
-    for start in (Path.cwd(), Path(__file__).resolve().parent):
-        found = _search_upward(start)
-        if found is not None:
-            return found
+    default = DEFAULT_ROOT.expanduser()
+    if default.is_dir():
+        return default
     if required:
-        raise DataNotFoundError(Path.cwd(), "no data root found (searched upward for shared/data)",
-                                hint=LAYOUT)
+        raise DataNotFoundError(default, "no data root given and the default folder does not exist",
+                                hint=MISSING_DATA)
     return None
 
 
@@ -69,7 +72,16 @@ def dataset_dir(name: str, root: str | Path | None = None) -> Path:
         return base / name
     if base.name == name:
         return base
-    raise DataNotFoundError(base / name, f"no {name}/ folder in the data root", hint=LAYOUT)
+    raise DataNotFoundError(base / name, f"no {name}/ folder in the data root", hint=MISSING_DATA)
+
+
+def has_dataset(name: str, root: str | Path | None = None) -> bool:
+    """True when `dataset_dir(name, root)` would find the folder (never raises)."""
+    try:
+        dataset_dir(name, root)
+    except (DataNotFoundError, ValueError):
+        return False
+    return True
 
 
 def samples_dir() -> Path:

@@ -1,6 +1,6 @@
 """Train / validation / test splits: committed ID lists, their hashes, and how they were made.
 
-    split_ids("isic2018", "7-3_seed0", "train")    1816 ISIC ids   (protocols.md §1, the default)
+    split_ids("isic2018", "7-3_seed0", "train")    1816 ISIC ids   (MS-RWKV-UNet / VM-UNet 7:3, the default)
     split_ids("isic2018", "7-3_seed0", "test")     778
     split_ids("isic2018", "7-3_seed0", "train-sub") / "val"   1634 / 182: 10 % of train held out
     split_ids("isic2018", "8-1-1_seed1", "test")   RWKV-UNet-style 8:1:1 option, any seed
@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rwkvseg.data.errors import DataError, DataNotFoundError
+from rwkvseg.data.files import read_text
 
 SPLITS_DIR = Path(__file__).resolve().parent.parent / "splits"
 DEFAULT_SPLIT = {"isic2018": "7-3_seed0", "acdc": "ssl4mis"}
@@ -40,7 +41,7 @@ def read_split_file(path: str | Path) -> list[str]:
     if not path.is_file():
         raise DataNotFoundError(path, "split list does not exist",
                                 hint=f"the committed lists are in {SPLITS_DIR}")
-    ids = path.read_text().splitlines()
+    ids = read_text(path, "split list").splitlines()
     if any(not i.strip() or i != i.strip() for i in ids):
         raise DataError(path, "blank line or stray spaces in a split list (one id per line expected)")
     if len(set(ids)) != len(ids):
@@ -83,7 +84,7 @@ def make_isic2018_8_1_1(ids: Sequence[str], *, seed: int) -> dict[str, list[str]
 
 def acdc_authors_split() -> dict[str, list[str]]:
     """RWKV-UNet's code split of the 100 ACDC patients: test 001-020, val 021-030, train 031-100
-    (ED and ES frames: 140 / 20 / 40 volumes). Not the shared SSL4MIS split: results differ."""
+    (ED and ES frames: 140 / 20 / 40 volumes). Not the SSL4MIS split: results differ."""
     def volumes(first: int, last: int) -> list[str]:
         return [f"patient{p:03d}_frame{f:02d}" for p in range(first, last + 1) for f in (1, 2)]
 

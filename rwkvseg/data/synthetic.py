@@ -3,8 +3,8 @@
 Each slice is a short-axis caricature with ACDC's four labels: a bright LV cavity (3, an ellipse),
 the dark myocardium around it (2, a ring of varying thickness), a bright RV crescent beside it
 (1: a larger ellipse minus the dilated LV and Myo), on a smooth textured background with a body
-outline, blurred and with Gaussian noise; intensities min-max normalised to [0, 1] like the
-shared data. A volume shrinks the heart from base to apex; the RV disappears near the apex.
+outline, blurred and with Gaussian noise; intensities min-max normalised to [0, 1] per volume
+like the SSL4MIS preprocessing. A volume shrinks the heart from base to apex; the RV disappears near the apex.
 """
 from __future__ import annotations
 

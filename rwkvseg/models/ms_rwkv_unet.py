@@ -1,7 +1,7 @@
 """MS-RWKV-UNet (Jiang, Ji, Fang; Wuhan Univ. J. Nat. Sci. 2026), on the VM-UNet skeleton.
 
 No public code exists: the paper is the whole specification, and every macro-architecture
-decision below is ours (spec ms-rwkv.md §2.1-2.2, VM-UNet being the paper's baseline and frame).
+decision below is ours, on the frame of VM-UNet (the paper's baseline; MS-RWKV Sec. 2, Fig. 1a).
 Data flow for an input of side H x W (both divisible by 32, square or not):
 
     patch embed 4x4/4 + LN         (H/4, c)   = e1
@@ -21,7 +21,7 @@ Every stage is a stack of MS-RWKV blocks on channels-last maps (B, H, W, C):
     x2 = x1 + DropPath(MultiHeadScan(x1))                 (Eq. 11-14: LN, heads, scans, LN, Proj)
     x3 = x2 + DropPath(ChannelMix(LN(x2)))                (Eq. 7-9 with P-Shift)
 
-Ablations of the paper as config overrides (spec ms-rwkv.md §3):
+Ablations of the paper as config overrides:
     Table 3  heads=3 (padding on) / padding=False (4 heads)
     Table 4  shift='uni_shift' / 'q_shift' (the paper's "Quad-shift") / 'p_shift'
     Table 5  faa=False removes the module before the block (the FFN / GhostNetV2 rows are not built)
@@ -30,9 +30,9 @@ Ablations of the paper as config overrides (spec ms-rwkv.md §3):
 Counts (tests pin them; MACs = conv + linear via torch.utils.flop_counter / 2, WKV not counted):
     ms_rwkv_unet, 256 x 256, 3 channels, 1 class: 61,176,073 parameters, 11.31 GMACs
     ms_rwkv_unet, 224 x 224, 1 channel, 4 classes: 61,173,076 parameters, 8.65 GMACs
-(11.34 / 8.68 before the heads were batched, which stopped projecting the padding slots: k, v, r
-of the pad token once per head instead of once per slot, o not at all, as the unscan drops it.)
-The paper reports neither; most of the weight sits in the 8c = 768-wide stages (channel mix 4x).
+(k, v, r of the pad token are projected once per head, not once per padding slot, and the unscan
+drops the padding slots before the output projection.) The paper reports neither; most of the
+weight sits in the 8c = 768-wide stages (channel mix 4x). Exact counts: book appendix, *Derivations*.
 Differences from VM-UNet besides the block: ``in_chans`` is embedded directly (VM-UNet repeats
 a grey channel to 3); logits out instead of VM-UNet's in-model sigmoid.
 """
@@ -40,17 +40,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import torch
 import torch.nn as nn
 from torch import Tensor
 
 from rwkvseg.faa import FAA
-from rwkvseg.ir import DropPath
+from rwkvseg.layers import DropPath, PatchMerging, check_image, drop_path_rates
 from rwkvseg.models.registry import register_model
 from rwkvseg.multihead import MultiHeadScan
-from rwkvseg.time_mix import ChannelMix
+from rwkvseg.time_mix import RWKV4ChannelMix
 
-__all__ = ["MSRWKVUNetConfig", "MSRWKVBlock", "MSRWKVUNet", "PatchMerging", "PatchExpand", "FinalExpand"]
+__all__ = ["MSRWKVUNetConfig", "MSRWKVBlock", "MSRWKVUNet", "PatchExpand", "FinalExpand"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -58,7 +57,7 @@ __all__ = ["MSRWKVUNetConfig", "MSRWKVBlock", "MSRWKVUNet", "PatchMerging", "Pat
 # ----------------------------------------------------------------------------------------------
 
 class MSRWKVBlock(nn.Module):
-    """FAA -> multi-head scan time mix -> channel mix (spec ms-rwkv.md §2.2).
+    """FAA -> multi-head scan time mix -> channel mix (MS-RWKV Fig. 1b).
 
     (B, H, W, C) -> (B, H, W, C). ``block_index`` rotates the heads' scan directions.
     """
@@ -71,7 +70,7 @@ class MSRWKVBlock(nn.Module):
         self.scan = MultiHeadScan(dim=dim, heads=heads, pad=padding, pad_token=pad_token, shift=shift,
                                   block_index=block_index, decay_init=decay_init, backend=backend)
         self.norm = nn.LayerNorm(dim)
-        self.channel_mix = ChannelMix(dim=dim, hidden_ratio=mlp_ratio, shift=shift)
+        self.channel_mix = RWKV4ChannelMix(dim=dim, hidden_ratio=mlp_ratio, shift=shift)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -85,19 +84,6 @@ class MSRWKVBlock(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # VM-UNet's resolution changes (channels-last)
 # ----------------------------------------------------------------------------------------------
-
-class PatchMerging(nn.Module):
-    """2x2 neighbourhoods -> 4C, LayerNorm, Linear 4C -> 2C (no bias). (B, H, W, C) -> (B, H/2, W/2, 2C)."""
-
-    def __init__(self, *, dim: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(4 * dim)
-        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
-        return self.reduction(self.norm(x))                                        # (B, H/2, W/2, 2C)
-
 
 def _depth_to_space(x: Tensor, scale: int) -> Tensor:
     """(B, H, W, s*s*C) -> (B, s*H, s*W, C): channel blocks (p1, p2, c) become sub-pixels."""
@@ -139,7 +125,7 @@ class FinalExpand(nn.Module):
 
 @dataclass(frozen=True)
 class MSRWKVUNetConfig:
-    """One MS-RWKV-UNet variant (spec ms-rwkv.md §2)."""
+    """One MS-RWKV-UNet variant (MS-RWKV Sec. 2; every [choose] is ours)."""
 
     in_chans: int = 3                               # [choose] embedded directly (VM-UNet repeats 1 -> 3)
     num_classes: int = 1                            # [choose] binary ISIC: 1 logit
@@ -153,7 +139,7 @@ class MSRWKVUNetConfig:
     faa: bool = True                                # [paper] Eq. 10, Tables 5-6
     faa_expansion: int = 2                          # [choose] r, GhostNetV2-like
     faa_kernels: tuple[int, int, int, int] = (3, 5, 7, 9)       # [choose] MCM asymmetric kernels
-    decay_init: tuple[float, float] = (-5.0, 3.0)   # [choose] theta range, w = exp(theta) (spec §2 table)
+    decay_init: tuple[float, float] = (-5.0, 3.0)   # [choose] theta range, w = exp(theta)
     mlp_ratio: int = 4                              # [choose] channel-mix hidden 4C (RWKV)
     drop_path_rate: float = 0.2                     # [choose] VM-UNet
     rotate_scans: bool = True                       # [paper] "consecutive modules integrate various scanning approaches"
@@ -170,11 +156,6 @@ class MSRWKVUNetConfig:
                 raise ValueError(f"MSRWKVUNetConfig.{name} needs 4 entries, got {getattr(self, name)!r}")
 
 
-def _linspace(start: float, stop: float, n: int) -> list[float]:
-    """n evenly spaced floats (stochastic-depth rates), without a tensor (works under a meta device)."""
-    return [start + (stop - start) * i / (n - 1) for i in range(n)] if n > 1 else [start] * n
-
-
 class MSRWKVUNet(nn.Module):
     """MS-RWKV-UNet on the VM-UNet skeleton. forward(x (B, in_chans, H, W)) -> logits
     (B, num_classes, H, W); H and W divisible by 32 (patch 4, three 2x merges)."""
@@ -185,9 +166,9 @@ class MSRWKVUNet(nn.Module):
         cfg, c = config, config.embed_dim
         widths = (c, 2 * c, 4 * c, 8 * c)
         n_enc = sum(cfg.depths)
-        enc_rates = _linspace(0.0, cfg.drop_path_rate, n_enc)
+        enc_rates = drop_path_rates(cfg.drop_path_rate, n_enc)
         n_dec = sum(cfg.decoder_depths)
-        dec_rates = _linspace(0.0, cfg.drop_path_rate, n_dec)[::-1]                # reversed
+        dec_rates = drop_path_rates(cfg.drop_path_rate, n_dec)[::-1]               # reversed
 
         def stage(dim: int, depth: int, rates: list[float]) -> nn.Sequential:
             return nn.Sequential(*(
@@ -224,13 +205,8 @@ class MSRWKVUNet(nn.Module):
         self.head = nn.Conv2d(c // 4, cfg.num_classes, kernel_size=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        B, C, H, W = x.shape
-        if C != self.config.in_chans:
-            raise ValueError(f"MSRWKVUNet(in_chans={self.config.in_chans}) received {C} channels; "
-                             f"build it with in_chans={C} or convert the input")
-        if H % 32 or W % 32:
-            raise ValueError(f"MSRWKVUNet needs H and W divisible by 32 (patch 4, three merges), got "
-                             f"{H} x {W}: pad or resize to {-(-H // 32) * 32} x {-(-W // 32) * 32}")
+        x = check_image(x, model="MS-RWKV-UNet", in_chans=self.config.in_chans, multiple=32,
+                        why="patch 4, three merges")
         e1 = self.embed_norm(self.patch_embed(x).permute(0, 2, 3, 1))             # (B, H/4, W/4, c)
         e2 = self.merge1(self.enc1(e1))                                            # (B, H/8, W/8, 2c)
         e3 = self.merge2(self.enc2(e2))                                            # (B, H/16, W/16, 4c)
@@ -253,7 +229,7 @@ class MSRWKVUNet(nn.Module):
 
 MS_RWKV_UNET = MSRWKVUNetConfig()
 # decay_init tops out at w = 1 so the torch WKV path on a CPU keeps long chunks (its chunk length is
-# ~30 / max w: the full init's w = e^3 makes it step token by token); the spec init is tested per block.
+# ~30 / max w: the full init's w = e^3 makes it step token by token); the full init is tested per block.
 MS_RWKV_UNET_TEST = MSRWKVUNetConfig(embed_dim=16, depths=(1, 1, 1, 1), decoder_depths=(1, 1, 1, 1),
                                      faa_expansion=1, drop_path_rate=0.0, decay_init=(-5.0, 0.0))
 

@@ -1,8 +1,9 @@
 """RWKV-SSS, the stage-scan network of an unfinished draft. EXPERIMENTAL, FOLLOWS AN UNFINISHED DRAFT.
 
-Source: ../shared/papers/rwkv-sss-draft-zh.txt (Ningxia University; unfinished, in Chinese).
-The draft fixes the stem, the global/local window sides and their stage schedule; nearly
-everything else is our reading (spec rwkv-sss.md §2-3, every [choose] there). No code of the
+Source: the RWKV-SSS draft, a Stage Scan Segmentation network on Vision-RWKV (Ningxia University;
+unfinished, in Chinese).
+The draft fixes the stem (Sec. III-A), the global/local window sides and their stage schedule
+(Sec. III-B, Eq. 1-7); nearly everything else is our reading (every [choose] below). No code of the
 draft exists anywhere; this is built from rwkvseg's own scans, shifts and Bi-WKV.
 
 Data flow for an input of side H x W (both divisible by 32):
@@ -23,13 +24,13 @@ Windows (draft Eq. 1-7): w_g = 8 at every stage, w_l(i) = w_g / kappa(i), kappa 
 i <= i* = 2 and 2 after (w_l = 2, 2, 4, 4). "Window" is read as
     reading A (default): one Bi-WKV over all H_i W_i tokens in window-major order
                          (rwkvseg.scan.WindowScan), T = H_i W_i;
-    reading C (``reading='C'``, the draft's "low-resolution WKV"): each window average-pooled to
+    reading C (``reading='C'``, the draft's "low-resolution WKV", Sec. III-C): each window average-pooled to
                          one token, Bi-WKV over the G_i^2 window tokens, nearest upsampling back.
 Maps whose side is not a multiple of the window get partial border windows (WindowScan's rule;
-ceil-mode pooling in reading C). The "Dynamic Q-shift" is Q-shift with 3/8 of the channels from
+ceil-mode pooling in reading C). The "Dynamic Q-shift" (Sec. III-D) is Q-shift with 3/8 of the channels from
 each off-path neighbour and 1/8 from each on-path one (rwkvseg.shift.DynamicQShift);
 ``shift='q_shift'`` is the ablation. The decoder is RWKV-UNet's c -> d -> c up-block (the draft's
-"dynamic upsampling" is not defined).
+"dynamic upsampling", Sec. III-E, is not defined).
 
 Counts (tests pin them; MACs = conv + linear via torch.utils.flop_counter / 2, WKV not counted):
     rwkv_sss, 256 x 256, 3 channels, 1 class: 13,552,066 parameters, 2.83 GMACs
@@ -41,22 +42,15 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
-from rwkvseg.ir import CNA, DropPath
-from rwkvseg.models.ms_rwkv_unet import PatchMerging, _linspace
+from rwkvseg.layers import (CNA, DropPath, PatchMerging, UpBlock, check_image, drop_path_rates, map_to_tokens,
+                            tokens_to_map)
 from rwkvseg.models.registry import register_model
-from rwkvseg.models.rwkv_unet import UpBlock
 from rwkvseg.scan import ScanOrder, WindowScan
-from rwkvseg.shift import make_shift
-from rwkvseg.spatial_mix import ChannelMix, SpatialMix, map_to_tokens, tokens_to_map
-from rwkvseg.wkv import bi_wkv
+from rwkvseg.spatial_mix import RoutedSpatialMix, VRWKVChannelMix
 
-__all__ = ["RWKVSSSConfig", "RWKVSSS", "RoutedSpatialMix", "SSSBlock", "SSSStem", "window_sides"]
-
-EXPERIMENTAL = "experimental, follows an unfinished draft"
-
+__all__ = ["RWKVSSSConfig", "RWKVSSS", "SSSBlock", "SSSStem", "window_sides"]
 
 def window_sides(stage: int, *, global_window: int = 8, kappa: tuple[int, int] = (4, 2),
                  switch_stage: int = 2) -> tuple[int, int]:
@@ -68,62 +62,8 @@ def window_sides(stage: int, *, global_window: int = 8, kappa: tuple[int, int] =
     return global_window, global_window // k
 
 
-class RoutedSpatialMix(SpatialMix):
-    """Vision-RWKV's spatial mix (rwkvseg.spatial_mix.SpatialMix, same parameters and init) whose
-    Bi-WKV runs along a scan route instead of raster order (experimental, follows an unfinished
-    draft).
-
-    reading 'A': K and V are gathered along ``order`` (T = H W), the Bi-WKV output is put back.
-    reading 'C': K and V are average-pooled per ``order.window`` window (ceil mode), the Bi-WKV
-    runs over the windows in raster order (T = G_h G_w) and its output is upsampled (nearest).
-    The shift ('q_shift' or 'dynamic_q_shift', whose shares follow ``order``) replaces Q-shift.
-    Vision-RWKV divides w and u by the T of the call, so T differs between the readings.
-    forward(x (B, N, C), hw) -> (B, N, C).
-    """
-
-    def __init__(self, *, dim: int, order: ScanOrder, reading: str = "A", shift: str = "dynamic_q_shift",
-                 backend: str = "auto") -> None:
-        super().__init__(dim=dim, key_norm=True, backend=backend)
-        if reading not in ("A", "C"):
-            raise ValueError(f"reading must be 'A' (window-major route) or 'C' (window as token), got {reading!r}")
-        if reading == "C" and not isinstance(order, WindowScan):
-            raise ValueError(f"reading 'C' pools windows: pass a WindowScan order, got {order!r}")
-        self.order, self.reading = order, reading
-        self.shift = make_shift(shift, channels=dim, order=order)
-
-    def _wkv(self, k: Tensor, v: Tensor, hw: tuple[int, int]) -> Tensor:
-        H, W = hw
-        kv = tokens_to_map(torch.cat([k, v], dim=-1), hw)                          # (B, 2C, H, W)
-        if self.reading == "A":
-            seq = self.order.scan(kv)                                               # (B, T, 2C)
-            ks, vs = seq.chunk(2, dim=-1)
-            T = seq.shape[1]
-            y = bi_wkv(self.spatial_decay / T, self.spatial_first / T, ks, vs, backend=self.backend)
-            return map_to_tokens(self.order.unscan(y, H, W))                       # (B, N, C)
-        s = self.order.window
-        pooled = F.avg_pool2d(kv, s, stride=s, ceil_mode=True)                     # (B, 2C, Gh, Gw)
-        ks, vs = map_to_tokens(pooled).chunk(2, dim=-1)                            # (B, Gh*Gw, C)
-        T = ks.shape[1]
-        y = bi_wkv(self.spatial_decay / T, self.spatial_first / T, ks, vs, backend=self.backend)
-        y = tokens_to_map(y, pooled.shape[-2:])                                    # (B, C, Gh, Gw)
-        y = y.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)[:, :, :H, :W]
-        return map_to_tokens(y)                                                    # (B, N, C)
-
-    def forward(self, x: Tensor, hw: tuple[int, int]) -> Tensor:
-        xs = map_to_tokens(self.shift(tokens_to_map(x, hw)))                       # (B, N, C)
-        xk = x * self.mu_k + xs * (1 - self.mu_k)
-        xv = x * self.mu_v + xs * (1 - self.mu_v)
-        xr = x * self.mu_r + xs * (1 - self.mu_r)
-        k, v, r = self.key(xk), self.value(xv), self.receptance(xr)
-        y = self.key_norm(self._wkv(k, v, hw))
-        return self.output(torch.sigmoid(r) * y)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, order={self.order!r}, reading={self.reading!r}"
-
-
 class SSSBlock(nn.Module):
-    """Global branch, local branch, channel mix; pre-norm residuals (spec rwkv-sss.md §3).
+    """Global branch, local branch, channel mix; pre-norm residuals (draft Sec. III-B [choose]).
     Experimental, follows an unfinished draft. forward(x (B, N, C), hw) -> (B, N, C)."""
 
     def __init__(self, *, dim: int, global_order: ScanOrder, local_order: ScanOrder, reading: str,
@@ -132,7 +72,7 @@ class SSSBlock(nn.Module):
         self.norm_g, self.norm_l, self.norm_c = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.global_mix = RoutedSpatialMix(dim=dim, order=global_order, reading=reading, shift=shift, backend=backend)
         self.local_mix = RoutedSpatialMix(dim=dim, order=local_order, reading=reading, shift=shift, backend=backend)
-        self.channel_mix = ChannelMix(dim=dim, hidden_dim=mlp_ratio * dim)
+        self.channel_mix = VRWKVChannelMix(dim=dim, hidden_dim=mlp_ratio * dim)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor, hw: tuple[int, int]) -> Tensor:
@@ -162,7 +102,7 @@ class SSSStem(nn.Module):
 
 @dataclass(frozen=True)
 class RWKVSSSConfig:
-    """RWKV-SSS (experimental, follows an unfinished draft; spec rwkv-sss.md)."""
+    """RWKV-SSS (experimental, follows an unfinished draft)."""
 
     in_chans: int = 1                                    # [paper] draft: 256 x 256 x 1 (ACDC); 3 for ISIC
     num_classes: int = 4                                 # [choose] ACDC: background + RV, Myo, LV
@@ -197,7 +137,7 @@ class RWKVSSS(nn.Module):
         super().__init__()
         self.config = cfg = config
         c1, c2, c3, c4 = cfg.widths
-        rates = _linspace(0.0, cfg.drop_path_rate, sum(cfg.depths))
+        rates = drop_path_rates(cfg.drop_path_rate, sum(cfg.depths))
 
         def stage(i: int) -> nn.ModuleList:
             wg, wl = window_sides(i, global_window=cfg.global_window, kappa=cfg.kappa,
@@ -239,13 +179,8 @@ class RWKVSSS(nn.Module):
         return merge(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)                    # (B, 2C, H/2, W/2)
 
     def forward(self, x: Tensor) -> Tensor:
-        B, C, H, W = x.shape
-        if C != self.config.in_chans:
-            raise ValueError(f"RWKVSSS(in_chans={self.config.in_chans}) received {C} channels; "
-                             f"build it with in_chans={C}")
-        if H % 32 or W % 32:
-            raise ValueError(f"RWKVSSS needs H and W divisible by 32 (stem 4, three merges), got {H} x {W}: "
-                             f"pad or resize to {-(-H // 32) * 32} x {-(-W // 32) * 32}")
+        x = check_image(x, model="RWKV-SSS", in_chans=self.config.in_chans, multiple=32,
+                        why="stem 4, three merges")
         s1 = self._run(self.stage1, self.stem(x))                                  # (B, C1, H/4, W/4)
         s2 = self._run(self.stage2, self._merge(self.merge1, s1))                  # (B, C2, H/8, W/8)
         s3 = self._run(self.stage3, self._merge(self.merge2, s2))                  # (B, C3, H/16, W/16)

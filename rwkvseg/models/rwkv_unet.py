@@ -1,12 +1,12 @@
 """RWKV-UNet (Jiang et al., arXiv 2501.08458) and its encoders as ImageNet-style classifiers.
 
-Spec rwkv-unet.md. Data flow for an input of side H (any H, W divisible by 16, square or not):
+Data flow for an input of side H (any H, W divisible by 16, square or not; RWKV-UNet Fig. 1):
 
     stem (H, 24) -> stage I = F1 (H/2, C1) -> II = F2 (H/4, C2) -> III = F3 (H/8, C3, IR-RWKV)
     -> IV (H/16, C4, IR-RWKV) ; CCM refines (F1, F2, F3) ;
     up1 (H/8, C3) -> up2 (H/4, C2) -> up3 (H/2, C1) -> up4 (H, 24) -> head (H, classes)
 
-Parameter counts, exact, 3 input channels (tests pin them; spec §10):
+Parameter counts, exact, 3 input channels (tests pin them; derived in the book appendix, *Derivations*):
 
     | network               | T         | S         | B          |
     |-----------------------|-----------|-----------|------------|
@@ -24,10 +24,10 @@ authors' Oct-2025 code builds a spatial mix in every encoder block and dead Laye
 decoder (T 5.68M as their script reports); we build only what forward uses and load with
 strict=True.
 
-MACs (rwkvseg.flops; spec §11): conv + linear MACs equal the authors' network exactly
+MACs (rwkvseg.macs.count_macs): conv + linear MACs equal the authors' network exactly
 (T 256x256: 3.585 G; B 224x224, gray -> 3, 9 classes: 10.968 G); with Vision-RWKV's 29 N C per
 Bi-WKV and an estimate for norms and element-wise work the totals are within 1% of the paper's
-3.78 G and 11.22 G (T 3.76 G, B 11.25 G).
+3.78 G (Table 5) and 11.22 G (Table 2) (T 3.76 G, B 11.25 G).
 
 Where paper and code differ, we follow the code (it produced every reported number):
 - block norm order (Eq. 1, 3) -- see rwkvseg.ir; `paper_norm_order=True` gives the paper's;
@@ -48,11 +48,12 @@ import torch.nn as nn
 from torch import Tensor
 
 from rwkvseg.ccm import CCM
-from rwkvseg.ir import CNA, IRBlock, LayerNorm2d
+from rwkvseg.ir import IRBlock
+from rwkvseg.layers import LayerNorm2d, UpBlock, check_image, drop_path_rates
 from rwkvseg.models.registry import register_model
 from rwkvseg.spatial_mix import SpatialMix
 
-__all__ = ["RWKVUNetConfig", "RWKVUNetEncoder", "RWKVUNet", "RWKVUNetClassifier", "UpBlock", "layer_table"]
+__all__ = ["RWKVUNetConfig", "RWKVUNetEncoder", "RWKVUNet", "RWKVUNetClassifier", "init_encoder_weights", "layer_table"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class RWKVUNetConfig:
     decoder_kernel: int = 9                             # [paper] Table 7: c-d-c with 9x9 is best
     gray_to_rgb: bool = False                           # [choose] repeat 1 -> 3 channels only when asked (the code always does for S/B)
     wkv_backend: str = "auto"                           # [choose] Triton on CUDA, torch elsewhere
-    paper_norm_order: bool = False                      # [choose] the code's norm order (spec §3)
+    paper_norm_order: bool = False                      # [choose] the code's norm order (rwkvseg.ir)
 
     def __post_init__(self) -> None:
         for name in ("depths", "widths", "expansions", "pre_norms", "mix_stages"):
@@ -88,7 +89,7 @@ class RWKVUNetConfig:
 
 
 class RWKVUNetEncoder(nn.Module):
-    """Stem + stages I-IV (spec §4, §6). forward(x (B, in_chans, H, W)) -> (F1, F2, F3, F4).
+    """Stem + stages I-IV (Sec. 3.2, Table 1). forward(x (B, in_chans, H, W)) -> (F1, F2, F3, F4).
 
     First block of stage i: stride 2, expansion 2 e_i applied to the previous width, no skip, no
     mix. Other blocks: stride 1, e_i, skip, spatial mix where `mix_stages` says so. Drop-path
@@ -103,8 +104,7 @@ class RWKVUNetEncoder(nn.Module):
             in_chans=c.in_chans, out_chans=c.stem_width, expansion=1.0, kernel_size=c.kernel_size,
             stride=1, pre_norm="none", mix=False, se=True, se_act="silu", skip=False,
         )
-        n = sum(c.depths)
-        rates = [c.drop_path_rate * i / max(n - 1, 1) for i in range(n)]     # linspace(0, rate, n)
+        rates = drop_path_rates(c.drop_path_rate, sum(c.depths))
         stages, prev, start = [], c.stem_width, 0
         for i in range(4):
             blocks = []
@@ -132,8 +132,8 @@ class RWKVUNetEncoder(nn.Module):
 
 
 def init_encoder_weights(module: nn.Module) -> None:
-    """Spec §2: Linear weights truncated normal (std 0.02), biases 0; norms 1 / 0; convs keep
-    PyTorch's default; then the spatial mix's mu = 0.5 and decay = first = 0."""
+    """The encoder's init [code]: Linear weights truncated normal (std 0.02), biases 0; norms 1 / 0;
+    convs keep PyTorch's default; then the spatial mix's mu = 0.5 and decay = first = 0."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)
@@ -146,44 +146,13 @@ def init_encoder_weights(module: nn.Module) -> None:
             m.reset_mix_parameters()
 
 
-def check_input(x: Tensor, in_chans: int, gray_to_rgb: bool, multiple: int = 16) -> Tensor:
-    """Validate (B, C, H, W) input; optionally repeat a gray channel to three."""
-    if x.dim() != 4:
-        raise ValueError(f"expected an image batch (B, C, H, W), got shape {tuple(x.shape)}")
-    if gray_to_rgb and x.shape[1] == 1 and in_chans == 3:
-        x = x.expand(-1, 3, -1, -1)
-    if x.shape[1] != in_chans:
-        hint = " (or build with gray_to_rgb=True to repeat a gray channel)" if x.shape[1] == 1 else ""
-        raise ValueError(
-            f"the model was built for in_chans={in_chans}, got {x.shape[1]} channels; "
-            f"build it with create_model(..., in_chans={x.shape[1]}){hint}"
-        )
-    H, W = x.shape[-2:]
-    if H % multiple or W % multiple:
-        ph, pw = -(-H // multiple) * multiple, -(-W // multiple) * multiple
-        raise ValueError(
-            f"input {H}x{W} is not divisible by {multiple} (four stride-2 stages): pad or resize "
-            f"to {ph}x{pw}"
-        )
-    return x
-
-
-class UpBlock(nn.Sequential):
-    """Decoder block "c -> d -> c" (spec §8; paper Fig. 1f, Table 7):
-    CNA_1x1 Cin -> Cin (ReLU), CNA DW kxk (SiLU, no residual), CNA_1x1 Cin -> Cout (ReLU),
-    bilinear x2 (align_corners False). (B, Cin, h, w) -> (B, Cout, 2h, 2w)."""
-
-    def __init__(self, *, in_chans: int, out_chans: int, kernel_size: int = 9) -> None:
-        super().__init__(
-            CNA(in_chans=in_chans, out_chans=in_chans, kernel_size=1, act="relu"),
-            CNA(in_chans=in_chans, out_chans=in_chans, kernel_size=kernel_size, groups=in_chans, act="silu"),
-            CNA(in_chans=in_chans, out_chans=out_chans, kernel_size=1, act="relu"),
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-        )
+def _check(x: Tensor, config: RWKVUNetConfig) -> Tensor:
+    return check_image(x, model="RWKV-UNet", in_chans=config.in_chans, multiple=16,
+                       why="four stride-2 stages", gray_to_rgb=config.gray_to_rgb)
 
 
 class RWKVUNet(nn.Module):
-    """RWKV-UNet: encoder, CCM skips, c-d-c decoder, 1x1 head (paper Fig. 1; spec §1, §6-8).
+    """RWKV-UNet: encoder, CCM skips, c-d-c decoder, 1x1 head (Fig. 1, Sec. 3.1-3.4).
 
     forward(x (B, in_chans, H, W)) -> logits (B, num_classes, H, W); H, W divisible by 16.
     Concatenation order in the decoder: (decoder feature, skip).
@@ -207,8 +176,7 @@ class RWKVUNet(nn.Module):
         init_encoder_weights(self.encoder)                                      # decoder, CCM: PyTorch defaults
 
     def forward(self, x: Tensor) -> Tensor:
-        x = check_input(x, self.config.in_chans, self.config.gray_to_rgb)
-        f1, f2, f3, f4 = self.encoder(x)
+        f1, f2, f3, f4 = self.encoder(_check(x, self.config))
         if self.ccm is not None:
             f1, f2, f3 = self.ccm(f1, f2, f3)
         d3 = self.up1(f4)                                                       # (B, C3, H/8, W/8)
@@ -222,7 +190,7 @@ class RWKVUNetClassifier(nn.Module):
     """An RWKV-UNet encoder as an ImageNet classifier: LN2d(C4) -> global mean -> Linear(C4, classes).
 
     num_classes = 0 drops the norm and the linear layer: forward returns the pooled stage-IV
-    features (B, C4), and the parameters are exactly the encoder's (spec §10 "encoder, used").
+    features (B, C4), and the parameters are exactly the encoder's.
     `forward_features` returns the four stage maps (F1, F2, F3, F4).
     """
 
@@ -239,8 +207,7 @@ class RWKVUNetClassifier(nn.Module):
         init_encoder_weights(self)
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        x = check_input(x, self.config.in_chans, self.config.gray_to_rgb)
-        return self.encoder(x)
+        return self.encoder(_check(x, self.config))
 
     def forward(self, x: Tensor) -> Tensor:
         f4 = self.forward_features(x)[-1]

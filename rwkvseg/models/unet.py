@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from rwkvseg.layers import check_image
 from rwkvseg.models.registry import register_model
-from rwkvseg.models.rwkv_unet import check_input
 
 __all__ = ["UNetConfig", "UNet", "DoubleConv"]
 
@@ -74,7 +74,8 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(w0, config.num_classes, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = check_input(x, self.config.in_chans, gray_to_rgb=False)
+        x = check_image(x, model="UNet", in_chans=self.config.in_chans, multiple=16,
+                        why="four 2x2 poolings")
         e0 = self.enc0(x)                                                       # (B, w0, H, W)
         e1 = self.enc1(self.pool(e0))                                           # (B, w1, H/2, W/2)
         e2 = self.enc2(self.pool(e1))                                           # (B, w2, H/4, W/4)

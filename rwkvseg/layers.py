@@ -1,0 +1,180 @@
+"""Layers every network shares: norms, activations, CNA, DropPath, the token layout, two
+resolution changes, the stochastic-depth schedule and the input check.
+
+    make_act, make_norm2d   an activation / a norm for (B, C, H, W) maps by config name
+    LayerNorm2d             LayerNorm over the channels at every pixel
+    CNA                     Conv -> BatchNorm2d -> activation
+    DropPath                stochastic depth of a residual branch
+    map_to_tokens           (B, C, H, W) -> (B, N, C), row-major; tokens_to_map the inverse
+    UpBlock                 RWKV-UNet's "c -> d -> c" decoder block, then a bilinear x2
+    PatchMerging            VM-UNet's 2x2 merge, channels-last
+    drop_path_rates         linspace(0, rate, n) without a tensor
+    check_image             the (B, C, H, W) input check of every network
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "make_act", "make_norm2d", "LayerNorm2d", "CNA", "DropPath", "map_to_tokens", "tokens_to_map",
+    "UpBlock", "PatchMerging", "drop_path_rates", "check_image",
+]
+
+_ACTS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "none": nn.Identity}
+
+
+def make_act(name: str) -> nn.Module:
+    """An activation by name: 'relu', 'silu', 'gelu', 'sigmoid' or 'none'."""
+    if name not in _ACTS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTS)}")
+    return _ACTS[name]()
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a (B, C, H, W) map, at every pixel (eps 1e-6, as RWKV-UNet's code)."""
+
+    def __init__(self, num_channels: int, *, eps: float = 1e-6) -> None:
+        super().__init__(num_channels, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.permute(0, 2, 3, 1)                                               # (B, H, W, C)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)                                            # (B, C, H, W)
+
+
+def make_norm2d(kind: str, channels: int) -> nn.Module:
+    """A norm for (B, C, H, W) maps: 'bn' (BatchNorm2d, eps 1e-6), 'ln' (LayerNorm2d, eps 1e-6), 'none'."""
+    if kind == "bn":
+        return nn.BatchNorm2d(channels, eps=1e-6)
+    if kind == "ln":
+        return LayerNorm2d(channels, eps=1e-6)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; choose 'bn', 'ln' or 'none'")
+
+
+class CNA(nn.Sequential):
+    """Conv (no bias) -> BatchNorm2d (eps 1e-6) -> activation.
+
+    Padding ceil((k - s) / 2): 'same' size at stride 1, exactly half (for even sides) at stride 2.
+    Shapes: (B, in_chans, H, W) -> (B, out_chans, H / stride, W / stride).
+    """
+
+    def __init__(
+        self, *, in_chans: int, out_chans: int, kernel_size: int = 1, stride: int = 1,
+        groups: int = 1, act: str = "relu",
+    ) -> None:
+        padding = math.ceil((kernel_size - stride) / 2)
+        super().__init__(
+            nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, groups=groups, bias=False),
+            nn.BatchNorm2d(out_chans, eps=1e-6),
+            make_act(act),
+        )
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a whole residual branch per sample with probability `drop_prob`.
+
+    Survivors are scaled by 1 / (1 - drop_prob) so the expectation is unchanged; identity in
+    eval mode or at drop_prob = 0. Works on any (B, ...) tensor.
+    """
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= drop_prob < 1.0:
+            raise ValueError(f"drop_prob must lie in [0, 1), got {drop_prob}")
+        self.drop_prob = drop_prob
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)  # (B, 1, ...)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+def map_to_tokens(x: Tensor) -> Tensor:
+    """(B, C, H, W) map -> (B, N, C) tokens, row-major (n = h*W + w)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def tokens_to_map(x: Tensor, hw: tuple[int, int]) -> Tensor:
+    """(B, N, C) tokens, row-major on an (H, W) grid -> (B, C, H, W) map."""
+    B, N, C = x.shape
+    H, W = hw
+    if H * W != N:
+        raise ValueError(
+            f"the tokens do not fill the grid: N = {N} tokens but hw = ({H}, {W}) holds {H * W}; "
+            "pass the (H, W) of the map the tokens were flattened from"
+        )
+    return x.transpose(1, 2).reshape(B, C, H, W)
+
+
+class UpBlock(nn.Sequential):
+    """RWKV-UNet's decoder block "c -> d -> c" (RWKV-UNet Fig. 1f, Table 7), then a bilinear x2.
+
+    CNA_1x1 Cin -> Cin (ReLU), CNA depthwise k x k (SiLU, no residual), CNA_1x1 Cin -> Cout (ReLU),
+    bilinear upsampling x2 (align_corners False). (B, Cin, h, w) -> (B, Cout, 2h, 2w).
+    """
+
+    def __init__(self, *, in_chans: int, out_chans: int, kernel_size: int = 9) -> None:
+        super().__init__(
+            CNA(in_chans=in_chans, out_chans=in_chans, kernel_size=1, act="relu"),
+            CNA(in_chans=in_chans, out_chans=in_chans, kernel_size=kernel_size, groups=in_chans, act="silu"),
+            CNA(in_chans=in_chans, out_chans=out_chans, kernel_size=1, act="relu"),
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+        )
+
+
+class PatchMerging(nn.Module):
+    """VM-UNet's patch merging: 2x2 neighbourhoods -> 4C, LayerNorm, Linear 4C -> 2C (no bias).
+    (B, H, W, C) -> (B, H/2, W/2, 2C)."""
+
+    def __init__(self, *, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+        return self.reduction(self.norm(x))                                        # (B, H/2, W/2, 2C)
+
+
+def drop_path_rates(rate: float, n: int) -> list[float]:
+    """The stochastic-depth rates of n blocks in order, linspace(0, rate, n), as floats (no tensor,
+    so a model builds on the meta device too)."""
+    return [rate * i / (n - 1) for i in range(n)] if n > 1 else [0.0] * n
+
+
+def check_image(x: Tensor, *, model: str, in_chans: int, multiple: int, why: str,
+                gray_to_rgb: bool | None = None) -> Tensor:
+    """The input check of every network: x must be (B, in_chans, H, W) with H and W divisible by
+    `multiple` (`why` says which layers need it). `gray_to_rgb` True repeats a one-channel batch
+    to three channels for a three-channel model; None: the model has no such option.
+    Returns x (or its three-channel view)."""
+    if x.dim() != 4:
+        raise ValueError(f"{model} expects an image batch (B, C, H, W), got shape {tuple(x.shape)}")
+    if gray_to_rgb and x.shape[1] == 1 and in_chans == 3:
+        x = x.expand(-1, 3, -1, -1)
+    if x.shape[1] != in_chans:
+        offer = gray_to_rgb is not None and x.shape[1] == 1
+        hint = " (or build with gray_to_rgb=True to repeat a gray channel)" if offer else ""
+        raise ValueError(
+            f"{model} was built for in_chans={in_chans}, got {x.shape[1]} channels; "
+            f"build it with create_model(..., in_chans={x.shape[1]}){hint}"
+        )
+    H, W = x.shape[-2:]
+    if H % multiple or W % multiple:
+        ph, pw = -(-H // multiple) * multiple, -(-W // multiple) * multiple
+        raise ValueError(
+            f"{model} needs H and W divisible by {multiple} ({why}), got {H}x{W}: pad or resize to {ph}x{pw}"
+        )
+    return x
