@@ -9,7 +9,7 @@ torch.compile (default mode), each in a fresh process with empty Triton and Indu
 (--caches warm keeps the machine's caches), the record gives per variant:
 
 - img_per_s: training images per second, batch / median step time over --steps CUDA-synchronised
-  steps after --warmup steps. One step = rwkvseg.train.train_step, the engine's step: forward
+  steps after --warmup steps. One step = rwkvseg.engine.train_step, the engine's step: forward
   under bf16 autocast, the 0.5 BCE + 1.0 Dice loss in float32, backward, AdamW (PyTorch's
   default implementation), on a batch that already sits on the device (the engine keeps the data
   on the GPU);
@@ -49,7 +49,7 @@ it matches: compiled shares are "kernels that contain a norm", not the norm's ow
 Inductor's pointwise / reduction kernels never count as convolutions even when their name holds
 ``convolution_backward`` (the bias gradient's sum).
 
-Steps of one process vary by 5-12 % between separate runs on the same GPU (results/train_throughput/ab_s8/), so a
+Steps of one process vary by 5-12 % between separate runs on the same GPU, so a
 committed record merges several: per setting, the run with the median img/s (one that happened, not an average),
 with every run's img/s, inference img/s and time to first step beside it.
 """
@@ -71,8 +71,8 @@ from torch._inductor.runtime.cache_dir_utils import cache_dir
 
 from rwkvseg.losses import binary_bce_dice
 from rwkvseg.models import create_model
-from rwkvseg.notebook import provenance
-from rwkvseg.train import TrainConfig, train_step
+from rwkvseg.engine import train_step
+from rwkvseg.env import provenance
 
 KERNEL_KINDS: tuple[tuple[str, str], ...] = (
     ("wkv", r"wkv"),
@@ -188,12 +188,11 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
         torch.zeros(1, device=device)                   # the CUDA context, before the clock starts
     cuda_init_s = time.perf_counter() - t
     torch.manual_seed(0)
-    torch.backends.cudnn.benchmark = True  # as rwkvseg.train does (and the authors' code): cuDNN times its algorithms
+    torch.backends.cudnn.benchmark = True  # as rwkvseg.engine does (and the authors' code): cuDNN times its algorithms
     x = torch.rand(batch, 3, size, size, device=device)
     y = (torch.rand(batch, 1, size, size, device=device) > 0.7).float()
     bf16 = bf16 and on_cuda
     channels_last = channels_last and on_cuda
-    cfg = TrainConfig(channels_last=channels_last)      # the fields train_step reads; no gradient clipping
 
     t_build = time.perf_counter()
     model = create_model(model_name, in_chans=3, num_classes=1).to(device)
@@ -203,7 +202,7 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
     step_model = torch.compile(model) if compile else model
 
     def one_step():                                      # the engine's own step, at a constant learning rate
-        train_step(step_model, opt, binary_bce_dice, x, y, lr=1e-4, cfg=cfg, bf16=bf16)
+        train_step(step_model, opt, binary_bce_dice, x, y, lr=1e-4, bf16=bf16, channels_last=channels_last)
 
     one_step()
     if on_cuda:
