@@ -362,23 +362,27 @@ def _isic_data(spoil: Callable[[Path, Path], tuple]) -> Callable:
 IMAGE_FILE, MASK_FILE = f"{BAD_ISIC}.jpg", f"{BAD_ISIC}_segmentation.png"
 
 
+def _spoil_file(path: Path, how: str) -> None:
+    """The corruptions any file kind meets: truncated, empty, text, a named pipe, a device, a folder."""
+    if how == "truncated":
+        _truncate(path)
+    elif how == "zero-byte":
+        path.write_bytes(b"")
+    elif how == "text":
+        path.write_text("this is a text file, not an image\n" * 20)
+    elif how == "fifo":
+        _fifo(path)
+    elif how == "device":
+        path.unlink()
+        path.symlink_to("/dev/zero")
+    elif how == "directory":
+        path.unlink()
+        path.mkdir()
+
+
 def _spoil_image(how: str):
     def spoil(images: Path, masks: Path):
-        path = images / IMAGE_FILE
-        if how == "truncated":
-            _truncate(path)
-        elif how == "zero-byte":
-            path.write_bytes(b"")
-        elif how == "text":
-            path.write_text("this is a text file, not a JPEG\n" * 20)
-        elif how == "fifo":
-            _fifo(path)
-        elif how == "device":
-            path.unlink()
-            path.symlink_to("/dev/zero")
-        elif how == "directory":
-            path.unlink()
-            path.mkdir()
+        _spoil_file(images / IMAGE_FILE, how)
         return (IMAGE_FILE,)
     return spoil
 
@@ -729,20 +733,7 @@ def _image(how: str) -> Callable:
             _truncate(path, 0.6)
         elif how != "missing":
             shutil.copyfile(src, path)
-        if how == "truncated-jpeg":
-            _truncate(path)
-        elif how == "zero-byte":
-            path.write_bytes(b"")
-        elif how == "text":
-            path.write_text("hello\n" * 20)
-        elif how == "fifo":
-            _fifo(path)
-        elif how == "device":
-            path.unlink()
-            path.symlink_to("/dev/zero")
-        elif how == "directory":
-            path.unlink()
-            path.mkdir()
+        _spoil_file(path, "truncated" if how == "truncated-jpeg" else how)
         return ([path], tmp / "pred"), (path.name,)
     return make
 
