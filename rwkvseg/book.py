@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import inspect
 import io
+import json
 import os
 import platform
 import sys
@@ -24,7 +25,9 @@ from IPython import get_ipython
 from IPython.display import HTML, Image, Markdown, clear_output, display
 
 from rwkvseg.env import default_device, device_name, git_commit, triton_status
+from rwkvseg.report.cases import case_rows
 from rwkvseg.report.record import curves_figure
+from rwkvseg.report.results import results_path
 from rwkvseg.version import __version__
 
 MODES = ("auto", "quick", "full")
@@ -141,3 +144,36 @@ def chapter_command(notebook: str, **parameters) -> str:
     """What a chapter's record names as its command when it was not given one: the notebook and
     the parameters that are set."""
     return f"{notebook} with " + ", ".join(f"{k}={v!r}" for k, v in parameters.items() if v is not None)
+
+
+def show_run_curves(network: str, name: str, record: dict) -> None:
+    """The training curves of a committed run, redrawn from its history, titled with the network,
+    the record's name, and the GPU and date of its provenance."""
+    p = record["provenance"]
+    title = f"{network}, record {name}: {p['device']}, {p['date'][:10]}"
+    show_figure(curves_figure(record["history"], title=title, selected_epoch=record["selection"]["epoch"]))
+
+
+def show_run_cases(folder: str, name: str, network: str) -> bool:
+    """The case gallery a committed run's record drew (cases.png), under a line naming the run and
+    the GPU and date of the evaluation; False (and a line saying so) when the record has none."""
+    path = results_path(folder, name, "cases.json")
+    if not path.is_file():
+        print(f"the record {name} ({network}) has no case gallery")
+        return False
+    p = json.loads(path.read_text())["provenance"]
+    print(f"{network}, record {name}: cases evaluated on {p['device']}, {p['date'][:10]}")
+    display(Image(filename=str(results_path(folder, name, "cases.png"))))
+    return True
+
+
+def show_case_table(folder: str, runs: dict[str, tuple[str, dict]], names: dict[str, str]) -> None:
+    """One table of the picked cases of `runs` (model -> (record name, record)) whose records have them."""
+    rows = []
+    for model, (name, _) in runs.items():
+        path = results_path(folder, name, "cases.json")
+        if path.is_file():
+            rows += case_rows(json.loads(path.read_text()), network=names.get(model, model), run=name)
+        else:
+            print(f"the record {name} ({names.get(model, model)}) has no case gallery")
+    show_table(rows, floatfmt="{:.2f}")

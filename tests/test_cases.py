@@ -11,7 +11,7 @@ import rwkvseg
 from rwkvseg.cli import main
 from rwkvseg.data import NORMALIZATIONS, EvalSet, isic_samples, resize_label
 from rwkvseg.engine import evaluate_split
-from rwkvseg.report import cases_markdown, pick_cases, write_cases
+from rwkvseg.report import case_rows, pick_cases, write_cases
 SIZE = 160                  # smaller than trained (256): the shipped network still segments them, in seconds
 
 
@@ -52,8 +52,9 @@ def test_cases_of_the_shipped_isic_weights_on_the_samples(tmp_path):
     assert len(record["cases"]) == 16
     assert record["k"] == 2 and summary["picked"]["best"] == [c["id"] for c in record["picked"]["best"]]
     assert record["agreement"] is None                  # not the test split: nothing to compare against
-    table = cases_markdown(record)                      # what the training chapters show
-    assert all(c["id"] in table for g in record["picked"].values() for c in g) and "Provenance" in table
+    rows = case_rows(record, run="samples")             # what the training chapters show
+    assert [r["case"] for r in rows] == [c["id"] for g in record["picked"].values() for c in g]
+    assert rows[0]["run"] == "samples" and rows[0]["group"] == "best"
 
 
 def test_evaluate_cases_from_the_command_line(tmp_path):

@@ -126,7 +126,7 @@ def case_figure(model, split, picked: dict[str, list[str]], dice: dict[str, floa
                   (overlay(image, pred), f"prediction, {'' if binary else 'volume '}Dice {dice[case]:.3f}"))
         for ax, (panel, title) in zip(axes[r], panels):
             ax.imshow(panel, interpolation="antialiased")
-            ax.set_title(title, fontsize=6.5)
+            ax.set_title(title, fontsize=8)
             ax.set_axis_off()
     names = ("lesion",) if binary else LABELS[1:]
     fig.legend(handles=[Patch(color=np.array(PALETTE[i + 1]) / 255, label=n) for i, n in enumerate(names)],
@@ -136,7 +136,7 @@ def case_figure(model, split, picked: dict[str, list[str]], dice: dict[str, floa
 
 def write_cases(out_dir: str | Path, model, split, result: dict, *, binary: bool, normalization: Normalization,
                 k: int = 2, dataset: str | None = None, checkpoint: str | None = None, split_info: dict | None = None,
-                command: str | None = None, mode: str = "full", dpi: int = 80, bf16: bool = False) -> dict:
+                command: str | None = None, mode: str = "full", dpi: int = 110, bf16: bool = False) -> dict:
     """Write out_dir/cases.json and out_dir/cases.png from an evaluate_split(..., per_case=True) result
     of `split`; returns a short summary: the folder, the picked ids and the agreement. `bf16`: the figure's
     predictions under bf16 autocast on CUDA, as the result's were (the training engine's evaluation)."""
@@ -174,24 +174,10 @@ def write_cases(out_dir: str | Path, model, split, result: dict, *, binary: bool
     return {"dir": str(out_dir), "picked": picked, "agreement": agreement}
 
 
-def cases_markdown(record: dict) -> str:
-    """A cases.json record for a chapter: the picked cases as a Markdown table (id, Dice, and per class for
-    volumes), then what the Dice is, this run beside the checkpoint's card, and the provenance."""
+def case_rows(record: dict, **columns) -> list[dict]:
+    """The picked cases of a cases.json record as table rows (rwkvseg.book.show_table): `columns`
+    first, then the group, the case, its Dice in % and, for volumes, each class's Dice in %."""
     per_class = {c["id"]: c.get("per_class") or {} for c in record["cases"]}
-    classes = list(next(iter(per_class.values())))
-    rows = ["| " + " | ".join(["group", "case", "Dice", *classes]) + " |", "|---" * (3 + len(classes)) + "|"]
-    for group, picked in record["picked"].items():
-        for c in picked:
-            cells = [group, c["id"], *(f"{100 * v:.2f}" for v in (c["dice"], *per_class[c["id"]].values()))]
-            rows.append("| " + " | ".join(cells) + " |")
-    s, a, p = record["summary"], record["agreement"], record["provenance"]
-    text = ["\n".join(rows),
-            f"Dice: {record['metric']}, {'flip TTA' if record['tta'] else 'no TTA'}; {s['n']} {record['split']} "
-            f"cases, mean {100 * s['mean_dice']:.2f}, median {100 * s['median_dice']:.2f}."]
-    if a and a.get("comparable"):
-        text.append(f"This run beside the weights' card ({a['reference_run']['device']}), in points: " + ", ".join(
-            f"{name.replace('_', ' ')} {100 * m['this_run']:.2f} vs {100 * m['reference']:.2f} "
-            f"({m['difference_points']:+.3f})" for name, m in a["metrics"].items()) + ".")
-    text.append(f"Provenance: `{p['command']}`; commit {p['git_commit'][:10]}, {p['device']}, {p['date']}, "
-                f"torch {p['torch']}.")
-    return "\n\n".join(text)
+    return [{**columns, "group": group, "case": c["id"], "Dice (%)": 100 * c["dice"],
+             **{name: 100 * v for name, v in per_class[c["id"]].items()}}
+            for group, picked in record["picked"].items() for c in picked]
