@@ -136,7 +136,7 @@ def case_figure(model, split, picked: dict[str, list[str]], dice: dict[str, floa
 
 def write_cases(out_dir: str | Path, model, split, result: dict, *, binary: bool, normalization: Normalization,
                 k: int = 2, dataset: str | None = None, checkpoint: str | None = None, split_info: dict | None = None,
-                command: str | None = None, mode: str = "full", dpi: int = 110, bf16: bool = False) -> dict:
+                command: str | None = None, mode: str = "full", dpi: int = 100, bf16: bool = False) -> dict:
     """Write out_dir/cases.json and out_dir/cases.png from an evaluate_split(..., per_case=True) result
     of `split`; returns a short summary: the folder, the picked ids and the agreement. `bf16`: the figure's
     predictions under bf16 autocast on CUDA, as the result's were (the training engine's evaluation)."""
