@@ -239,7 +239,8 @@ def check_code(content: Node, cell_no: dict) -> list[Defect]:
         for pre in (n for n in node.iter() if n.tag == "pre"):
             for line in pre.text().splitlines():
                 if len(line.rstrip()) > MAX_CODE_LINE:
-                    defects.append(Defect("long-line", where, f"{len(line.rstrip())} chars {excerpt(line.strip(), None, 60)}"))
+                    n = len(line.rstrip())
+                    defects.append(Defect("long-line", where, f"{n} chars {excerpt(line.strip(), None, 60)}"))
     return defects
 
 
@@ -286,8 +287,8 @@ def check_html(html: str, page: Path | None = None) -> list[Defect]:
     content = main_content(parse(html))
     cells = [n for n in content.iter() if "cell" in n.classes]
     cell_no = {id(c): i for i, c in enumerate(cells, 1)}
-    return (check_prose(content, cell_no) + check_outputs(content, cell_no) + check_widgets(content, cell_no, page)
-            + check_code(content, cell_no))
+    return (check_prose(content, cell_no) + check_outputs(content, cell_no)
+            + check_widgets(content, cell_no, page) + check_code(content, cell_no))
 
 
 def toc_files(toc_path: Path) -> list[str]:

@@ -27,9 +27,9 @@ pytestmark = [
                        reason="builds a wheel and runs every chapter: RWKVSEG_RELEASE_TESTS=1"),
 ]
 
-SOURCE_IGNORE = shutil.ignore_patterns(".git", ".venv", "venv", "_build", "build", "dist", "scratch", "runs",
-                                       ".cache", ".carry", ".whl", "*.egg-info", "__pycache__",
-                                       ".pytest_cache", ".hypothesis", ".ipynb_checkpoints")
+SOURCE_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv", "venv", "_build", "build", "dist", "scratch", "runs", ".cache", ".carry", ".whl",
+    "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints")
 
 
 def clean_env(venv_dir: Path) -> dict:
@@ -45,7 +45,8 @@ def clean_env(venv_dir: Path) -> dict:
 
 def run(cmd, **kw):
     result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
-    assert result.returncode == 0, f"{' '.join(map(str, cmd))}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    failed = result.returncode != 0
+    assert not failed, f"{' '.join(map(str, cmd))}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result
 
 
@@ -64,7 +65,8 @@ def wheel_venv(tmp_path_factory):
     run([python, "-m", "pip", "install", "-q", "-r", ROOT / "requirements.txt", wheels[0]], timeout=1800)
     empty = base / "empty"
     empty.mkdir()
-    where = run([python, "-c", "import rwkvseg; print(rwkvseg.__file__)"], cwd=empty, env=clean_env(venv_dir))
+    where = run([python, "-c", "import rwkvseg; print(rwkvseg.__file__)"], cwd=empty,
+                env=clean_env(venv_dir))
     assert Path(where.stdout.strip()).is_relative_to(venv_dir), f"rwkvseg imported from {where.stdout}"
     shutil.rmtree(src)
     return venv_dir
