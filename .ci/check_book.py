@@ -326,7 +326,8 @@ def main(argv: list[str]) -> int:
             print(f"{rel}: {len(defects)} defects ({summary})")
             print("\n".join(str(d) for d in defects))
     total = sum(kinds.values())
-    print("\nper page:\n  " + "\n  ".join(per_page))
+    if per_page:
+        print("\nper page:\n  " + "\n  ".join(per_page))
     by_kind = f" ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})" if kinds else ""
     print(f"{total} defects in {len(pages)} pages{by_kind}")
     if missing or total:
