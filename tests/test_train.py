@@ -98,9 +98,8 @@ def _train_kill_resume(tmp_path, TINY):
     proc = subprocess.Popen([sys.executable, "-m", "rwkvseg", "train", *args], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 90
-    while time.time() < deadline and not ((out / "history.json").exists() and len(_losses(out)) >= 1):
-        time.sleep(0.05)
-    time.sleep(0.3)                        # into the next epoch
+    while time.time() < deadline and not ((out / "last.pt").exists() and len(_losses(out)) >= 1):
+        time.sleep(0.02)                   # the first epoch's last.pt is written: kill in the second
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done = len(_losses(out))
