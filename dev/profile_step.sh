@@ -1,0 +1,37 @@
+#!/bin/bash
+# One GPU call (10 minutes): the training-step profile (one variant per process, cold caches), then experiments.
+# Usage (the device machine, carry nothing): bash dev/profile_step.sh "$(git rev-parse HEAD)" 585, then here:
+#   mkdir -p /tmp/r && tar xzf <files>/res.tgz -C /tmp/r && PYTHONPATH=. python dev/ingest_profile.py /tmp/r
+export RWKVSEG_COMMIT=$1 PYTHONUNBUFFERED=1 PYTHONPATH=.
+START=$(date +%s); LIMIT=${2:-585}
+R=/root/res; mkdir -p $R
+left() { echo $(( LIMIT - ($(date +%s) - START) )); }
+pack() { cp $R/log $OUT/log 2>/dev/null; tar czf $OUT/res.tgz -C /root res; }
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv | tee $R/log
+python3 -c "import torch, triton; print(torch.__version__, triton.__version__, torch.backends.cudnn.version())" | tee -a $R/log
+step() {  # name timeout command...
+  n=$1; t=$2; shift 2
+  l=$(( $(left) - 4 )); [ $t -gt $l ] && t=$l
+  [ $t -lt 15 ] && { echo "=== skip $n: $t s left" | tee -a $R/log; return; }
+  echo "=== $n (timeout $t s, $(left) s left) $(date -u +%T)" | tee -a $R/log
+  timeout $t "$@" 2>&1 | grep -v "Warning\|warn(\|USDT\|self.profiler" | tee -a $R/log
+  pack
+}
+one() {  # model compile timeout extra-args...
+  m=$1; c=$2; t=$3; shift 3; mkdir -p /root/c_${m}_$c
+  TMPDIR=/root/c_${m}_$c step "${m}_$c" $t python3 benchmarks/train_throughput.py --model $m --compile $c \
+    --out $R/${m}_$c.json --profile $R/prof_$m "$@"
+}
+one rwkv_unet_t off 80 --steps 30 --warmup 8
+one rwkv_unet_t on 200 --steps 30 --warmup 8
+one unet off 50 --steps 30 --warmup 8
+one unet on 130 --steps 30 --warmup 8
+one ms_rwkv_unet off 130 --steps 12 --warmup 4 --profile-steps 2
+one ms_rwkv_unet on 300 --steps 12 --warmup 4 --profile-steps 2
+export TRITON_CACHE_DIR=$(ls -d /root/c_rwkv_unet_t_on/triton_* 2>/dev/null | head -1)
+step exp_eager 90 python3 dev/step_experiments.py eager --nchw --out $R/exp_eager.json
+export TORCHINDUCTOR_CACHE_DIR=$(ls -d /root/c_rwkv_unet_t_on/inductor_* 2>/dev/null | head -1)
+step exp_compiled 200 python3 dev/step_experiments.py compiled --modes default,reduce-overhead --out $R/exp_compiled.json
+step exp_dwconv 100 python3 dev/step_experiments.py dwconv --out $R/exp_dw.json
+echo "=== done $(date -u +%T), $(( $(date +%s) - START )) s" | tee -a $R/log
+pack
