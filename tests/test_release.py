@@ -40,3 +40,13 @@ def test_console_command_has_version_and_help():
     out = subprocess.run([sys.executable, "-m", "rwkvseg", "--version"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == f"rwkvseg {rwkvseg.__version__}"
     assert re.search(r'^\[project.scripts\]\nrwkvseg = "rwkvseg.cli:main"$', PYPROJECT, re.M)
+
+
+def test_shipped_files_name_no_machine_path():
+    """What ships inside the package (records, cards, configs, docs) names the reader's places (DATA_DIR,
+    $RWKVSEG_DATA), never a folder of the machine that made it."""
+    machine = re.compile(r"\.\./shared|/tmp/|/root/|/work/|\.carry|\$OUT/|/home/")
+    found = [f"{p.relative_to(ROOT)}:{n}" for p in (ROOT / "rwkvseg").rglob("*")
+             if p.suffix in (".json", ".md", ".txt", ".csv", ".yaml", ".py") and p.is_file()
+             for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1) if machine.search(line)]
+    assert not found, found[:20]
