@@ -191,11 +191,12 @@ def prepare(cfg: TrainConfig, *, data: SegData | None = None) -> Run:
     """Process group, seeds, data (or the given `data`), model, optimizer, loss; resumed from
     out_dir/last.pt when cfg.resume and the file exists (a changed config is refused)."""
     t_start = time.time()
-    if data is None and choose_dataset(cfg) != cfg.dataset:
-        print(f"no {cfg.dataset} data found: quick mode trains on {choose_dataset(cfg)} instead "
-              "(give DATA_DIR or set RWKVSEG_DATA to use the real data)")
-        cfg = dataclasses.replace(cfg, dataset=choose_dataset(cfg))
     d = setup_distributed(cfg.device)
+    if data is None and (name := choose_dataset(cfg)) != cfg.dataset:
+        if d.is_main:
+            print(f"no {cfg.dataset} data found: quick mode trains on {name} instead "
+                  "(give DATA_DIR or set RWKVSEG_DATA to use the real data)")
+        cfg = dataclasses.replace(cfg, dataset=name)
     seed_everything(cfg.seed, cfg.deterministic)
     on_cuda = d.device.type == "cuda"
     out = Path(cfg.out_dir)
@@ -361,7 +362,7 @@ def finish(run: Run) -> dict:
     """The test split, once, with the selected weights; results.json; the exported weights."""
     cfg, data, out = run.cfg, run.data, run.out
     if cfg.selection == "val" and run.best is not None and cfg.save_checkpoints and (out / "best.pt").exists():
-        run.model.load_state_dict(load_checkpoint(out / "best.pt", map_location=run.dist.device)["model"])
+        load_weights(run.model, load_checkpoint(out / "best.pt", map_location=run.dist.device)["model"], out / "best.pt")
         selected = {"rule": "best validation " + run.best["metric"], **run.best}
     else:
         selected = {"rule": "last epoch", "epoch": run.history[-1]["epoch"] if run.history else None,
