@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from rwkvseg.data.cache import SegCache, default_cache_dir, load_or_build, source_fingerprint
 from rwkvseg.data.errors import DataError, DataNotFoundError
-from rwkvseg.data.files import check_regular, read_bytes, within_timeout
+from rwkvseg.data.files import read_bytes, read_with
 from rwkvseg.data.paths import dataset_dir
 
 LABELS = ("background", "RV", "Myo", "LV")
@@ -72,6 +72,14 @@ def check_image_label(image: np.ndarray, label: np.ndarray, where: str | Path, *
 
 
 H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)    # what h5py raises for a damaged file
+H5_DAMAGED = "the file is corrupt or truncated: download or export it again"
+
+
+def check_datasets(path: Path, keys: list[str]) -> None:
+    """A DataError naming `path` unless its HDF5 datasets `keys` include 'image' and 'label'."""
+    missing = {"image", "label"} - set(keys)
+    if missing:
+        raise DataError(path, f"no dataset {sorted(missing)} (found {keys})", hint=H5_LAYOUT)
 
 
 def read_h5(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -90,11 +98,8 @@ def read_h5(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
                 image = np.asarray(f["image"][()], dtype=np.float32)
                 label = np.asarray(f["label"][()])
     except H5_ERRORS as e:
-        raise DataError(path, f"not a readable HDF5 file ({e})", hint="the file is corrupt or truncated: "
-                                                                      "download or export it again") from None
-    missing = {"image", "label"} - set(keys)
-    if missing:
-        raise DataError(path, f"no dataset {sorted(missing)} (found {keys})", hint=H5_LAYOUT)
+        raise DataError(path, f"not a readable HDF5 file ({e})", hint=H5_DAMAGED) from None
+    check_datasets(path, keys)
     check_image_label(image, label, path)
     return image, label.astype(np.uint8)
 
@@ -105,24 +110,15 @@ def h5_image_shape(path: str | Path) -> tuple[int, ...]:
     import h5py
 
     path = Path(path)
-    if check_regular(path, "HDF5 file").st_size == 0:
-        raise DataError(path, "the HDF5 file is empty (0 bytes)", hint="write or download it again")
 
     def header():
         with h5py.File(path, "r") as f:
             keys = sorted(f.keys())
             return (tuple(f["image"].shape) if "image" in keys else None), keys
 
-    try:
-        shape, keys = within_timeout(header, path, "HDF5 file")
-    except H5_ERRORS as e:
-        if isinstance(e, DataError):
-            raise
-        raise DataError(path, f"not a readable HDF5 file ({e})", hint="the file is corrupt or truncated: "
-                                                                      "download or export it again") from None
-    missing = {"image", "label"} - set(keys)
-    if missing:
-        raise DataError(path, f"no dataset {sorted(missing)} (found {keys})", hint=H5_LAYOUT)
+    shape, keys = read_with(header, path, "HDF5 file", errors=H5_ERRORS, problem="not a readable HDF5 file",
+                            hint=H5_DAMAGED, empty_hint="write or download it again")
+    check_datasets(path, keys)
     return shape
 
 
@@ -366,19 +362,23 @@ def nifti_volumes(folder: str | Path) -> dict[str, list[Path]]:
     return out
 
 
+def unreadable_nifti(path: str | Path, error: Exception) -> DataError:
+    return DataError(path, f"not a readable NIfTI file ({type(error).__name__}: {error})")
+
+
 def nifti_shape(path: str | Path) -> tuple[int, int, int]:
     """(D, H, W) of a NIfTI frame, from its header (the checks of rwkvseg.data.files)."""
     import nibabel
 
     path = Path(path)
-    if check_regular(path, "NIfTI file").st_size == 0:
-        raise DataError(path, "the NIfTI file is empty (0 bytes)", hint="download it again")
-    try:
-        shape = within_timeout(lambda: nibabel.load(str(path)).shape, path, "NIfTI file")
-    except DataError:
-        raise
-    except Exception as e:                      # nibabel raises many types for a bad header
-        raise DataError(path, f"not a readable NIfTI file ({type(e).__name__}: {e})") from None
+
+    def header():
+        try:
+            return nibabel.load(str(path)).shape
+        except Exception as e:                  # nibabel raises many types for a bad header
+            raise unreadable_nifti(path, e) from None
+
+    shape = read_with(header, path, "NIfTI file", empty_hint="download it again")
     if len(shape) != 3:
         raise DataError(path, f"a frame has 3 axes (x, y, z), this file has shape {shape}")
     return shape[2], shape[1], shape[0]
@@ -398,7 +398,7 @@ def read_nifti_frame(image_path: str | Path, gt_path: str | Path) -> tuple[np.nd
             img = nibabel.Nifti1Image.from_bytes(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
             array = np.asarray(img.dataobj)
         except Exception as e:                  # gzip and nibabel raise many types for a bad file
-            raise DataError(path, f"not a readable NIfTI file ({type(e).__name__}: {e})") from None
+            raise unreadable_nifti(path, e) from None
         if array.ndim != 3:
             raise DataError(path, f"a frame has 3 axes (x, y, z), this file has shape {array.shape}")
         arrays.append(array.transpose(2, 1, 0))

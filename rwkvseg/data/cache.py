@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from rwkvseg.data.errors import DataError, DataNotFoundError
-from rwkvseg.data.files import check_regular, within_timeout
+from rwkvseg.data.files import read_with
 
 CACHE_ENV_VAR = "RWKVSEG_CACHE"
 COMPRESSION = {"deflate": zipfile.ZIP_DEFLATED, "bzip2": zipfile.ZIP_BZIP2, "none": zipfile.ZIP_STORED}
@@ -144,19 +144,14 @@ def load_cache(path: str | Path, *, verify: bool = True) -> SegCache:
     path = Path(path)
     if not path.exists():
         raise DataNotFoundError(path, "cache file does not exist", hint="build it first (isic2018_cache / acdc_cache)")
-    if check_regular(path, "cache file").st_size == 0:
-        raise DataError(path, "the cache file is empty (0 bytes)", hint="delete it and rebuild")
 
     def read():
         with np.load(path, allow_pickle=False) as z:
             return {name: z[name] for name in z.files}
 
-    try:
-        arrays = within_timeout(read, path, "cache file")
-    except DataError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
-        raise DataError(path, f"not a readable cache file ({e})", hint="delete it and rebuild") from None
+    arrays = read_with(read, path, "cache file", errors=(OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError),
+                       problem="not a readable cache file", hint="delete it and rebuild",
+                       empty_hint="delete it and rebuild")
     missing = {"images", "masks", "ids", "meta", "sha256"} - set(arrays)
     if missing:
         raise DataError(path, f"cache file lacks {sorted(missing)}", hint="delete it and rebuild")

@@ -4,7 +4,8 @@
     read_bytes(path, what)          a whole file: regular files only, within MAX_FILE_BYTES and READ_TIMEOUT_S
     read_text(path, what)           the same, decoded as UTF-8
     read_image(path, mode="RGB")    an image decoded within MAX_DECODE_BYTES, 16-bit scaled to 8 bits
-    within_timeout(read, path, what)   any other read (an HDF5 header, a cache file), bounded in time
+    read_with(read, path, what)     any other read (an image, HDF5 or NIfTI header, a cache file): the
+                                    same file checks and time bound, its errors a DataError
 
 What is refused, always with a DataError naming the file:
 - anything that is not a regular file: a named pipe (opening one for reading waits for a writer,
@@ -98,6 +99,24 @@ def within_timeout(read: Callable[[], T], path: str | Path, what: str = "file", 
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def read_with(read: Callable[[], T], path: str | Path, what: str = "file", *,
+              errors: tuple[type[Exception], ...] = (), problem: str = "", hint: str = "",
+              empty_hint: str | None = None) -> T:
+    """read() of a file the reader opens itself (an image, HDF5 or NIfTI header, a cache file),
+    with read_bytes' checks: a DataError naming `path` when it is not a regular file, when it is
+    empty (only with `empty_hint`, that error's hint), when read() outlasts READ_TIMEOUT_S, and
+    for an exception of a type in `errors`: "`problem` (the exception)" with `hint`."""
+    path = Path(path)
+    if check_regular(path, what).st_size == 0 and empty_hint is not None:
+        raise DataError(path, f"the {what} is empty (0 bytes)", hint=empty_hint)
+    try:
+        return within_timeout(read, path, what)
+    except DataError:
+        raise
+    except errors as e:
+        raise DataError(path, f"{problem} ({e})", hint=hint) from None
 
 
 def _read_regular(path: Path, what: str) -> bytes:
@@ -236,16 +255,9 @@ def _draft_scale(im: Image.Image, path: Path, what: str, need: int) -> int:
 
 def image_size(path: str | Path, what: str = "image") -> tuple[int, int]:
     """(W, H) from the file's header only (the same checks as read_image, no pixel decoded)."""
-    path = Path(path)
-    check_regular(path, what)
-
     def header():
         with Image.open(path) as im:
             return im.size
 
-    try:
-        return within_timeout(header, path, what)
-    except DataError:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(path, f"cannot read the {what}'s header ({e})", hint="the file is corrupt") from None
+    return read_with(header, path, what, errors=(OSError, SyntaxError, ValueError, Image.DecompressionBombError),
+                     problem=f"cannot read the {what}'s header", hint="the file is corrupt")
