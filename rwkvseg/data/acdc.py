@@ -316,6 +316,12 @@ def cache_volumes(cache: SegCache, names: Sequence[str]) -> list[AcdcVolume]:
     return out
 
 
+def patient_dirs(folder: Path) -> list[Path]:
+    """The patientXXX/ folders under `folder`, directly or one level down (e.g. training/)."""
+    return [p for pattern in ("patient[0-9][0-9][0-9]", "*/patient[0-9][0-9][0-9]")
+            for p in sorted(folder.glob(pattern)) if p.is_dir()]
+
+
 def find_acdc_nifti(folder: str | Path) -> list[tuple[str, Path, Path]]:
     """(name, image, ground truth) of every annotated frame under `folder` (patientXXX/ folders,
     directly or one level down, e.g. training/). The 4-D cine files are ignored."""
@@ -323,10 +329,8 @@ def find_acdc_nifti(folder: str | Path) -> list[tuple[str, Path, Path]]:
     if not folder.is_dir():
         raise DataNotFoundError(folder, "folder does not exist",
                                 hint="expected patientXXX/patientXXX_frameYY.nii.gz with _gt.nii.gz")
-    patients = [p for pattern in ("patient[0-9][0-9][0-9]", "*/patient[0-9][0-9][0-9]")
-                for p in sorted(folder.glob(pattern)) if p.is_dir()]
     frames, seen = [], {}
-    for patient in patients:
+    for patient in patient_dirs(folder):
         for path in sorted(patient.iterdir()):
             m = NIFTI_RE.match(path.name)
             if not m:
@@ -350,7 +354,7 @@ def nifti_volumes(folder: str | Path) -> dict[str, list[Path]]:
     under `folder` ({} when it holds no patientXXX/ folder): each patient's annotated frames in the
     order of their frame numbers, named frame01 (ED) and frame02 (ES) as the SSL4MIS files are."""
     folder = Path(folder)
-    if not any(p.is_dir() for p in [*folder.glob("patient[0-9][0-9][0-9]"), *folder.glob("*/patient[0-9][0-9][0-9]")]):
+    if not patient_dirs(folder):
         return {}
     by_patient: dict[str, list[tuple[str, Path, Path]]] = {}
     for frame in find_acdc_nifti(folder):

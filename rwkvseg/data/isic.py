@@ -65,21 +65,21 @@ class IsicScan:
         return [p.id for p in self.pairs]
 
 
-def _matches(folder: Path, pattern: re.Pattern) -> tuple[dict[str, Path], list[DataError]]:
+def _matches(folder: Path, pattern: re.Pattern) -> tuple[dict[str, Path], list[tuple[str, DataError]]]:
     """{id: path} of the entries in `folder` whose name matches `pattern` (a named pipe or device
-    too: reading it is refused by name), and one DataError per id that two files claim (ids are
-    compared ignoring case and extension)."""
+    too: reading it is refused by name), and an (id, DataError) per file that claims an id already
+    found (ids are compared ignoring case and extension)."""
     found: dict[str, Path] = {}
-    clashes = []
+    clashes: list[tuple[str, DataError]] = []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         m = pattern.match(entry.name)
         if not m:
             continue
         key = m.group(1).upper()
         if key in found:
-            clashes.append(DataError(found[key], f"two files for the id {key}: {found[key].name} and {entry.name} "
-                                                 "(ids are compared ignoring case and extension)",
-                                     hint="keep one of them: which one is meant cannot be guessed"))
+            clashes.append((key, DataError(found[key], f"two files for the id {key}: {found[key].name} and "
+                                           f"{entry.name} (ids are compared ignoring case and extension)",
+                                           hint="keep one of them: which one is meant cannot be guessed")))
         else:
             found[key] = Path(entry.path)
     return found, clashes
@@ -133,11 +133,10 @@ def _scan(folder, *, split, images_dir, masks_dir, on_error) -> IsicScan:
         raise ValueError("give folder=, or both images_dir= and masks_dir=")
     (images, image_clashes), (masks, mask_clashes) = _matches(images_dir, IMAGE_RE), _matches(masks_dir, MASK_RE)
     skipped = SkipLog()
-    problems = image_clashes + mask_clashes
-    for clash in problems:                                # a clashing id is left out whole (skip mode)
-        key = IMAGE_RE.match(Path(clash.path).name) or MASK_RE.match(Path(clash.path).name)
-        images.pop(key.group(1).upper(), None)
-        masks.pop(key.group(1).upper(), None)
+    problems = [error for _, error in image_clashes + mask_clashes]
+    for key, _ in image_clashes + mask_clashes:          # a clashing id is left out whole (skip mode)
+        images.pop(key, None)
+        masks.pop(key, None)
     problems += [DataError(images[i], f"image has no mask (expected {masks_dir / f'{i}_segmentation.png'})")
                  for i in sorted(images.keys() - masks.keys())]
     problems += [DataError(masks[i], f"mask has no image (expected {images_dir / f'{i}.jpg'})")
