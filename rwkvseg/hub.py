@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors
 
 from rwkvseg.data.errors import DataError, DataNotFoundError
 from rwkvseg.data.files import read_bytes, read_text
@@ -44,6 +44,7 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
 SHIPPED = Path(__file__).resolve().parent / "weights"
+_KNOWN_METADATA = ("input_size", "normalization", "training_data", "metrics")
 
 
 class CheckpointError(ValueError):
@@ -81,7 +82,6 @@ def checkpoint_dir(path: str | Path) -> Path:
     if not p.is_dir() and str(path) in list_pretrained():
         return SHIPPED / str(path)
     return p
-_KNOWN_METADATA = ("input_size", "normalization", "training_data", "metrics")
 
 
 def _model_config(model: nn.Module):
@@ -147,8 +147,9 @@ def save_pretrained(
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "model_name": model_name})
-    record["weights_sha256"] = hashlib.sha256((path / WEIGHTS_NAME).read_bytes()).hexdigest()
+    data = save_safetensors(state, metadata={"format": "pt", "model_name": model_name})
+    (path / WEIGHTS_NAME).write_bytes(data)
+    record["weights_sha256"] = hashlib.sha256(data).hexdigest()
     (path / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n")
     return path
 
@@ -240,8 +241,8 @@ def from_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu
     digest = record.get("weights_sha256")
     if digest is None and path.resolve().parent == SHIPPED:
         raise CheckpointError(cfg_file, "a shipped network without weights_sha256: its weights cannot be verified")
-    if digest is not None and hashlib.sha256(data).hexdigest() != digest:
-        raise CheckpointError(weights, f"sha256 {hashlib.sha256(data).hexdigest()[:16]}... does not match "
+    if digest is not None and (actual := hashlib.sha256(data).hexdigest()) != digest:
+        raise CheckpointError(weights, f"sha256 {actual[:16]}... does not match "
                               f"weights_sha256 {str(digest)[:16]}... in {CONFIG_NAME}: the file is corrupt or was "
                               "changed", "download or export it again")
     try:
