@@ -30,7 +30,7 @@ from PIL import Image
 from rwkvseg.data import NORMALIZATIONS, Normalization
 from rwkvseg.data.errors import DataError, SkipLog, check_on_error, warn_notes
 from rwkvseg.data.files import read_image
-from rwkvseg.engine.evaluate import predict_logits
+from rwkvseg.engine.evaluate import _device_of, predict_logits
 
 OUTPUTS = ("_mask.png", "_overlay.png")
 
@@ -84,10 +84,6 @@ def output_names(paths: list[Path], out_dir: Path | None = None) -> list[str]:
             return [f"{Path(p).stem}-{i + 1}" for i, p in enumerate(paths)]
         for i in bump:
             level[i] += 1
-
-
-def _device_of(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _overlay(rgb: np.ndarray, label: np.ndarray, alpha: float = 0.45, rows: int = 512) -> np.ndarray:
