@@ -40,6 +40,8 @@ from PIL import Image
 
 from rwkvseg.cli import main
 from rwkvseg.data import NORMALIZATIONS, dataset_dir, load_cache, load_dataset, load_isic, read_volume, save_cache
+from rwkvseg.data import files as data_files
+from rwkvseg.data.acdc import list_volumes
 from rwkvseg.data.splits import split_ids
 from rwkvseg.engine import TrainConfig, load_checkpoint, load_model
 from rwkvseg.engine.checkpoint import save_checkpoint
@@ -1081,16 +1083,9 @@ def _alarm(signum, frame):
     raise _Hang()
 
 
-# The runs that need a change in a module this corpus does not cover (the fix is named).
-ELSEWHERE = {}
-PARAMS = [pytest.param(c, e, marks=pytest.mark.xfail(reason=ELSEWHERE[c.name, e], strict=False))
-          if (c.name, e) in ELSEWHERE else pytest.param(c, e) for c, e in RUNS]
-
-
-@pytest.mark.parametrize("case,entry", PARAMS, ids=[f"{c.name}/{e}" for c, e in RUNS])
+@pytest.mark.parametrize("case,entry", RUNS, ids=[f"{c.name}/{e}" for c, e in RUNS])
 def test_bad_input(case, entry, assets, tmp_path, monkeypatch):
-    from rwkvseg.data import files
-    monkeypatch.setattr(files, "MAX_DECODE_BYTES", BOUND)
+    monkeypatch.setattr(data_files, "MAX_DECODE_BYTES", BOUND)
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(HANG_S)
     try:
@@ -1120,7 +1115,6 @@ def test_the_official_nifti_release_reads_like_the_hdf5_files(assets, tmp_path):
     for part in ("val", "test"):
         a, b = getattr(h5, part).volumes[0], getattr(nifti, part).volumes[0]
         assert a.name == b.name and np.array_equal(a.image, b.image) and np.array_equal(a.native_label, b.native_label)
-    from rwkvseg.data.acdc import list_volumes
     names = sorted(list_volumes(dataset_dir("acdc", assets.nifti)))
     assert names == sorted(f"{v.split('_')[0]}_frame{k:02d}" for v in ACDC_VOLS.values() for k in (1, 2))
     assert cli(*_train_args("acdc", assets.nifti, tmp_path / "run")).rc == 0
