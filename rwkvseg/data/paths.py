@@ -15,7 +15,7 @@ from rwkvseg.data.errors import DataNotFoundError
 
 ENV_VAR = "RWKVSEG_DATA"
 DEFAULT_ROOT = Path("~/rwkvseg-data")
-DATASETS = ("isic2018", "acdc")
+FOLDERS = ("isic2018", "acdc")                # the data sets that live in a data root (sets.DATASETS: all four)
 LAYOUT = (
     "expected a data root holding\n"
     "  isic2018/images/ISIC_XXXXXXX.jpg  and  isic2018/masks/ISIC_XXXXXXX_segmentation.png\n"
@@ -65,8 +65,8 @@ def find_data_root(root: str | Path | None = None, *, required: bool = True) -> 
 
 def dataset_dir(name: str, root: str | Path | None = None) -> Path:
     """The folder of one data set: `<root>/<name>`, or `root` itself when it is that folder."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}: expected one of {DATASETS}")
+    if name not in FOLDERS:
+        raise ValueError(f"unknown data set {name!r}: expected one of {FOLDERS}")
     base = find_data_root(root)
     if (base / name).is_dir():
         return base / name
