@@ -38,13 +38,17 @@ class DataNoteWarning(UserWarning):
     8 bits, a huge image decoded at a reduced scale; rwkvseg.data.files): never silently."""
 
 
+def listing(items: list[tuple[str, str]], limit: int = 5) -> str:
+    """'a.jpg: truncated JPEG; b.png: ...; and 3 more' of (path, text) pairs, the first `limit` named."""
+    shown = "; ".join(f"{Path(p).name}: {text}" for p, text in items[:limit])
+    return shown + (f"; and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def warn_notes(what: str, notes: list[tuple[str, str]], limit: int = 5) -> None:
     """Warn once with the (path, note) pairs of a load, the first `limit` named."""
     if notes:
-        shown = "; ".join(f"{Path(p).name}: {note}" for p, note in notes[:limit])
-        more = f"; and {len(notes) - limit} more" if len(notes) > limit else ""
-        warnings.warn(f"{what}: {len(notes)} file(s) converted while reading: {shown}{more}", DataNoteWarning,
-                      stacklevel=3)
+        warnings.warn(f"{what}: {len(notes)} file(s) converted while reading: {listing(notes, limit)}",
+                      DataNoteWarning, stacklevel=3)
 
 
 def check_on_error(on_error: str) -> None:
@@ -67,9 +71,7 @@ class SkipLog:
 
     def summary(self, limit: int = 5) -> str:
         """'skipped 2 item(s): a.jpg: truncated JPEG; b.png: ...' (the first `limit` named)."""
-        shown = "; ".join(f"{Path(p).name}: {problem}" for p, problem in self.items[:limit])
-        more = f"; and {len(self) - limit} more" if len(self) > limit else ""
-        return f"skipped {len(self)} item(s): {shown}{more}"
+        return f"skipped {len(self)} item(s): {listing(self.items, limit)}"
 
     def warn(self, what: str) -> None:
         """Warn with the summary when anything was skipped (`what` says which load)."""
