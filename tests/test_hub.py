@@ -7,9 +7,10 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
-from rwkvseg.hub import (CONFIG_NAME, SHIPPED, WEIGHTS_NAME, CheckpointError, from_pretrained, list_pretrained,
-                         load_config, save_pretrained)
+from rwkvseg.hub import (CONFIG_NAME, SHIPPED, WEIGHTS_NAME, CheckpointError, _as_tuples, from_pretrained,
+                         list_pretrained, load_config, save_pretrained)
 from rwkvseg.models import create_model, list_models
 
 SIDE = 32          # small, divisible by 16 (RWKV-UNet) and 32 (MS-RWKV-UNet)
@@ -49,8 +50,6 @@ def test_config_round_trip_every_registered_model(name):
 
 
 def build_from_record(name, record):
-    from rwkvseg.hub import _as_tuples
-
     with torch.device("meta"):
         return create_model(name, **{k: _as_tuples(v) for k, v in record["config"].items()})
 
@@ -127,8 +126,6 @@ def test_mismatched_checkpoint_is_refused(tmp_path):
 
 
 def test_missing_keys_are_named(tmp_path):
-    from safetensors.torch import load_file, save_file
-
     path = save_pretrained(create_model("rwkv_unet_test"), tmp_path / "m", model_name="rwkv_unet_test")
     state = load_file(str(path / WEIGHTS_NAME))
     del state["head.bias"]
