@@ -22,6 +22,7 @@ one() {  # model compile timeout extra-args...
   TMPDIR=/root/c_${m}_$c step "${m}_$c" $t python3 benchmarks/train_throughput.py --model $m --compile $c \
     --out $R/${m}_$c.json --profile $R/prof_$m "$@"
 }
+step gpu_tests 75 python3 -m pytest -q -x tests/test_wkv_gluon.py tests/test_wkv_triton.py -p no:cacheprovider
 one rwkv_unet_t off 80 --steps 30 --warmup 8
 one rwkv_unet_t on 200 --steps 30 --warmup 8
 one unet off 50 --steps 30 --warmup 8
