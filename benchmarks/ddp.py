@@ -68,7 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:                     # `python benchmarks/ddp.py` from a plain checkout
     sys.path.insert(0, str(ROOT))
 
-from rwkvseg.data import DATASETS, EvalSet, SegData, isic2018_cache  # noqa: E402
+from rwkvseg.data import DATASETS, EvalSet, SegData, isic2018_cache, isic2018_cache_name  # noqa: E402
 from rwkvseg.data.cache import default_cache_dir  # noqa: E402
 from rwkvseg.data.sets import cache_in  # noqa: E402
 from rwkvseg.engine import TrainConfig, fit_epoch, prepare  # noqa: E402
@@ -287,7 +287,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")   # for both runs (torchrun sets it only for several)
     if not a.synthetic:                              # one process builds the data cache (ranks would race)
         size = a.img_size or run_config(a, 1).img_size
-        name = f"isic2018_{size}x{size}.npz"
+        name = isic2018_cache_name((size, size))
         if cache_in(a.data_dir, name) is None and not (default_cache_dir() / name).is_file():
             isic2018_cache(a.data_dir, size=(size, size))
     runs = {}

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from rwkvseg.data import acdc_cache, isic2018_cache
+from rwkvseg.data import acdc_cache, acdc_cache_name, isic2018_cache, isic2018_cache_name
 from rwkvseg.data.errors import DataError, DataNoteWarning, DataSkipWarning
 from rwkvseg.data.files import read_text
 from rwkvseg.data.sets import normalization_of
@@ -291,11 +291,11 @@ def cmd_cache(a, command: str) -> int:
     if a.dataset == "acdc":
         size = a.size or 224
         cache = acdc_cache(a.data_dir, cache_dir=a.out, size=size, rebuild=a.rebuild)
-        name = f"acdc_{size}.npz"
+        name = acdc_cache_name(size)
     else:
         size = a.size or 256
         cache = isic2018_cache(a.data_dir, cache_dir=a.out, size=(size, size), rebuild=a.rebuild)
-        name = f"isic2018_{size}x{size}.npz"
+        name = isic2018_cache_name((size, size))
     path = Path(a.out) / name
     print(f"{path}: {len(cache)} items, images {tuple(cache.images.shape)}, {path.stat().st_size / 2**20:.1f} MiB, "
           f"sha256 {cache.meta.get('sha256', '')[:16]}")

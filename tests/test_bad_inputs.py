@@ -39,7 +39,8 @@ import torch
 from PIL import Image
 
 from rwkvseg.cli import main
-from rwkvseg.data import NORMALIZATIONS, dataset_dir, load_cache, load_dataset, load_isic, read_volume, save_cache
+from rwkvseg.data import (NORMALIZATIONS, dataset_dir, isic2018_cache_name, load_cache, load_dataset, load_isic,
+                          read_volume, save_cache)
 from rwkvseg.data import files as data_files
 from rwkvseg.data.acdc import list_volumes
 from rwkvseg.data.splits import split_ids
@@ -328,7 +329,7 @@ ENTRIES: dict[str, dict[str, Callable]] = {
         "cli-train": lambda a, t, d: cli(*_train_args("isic2018", d, t / "run")),
         "cli-evaluate": lambda a, t, d: _evaluate(a.isic_pt, d),
         "api-load_dataset": lambda a, t, d: api(load_dataset, "isic2018", data_dir=d, img_size=IMG),
-        "api-load_cache": lambda a, t, d: api(load_cache, d / f"isic2018_{IMG}x{IMG}.npz"),
+        "api-load_cache": lambda a, t, d: api(load_cache, d / isic2018_cache_name((IMG, IMG))),
     },
     "args": {"cli": lambda a, t, argv: cli(*argv)},       # setup: the command line
     "run-dir": {"cli-record": lambda a, t, d: cli("record", "--run", d, "--out", t / "record")},
@@ -924,7 +925,7 @@ def _cache_file(how: str) -> Callable:
     def make(a: Assets, tmp: Path):
         d = tmp / "cachedir"
         d.mkdir()
-        path = d / f"isic2018_{IMG}x{IMG}.npz"
+        path = d / isic2018_cache_name((IMG, IMG))
         if how == "zero-byte":
             path.write_bytes(b"")
         else:

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from rwkvseg.data import (AcdcAugment, AugmentParams, DataNotFoundError, GpuLoader, IsicAugment,
-                          NORMALIZATIONS, apply_augment, build_acdc_cache, cache_volumes, find_data_root,
-                          find_isic_pairs, isic_samples, load_cache, load_isic, read_h5, read_volume,
-                          resize_label, save_cache, samples_dir, split_ids, split_info, synthetic_acdc,
-                          synthetic_acdc_volumes, synthetic_volume)
+                          NORMALIZATIONS, acdc_cache_name, apply_augment, build_acdc_cache, cache_volumes,
+                          find_data_root, find_isic_pairs, isic2018_cache_name, isic_samples, load_cache, load_isic,
+                          read_h5, read_volume, resize_label, save_cache, samples_dir, split_ids, split_info,
+                          synthetic_acdc, synthetic_acdc_volumes, synthetic_volume)
 from rwkvseg.data import paths as paths_module
 from rwkvseg.data.acdc import find_acdc_nifti, list_volumes, read_nifti_frame, volume_slice_ids
 from rwkvseg.data.augment import REFLECTIONS
@@ -260,6 +260,13 @@ def test_cache_round_trip_and_take(tmp_path):
     assert np.array_equal(part.images[0], cache.images[3])
     with pytest.raises(KeyError, match="not in this cache"):
         back.take(["ISIC_9999999"])
+
+
+def test_cache_names_are_the_shipped_ones():
+    """Caches built earlier (and the dev scripts that carry them) are found by these exact names."""
+    assert isic2018_cache_name((256, 256)) == isic2018_cache_name() == "isic2018_256x256.npz"
+    assert isic2018_cache_name((192, 256)) == "isic2018_192x256.npz"
+    assert acdc_cache_name(224) == acdc_cache_name() == "acdc_224.npz"
 
 
 def test_isic2018_cache_rebuilds_when_source_changes(tmp_path, capsys):

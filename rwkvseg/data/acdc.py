@@ -257,6 +257,11 @@ def build_acdc_cache(folder: str | Path, *, volumes: Sequence[str] | None = None
                     extras=extras)
 
 
+def acdc_cache_name(size: int = IMG_SIZE) -> str:
+    """File name of the ACDC cache at size x size, e.g. `acdc_224.npz`."""
+    return f"acdc_{size}.npz"
+
+
 def acdc_cache(root: str | Path | None = None, *, cache_dir: str | Path | None = None, size: int = IMG_SIZE,
                rebuild: bool = False, verbose: bool = True) -> SegCache:
     """All ACDC volumes of the data root at size x size, from a cache file built on first use.
@@ -264,7 +269,7 @@ def acdc_cache(root: str | Path | None = None, *, cache_dir: str | Path | None =
     The file (`acdc_S.npz`, bzip2; ~49 MiB for all 100 patients at 224) is rebuilt when the source
     files change; without the source, an existing file is used as is (e.g. on a remote GPU).
     """
-    path = Path(cache_dir or default_cache_dir()) / f"acdc_{size}.npz"
+    path = Path(cache_dir or default_cache_dir()) / acdc_cache_name(size)
     try:
         folder = dataset_dir("acdc", root)
     except DataNotFoundError:

@@ -285,6 +285,11 @@ def load_isic_masks(source: str | Path | IsicScan, *, ids: Sequence[str] | None 
     return np.stack(masks), [p.id for p in pairs]
 
 
+def isic2018_cache_name(size: tuple[int, int] = IMAGE_SIZE) -> str:
+    """File name of the ISIC 2018 cache at `size` (H, W), e.g. `isic2018_256x256.npz`."""
+    return f"isic2018_{size[0]}x{size[1]}.npz"
+
+
 def isic2018_cache(root: str | Path | None = None, *, cache_dir: str | Path | None = None,
                    size: tuple[int, int] = IMAGE_SIZE, rebuild: bool = False, verbose: bool = True) -> SegCache:
     """All ISIC 2018 pairs of the data root at `size`, from a cache file built on first use.
@@ -292,7 +297,7 @@ def isic2018_cache(root: str | Path | None = None, *, cache_dir: str | Path | No
     The file (`isic2018_HxW.npz` in `cache_dir`, default $RWKVSEG_CACHE or ~/.cache/rwkvseg) is
     rebuilt when the source files change; without the source an existing file is used as is.
     """
-    path = Path(cache_dir or default_cache_dir()) / f"isic2018_{size[0]}x{size[1]}.npz"
+    path = Path(cache_dir or default_cache_dir()) / isic2018_cache_name(size)
     try:
         folder = dataset_dir("isic2018", root)
     except DataNotFoundError:

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rwkvseg.data.acdc import (LABELS, acdc_cache, build_acdc_cache, cache_volumes, resize_label, volume_depths,
-                               volume_slice_ids)
+from rwkvseg.data.acdc import (LABELS, acdc_cache, acdc_cache_name, build_acdc_cache, cache_volumes, resize_label,
+                               volume_depths, volume_slice_ids)
 from rwkvseg.data.cache import SegCache, load_cache
-from rwkvseg.data.isic import isic2018_cache, isic_samples, load_isic
+from rwkvseg.data.isic import isic2018_cache, isic2018_cache_name, isic_samples, load_isic
 from rwkvseg.data.normalize import NORMALIZATIONS, Normalization
 from rwkvseg.data.paths import dataset_dir
 from rwkvseg.data.splits import DEFAULT_SPLIT, random_split, split_ids, split_info, split_sha256
@@ -168,7 +168,7 @@ def _isic2018(info, *, split, size, data_dir, with_val, max_train, max_eval, see
     for role in ("val", "test"):
         if role in ids:
             ids[role] = _first(ids[role], max_eval)
-    carried = cache_in(data_dir, f"isic2018_{size}x{size}.npz")
+    carried = cache_in(data_dir, isic2018_cache_name((size, size)))
     if carried is not None:
         cache = load_cache(carried)
     elif max_train or max_eval:                           # decode only what is used: seconds, no file
@@ -214,7 +214,7 @@ def _acdc(info, *, split, size, data_dir, with_val, max_train, max_eval, seed, d
     names = {role: split_ids("acdc", split, part) for role, part in parts.items()}
     names["val"] = _first(names["val"], max_eval)
     names["test"] = _first(names["test"], max_eval)
-    carried = cache_in(data_dir, f"acdc_{size}.npz")
+    carried = cache_in(data_dir, acdc_cache_name(size))
     if carried is not None:
         cache = load_cache(carried)
     elif max_train or max_eval:                           # only the volumes used: seconds, no file
