@@ -293,18 +293,117 @@ def exp_syncs(a) -> dict:
     return {"syncs": count_syncs(step)}
 
 
+# ------------------------------------------------------------------ candidates of issue 23 (monkeypatches)
+_conv_forward = nn.Conv2d.forward
+_upsample_forward = nn.Upsample.forward
+
+
+def conv1x1_as_gemm(small_only: bool):
+    """nn.Conv2d.forward where a 1x1, stride-1, ungrouped conv of a channels-last CUDA map runs as one GEMM
+    over the pixels (the permuted views are contiguous: no copies). small_only: only where a side has < 8
+    channels (cuDNN's 'indexed' kernels)."""
+    def forward(self, x):
+        if (self.kernel_size == (1, 1) and self.groups == 1 and self.stride == (1, 1) and self.padding == (0, 0)
+                and x.is_cuda and x.is_contiguous(memory_format=torch.channels_last)
+                and (not small_only or min(self.in_channels, self.out_channels) < 8)):
+            w = self.weight.view(self.out_channels, self.in_channels)
+            return F.linear(x.permute(0, 2, 3, 1), w, self.bias).permute(0, 3, 1, 2)
+        return _conv_forward(self, x)
+    return forward
+
+
+def _up2_along(x, dim):
+    n = x.shape[dim]
+    prev = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)
+    nxt = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)
+    return torch.stack([0.25 * prev + 0.75 * x, 0.75 * x + 0.25 * nxt], dim + 1).flatten(dim, dim + 1)
+
+
+def upsample2x(self, x):
+    """nn.Upsample.forward: bilinear x2 (align_corners False) as shifted slices and weighted sums (its
+    backward is slices and sums too: no scatter-add)."""
+    if self.mode == "bilinear" and self.scale_factor in (2, 2.0) and not self.align_corners:
+        return _up2_along(_up2_along(x, 2), 3)
+    return _upsample_forward(self, x)
+
+
+def patches(names: set) -> None:
+    nn.Conv2d.forward = (conv1x1_as_gemm("gemm_small" in names) if names & {"gemm", "gemm_small"}
+                         else _conv_forward)
+    nn.Upsample.forward = upsample2x if "up2" in names else _upsample_forward
+    F.layer_norm = layer_norm_bf16 if "lnbf16" in names else _layer_norm
+
+
+def check_patches() -> dict:
+    """The patched ops against float64 references (values and gradients)."""
+    torch.manual_seed(0)
+    out = {}
+    up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+    for shape in ((2, 5, 7, 9), (1, 3, 1, 4), (2, 8, 16, 16)):
+        x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        ref = _upsample_forward(up, x)
+        got = upsample2x(up, x)
+        g = torch.randn_like(ref)
+        (gr,) = torch.autograd.grad(ref, x, g)
+        (gg,) = torch.autograd.grad(got, x, g)
+        out[f"up2 {shape}"] = [float((ref - got).abs().max()), float((gr - gg).abs().max())]
+    conv = nn.Conv2d(24, 3, 1, bias=True).to(DEV, torch.float64)
+    x = torch.randn(2, 24, 9, 11, device=DEV, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    out["gemm 24->3"] = float((conv1x1_as_gemm(False)(conv, x) - _conv_forward(conv, x)).abs().max())
+    print("PATCHCHECK", out, flush=True)
+    return out
+
+
+def exp_candidates(a) -> dict:
+    x, y = batch(a.size, a.batch)
+    model = build(a.model)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    out = {"runs": [], "check": check_patches()}
+    if a.phase == "eager":
+        plan = [("eager foreach (engine)", set(), False),
+                ("eager fused", set(), True),
+                ("eager fused +gemm_small", {"gemm_small"}, True),
+                ("eager fused +gemm", {"gemm"}, True),
+                ("eager fused +gemm +up2", {"gemm", "up2"}, True),
+                ("eager fused +gemm +lnbf16", {"gemm", "lnbf16"}, True)]
+        for label, names, fused in plan:
+            patches(names)
+            out["runs"].append(run(label, model, model, init, x, y, fused=fused))
+    else:
+        closs = torch.compile(binary_bce_dice)
+        for item in a.sets.split(";"):
+            mode, _, names = item.partition(":")
+            names = set(filter(None, names.split("+")))
+            patches(names)
+            torch._dynamo.reset()
+            t = time.perf_counter()
+            cm = torch.compile(model, mode=None if mode == "default" else mode)
+            label = f"compiled[{mode}] fused +closs " + "+".join(sorted(names))
+            out["runs"].append(run(label, model, cm, init, x, y, fused=True, loss_fn=closs,
+                                   mark=mode == "reduce-overhead"))
+            print(f"{label}: {time.perf_counter() - t:.0f} s with its compile", flush=True)
+            if a.out:
+                Path(a.out).write_text(json.dumps(out, indent=1, default=str))
+    patches(set())
+    compare(out["runs"], out["runs"][0]["label"])
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("exp", choices=("eager", "compiled", "dwconv", "syncs"))
+    ap.add_argument("exp", choices=("eager", "compiled", "dwconv", "syncs", "candidates"))
     ap.add_argument("--model", default="rwkv_unet_t")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--modes", default="default,reduce-overhead")
     ap.add_argument("--out", default=None)
     ap.add_argument("--nchw", action="store_true")
+    ap.add_argument("--phase", choices=("eager", "compiled"), default="eager")
+    ap.add_argument("--sets", default=";gemm+up2", help="compiled: patch sets, ';'-separated, '+' inside")
     a = ap.parse_args()
     torch.backends.cudnn.benchmark = True
-    res = {"eager": exp_eager, "compiled": exp_compiled, "dwconv": exp_dwconv, "syncs": exp_syncs}[a.exp](a)
+    res = {"eager": exp_eager, "compiled": exp_compiled, "dwconv": exp_dwconv, "syncs": exp_syncs,
+           "candidates": exp_candidates}[a.exp](a)
     res["device"] = torch.cuda.get_device_name()
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1, default=str))
