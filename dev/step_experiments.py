@@ -399,7 +399,8 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--nchw", action="store_true")
     ap.add_argument("--phase", choices=("eager", "compiled"), default="eager")
-    ap.add_argument("--sets", default=";gemm+up2", help="compiled: patch sets, ';'-separated, '+' inside")
+    ap.add_argument("--sets", default="default:;default:gemm+up2",
+                    help="compiled: mode:patches items, ';'-separated, patches '+'-separated")
     a = ap.parse_args()
     torch.backends.cudnn.benchmark = True
     res = {"eager": exp_eager, "compiled": exp_compiled, "dwconv": exp_dwconv, "syncs": exp_syncs,
