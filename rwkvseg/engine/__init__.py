@@ -9,8 +9,9 @@
 from rwkvseg.engine.checkpoint import CheckpointError, load_checkpoint, load_model
 from rwkvseg.engine.config import TrainConfig, shipped_configs
 from rwkvseg.engine.evaluate import evaluate_checkpoint, evaluate_split, format_table, predict_logits
-from rwkvseg.engine.loop import Run, end_epoch, finish, fit_epoch, lr_at, prepare, train, train_step
+from rwkvseg.engine.loop import (Run, end_epoch, finish, fit_epoch, lr_at, make_optimizer, prepare, train,
+                                 train_step)
 
 __all__ = ["CheckpointError", "Run", "TrainConfig", "end_epoch", "evaluate_checkpoint", "evaluate_split", "finish",
-           "fit_epoch", "format_table", "load_checkpoint", "load_model", "lr_at", "predict_logits", "prepare",
+           "fit_epoch", "format_table", "load_checkpoint", "load_model", "lr_at", "make_optimizer", "predict_logits", "prepare",
            "shipped_configs", "train", "train_step"]
