@@ -1,5 +1,8 @@
 #!/bin/bash
 # One GPU call (10 minutes): the training-step profile (one variant per process, cold caches), then experiments.
+# On the device: pytest needs `-o addopts=` (pyproject's nbval options; no nbval there); RWKVSEG_COMMIT must be
+# given (the copy's .git is not this checkout's HEAD, so git_commit() would record a stale commit); a cold eager
+# RWKV-UNet-T process needs ~60-70 s to its record (first step ~30 s: cuDNN's search, Triton builds).
 # Usage (the device machine, carry nothing): bash dev/profile_step.sh "$(git rev-parse HEAD)" 585, then here:
 #   mkdir -p /tmp/r && tar xzf <files>/res.tgz -C /tmp/r && PYTHONPATH=. python dev/ingest_profile.py /tmp/r
 export RWKVSEG_COMMIT=$1 PYTHONUNBUFFERED=1 PYTHONPATH=.
@@ -22,7 +25,7 @@ one() {  # model compile timeout extra-args...
   TMPDIR=/root/c_${m}_$c step "${m}_$c" $t python3 benchmarks/train_throughput.py --model $m --compile $c \
     --out $R/${m}_$c.json --profile $R/prof_$m "$@"
 }
-step gpu_tests 75 python3 -m pytest -q -x tests/test_wkv_gluon.py tests/test_wkv_triton.py -p no:cacheprovider
+step gpu_tests 75 python3 -m pytest -q -x -o addopts= -p no:cacheprovider tests/test_wkv_gluon.py tests/test_wkv_triton.py
 one rwkv_unet_t off 80 --steps 30 --warmup 8
 one rwkv_unet_t on 200 --steps 30 --warmup 8
 one unet off 50 --steps 30 --warmup 8

@@ -1,6 +1,7 @@
 """Every benchmark script's CPU smoke mode runs (they are run for real only on a GPU, where a
 crash costs device time: the wkv.py --quick mode and one benchmark call both broke unnoticed)."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,16 @@ def test_train_throughput_kernel_kinds():
     assert {name: tt.kernel_kind(name) for name in KERNEL_NAMES} == KERNEL_NAMES
 
 
+def test_every_wkv_kernel_counts_as_wkv():
+    """Every GPU kernel of rwkvseg.kernels (the names a profile shows) falls in the kind 'wkv'."""
+    tt = _load_train_throughput()
+    names = set()
+    for path in (ROOT / "rwkvseg" / "kernels").glob("*.py"):
+        names |= set(re.findall(r"^\s*def (\w+_kernel)\(", path.read_text(), flags=re.MULTILINE))
+    assert len(names) >= 8
+    assert {n: tt.kernel_kind(n) for n in names} == {n: "wkv" for n in names}
+
+
 def test_train_throughput_kernel_breakdown():
     """Shares add up to 100 %, ms per step and launches per step divide by the profiled steps."""
     tt = _load_train_throughput()
@@ -112,3 +123,20 @@ def test_train_throughput_kernel_breakdown():
     assert sum(v["share_pct"] for v in b["by_kind"].values()) == pytest.approx(100.0)
     assert b["by_kind"]["depthwise_conv"] == pytest.approx({"ms_per_step": 0.4, "share_pct": 40.0, "launches_per_step": 2})
     assert b["top"][0]["name"] == "dgrad2d_c1_k1_nhwc" and b["other_top"][0]["name"] == "some_new_library_kernel"
+
+
+def test_train_throughput_resort_kinds():
+    """A record's listed kernels move to the kind today's patterns give them; totals stay."""
+    tt = _load_train_throughput()
+    b = tt.kernel_breakdown([("dgrad2d_c1_k1_nhwc", 300.0), ("some_new_library_kernel", 100.0)], steps=1,
+                            step_ms=1.0)
+    old = {**b, "top": [dict(r) for r in b["top"]], "other_top": [dict(r) for r in b["other_top"]]}
+    for r in old["top"] + old["other_top"]:                       # as if written before 'depthwise_conv'
+        r["kind"] = "other" if r["name"] == "dgrad2d_c1_k1_nhwc" else r["kind"]
+    old["by_kind"] = {k: dict(v) for k, v in b["by_kind"].items()}
+    old["by_kind"]["other"] = {"ms_per_step": 0.4, "share_pct": 100.0, "launches_per_step": 2.0}
+    old["by_kind"]["depthwise_conv"] = {"ms_per_step": 0.0, "share_pct": 0.0, "launches_per_step": 0.0}
+    new = tt.resort_kinds(old)
+    for kind in ("other", "depthwise_conv"):
+        assert new["by_kind"][kind] == pytest.approx(b["by_kind"][kind])
+    assert [r["name"] for r in new["other_top"]] == ["some_new_library_kernel"]
