@@ -11,8 +11,8 @@ torch.compile (default mode), each in a fresh process with empty Triton and Indu
 - img_per_s: training images per second, batch / median step time over --steps CUDA-synchronised
   steps after --warmup steps. One step = rwkvseg.engine.train_step, the engine's step: forward
   under bf16 autocast, the 0.5 BCE + 1.0 Dice loss in float32 (compiled with the model in the
-  compiled variant), backward, AdamW (rwkvseg.engine.make_optimizer: fused on CUDA), on a batch that already sits on the device (the engine keeps the data
-  on the GPU);
+  compiled variant), backward, AdamW (rwkvseg.engine.make_optimizer: fused on CUDA), on a
+  batch that already sits on the device (the engine keeps the data on the GPU);
 - inference: forward only (eval mode, no grad, bf16 autocast), the same batch: img/s over the
   median call, the first call's seconds (the compiled variant compiles its inference graph there)
   and the peak memory;

@@ -154,14 +154,22 @@ def show_run_curves(network: str, name: str, record: dict) -> None:
     show_figure(curves_figure(record["history"], title=title, selected_epoch=record["selection"]["epoch"]))
 
 
-def show_run_cases(folder: str, name: str, network: str) -> bool:
-    """The case gallery a committed run's record drew (cases.png), under a line naming the run and
-    the GPU and date of the evaluation; False (and a line saying so) when the record has none."""
+def _cases_record(folder: str, name: str, network: str) -> dict | None:
+    """A committed run's cases.json, or None (and a line saying so) when the record has none."""
     path = results_path(folder, name, "cases.json")
     if not path.is_file():
         print(f"the record {name} ({network}) has no case gallery")
+        return None
+    return json.loads(path.read_text())
+
+
+def show_run_cases(folder: str, name: str, network: str) -> bool:
+    """The case gallery a committed run's record drew (cases.png), under a line naming the run and
+    the GPU and date of the evaluation; False (and a line saying so) when the record has none."""
+    record = _cases_record(folder, name, network)
+    if record is None:
         return False
-    p = json.loads(path.read_text())["provenance"]
+    p = record["provenance"]
     print(f"{network}, record {name}: cases evaluated on {p['device']}, {p['date'][:10]}")
     display(Image(filename=str(results_path(folder, name, "cases.png"))))
     return True
@@ -171,9 +179,7 @@ def show_case_table(folder: str, runs: dict[str, tuple[str, dict]], names: dict[
     """One table of the picked cases of `runs` (model -> (record name, record)) whose records have them."""
     rows = []
     for model, (name, _) in runs.items():
-        path = results_path(folder, name, "cases.json")
-        if path.is_file():
-            rows += case_rows(json.loads(path.read_text()), network=names.get(model, model), run=name)
-        else:
-            print(f"the record {name} ({names.get(model, model)}) has no case gallery")
+        network = names.get(model, model)
+        if (record := _cases_record(folder, name, network)) is not None:
+            rows += case_rows(record, network=network, run=name)
     show_table(rows, floatfmt="{:.2f}")

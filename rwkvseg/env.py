@@ -19,6 +19,11 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def device_of(model: torch.nn.Module) -> torch.device:
+    """The device a model's parameters sit on."""
+    return next(model.parameters()).device
+
+
 def device_name(device: torch.device | str | None = None) -> str:
     """'NVIDIA H100 80GB HBM3' for a GPU, 'cpu (N cores)' otherwise."""
     device = torch.device(device) if device is not None else default_device()

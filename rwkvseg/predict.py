@@ -30,7 +30,8 @@ from PIL import Image
 from rwkvseg.data import NORMALIZATIONS, Normalization
 from rwkvseg.data.errors import DataError, SkipLog, check_on_error, warn_notes
 from rwkvseg.data.files import read_image
-from rwkvseg.engine.evaluate import _device_of, predict_logits
+from rwkvseg.engine.evaluate import predict_logits
+from rwkvseg.env import device_of
 
 OUTPUTS = ("_mask.png", "_overlay.png")
 
@@ -109,7 +110,7 @@ def predict_images(model, paths: list, out_dir: str | Path, *, img_size: int = 2
     check_on_error(on_error)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dev = _device_of(model)
+    dev = device_of(model)
     model.eval()
     in_chans = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
     if normalization is None:

@@ -13,5 +13,5 @@ from rwkvseg.engine.loop import (Run, end_epoch, finish, fit_epoch, lr_at, make_
                                  train_step)
 
 __all__ = ["CheckpointError", "Run", "TrainConfig", "end_epoch", "evaluate_checkpoint", "evaluate_split", "finish",
-           "fit_epoch", "format_table", "load_checkpoint", "load_model", "lr_at", "make_optimizer", "predict_logits", "prepare",
-           "shipped_configs", "train", "train_step"]
+           "fit_epoch", "format_table", "load_checkpoint", "load_model", "lr_at", "make_optimizer", "predict_logits",
+           "prepare", "shipped_configs", "train", "train_step"]

@@ -30,6 +30,7 @@ from rwkvseg.data import Normalization, resize_label
 from rwkvseg.data.acdc import LABELS
 from rwkvseg.data.sets import EvalSet, load_dataset
 from rwkvseg.engine.checkpoint import load_model
+from rwkvseg.env import device_of
 from rwkvseg.metrics import BinaryMetrics, VolumeMetrics, scores_from_counts
 
 
@@ -76,10 +77,6 @@ def predict_logits(model: torch.nn.Module, x: Tensor, *, tta: bool = False, bf16
     return logits
 
 
-def _device_of(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 # --------------------------------------------------------------------------------------------
 # Binary (ISIC)
 # --------------------------------------------------------------------------------------------
@@ -91,7 +88,7 @@ def evaluate_binary(model, images: Tensor, masks: Tensor, *, normalization: Norm
     with per_case, also `per_case_dsc`: each image's DSC in order (their mean is per_image.dsc)."""
     was_training = model.training
     model.eval()
-    dev = _device_of(model)
+    dev = device_of(model)
     metrics = BinaryMetrics(threshold=0.5)
     for i in range(0, images.shape[0], batch_size):
         x = normalization.from_uint8(images[i:i + batch_size].to(dev))
@@ -114,7 +111,7 @@ def predict_volume(model, image, native_size: tuple[int, int], *, normalization:
                    tta: bool = False, bf16: bool = False, batch_size: int = 32) -> Tensor:
     """Label volume (D, H, W) uint8 at the native size for an image volume (D, 1, S, S) uint8 as
     trained (the cache's rows of one volume)."""
-    dev = _device_of(model)
+    dev = device_of(model)
     image = torch.as_tensor(image)
     out = []
     for i in range(0, image.shape[0], batch_size):
@@ -187,7 +184,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data_dir: str | None = None, 
     data = load_dataset(cfg["dataset"], split=cfg.get("split", "default"), img_size=cfg["img_size"],
                         data_dir=data_dir or cfg.get("data_dir"), with_val=split == "val",
                         max_train=1 if max_items else None, max_eval=max_items, seed=cfg.get("seed", 0),
-                        device=_device_of(model))
+                        device=device_of(model))
     es = data.val if split == "val" else data.test
     kw = dict(binary=data.info.binary, normalization=data.normalization, bf16=bf16)
     out = {"checkpoint": str(checkpoint), "dataset": cfg["dataset"], "split_info": data.split_info,

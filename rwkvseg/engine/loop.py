@@ -52,7 +52,7 @@ from rwkvseg.engine.checkpoint import (RESUME_KEYS, CheckpointError, export_mode
 from rwkvseg.engine.config import TrainConfig
 from rwkvseg.engine.distributed import Dist, convert_batchnorm_for_ddp, setup_distributed
 from rwkvseg.engine.evaluate import evaluate_split, metric_conventions
-from rwkvseg.env import provenance
+from rwkvseg.env import device_of, provenance
 from rwkvseg.losses import build_loss
 from rwkvseg.models import create_model
 
@@ -141,8 +141,8 @@ def make_optimizer(model: nn.Module, *, lr: float, betas: tuple[float, float] = 
                    weight_decay: float = 0.0) -> torch.optim.AdamW:
     """AdamW over the model's parameters; on CUDA the fused implementation (one kernel per step
     for all parameters instead of a few per parameter group; the same update up to rounding)."""
-    on_cuda = next(model.parameters()).is_cuda
-    return torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay, fused=on_cuda)
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay,
+                             fused=device_of(model).type == "cuda")
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, x: torch.Tensor, y: torch.Tensor, *,
@@ -371,7 +371,8 @@ def finish(run: Run) -> dict:
     """The test split, once, with the selected weights; results.json; the exported weights."""
     cfg, data, out = run.cfg, run.data, run.out
     if cfg.selection == "val" and run.best is not None and cfg.save_checkpoints and (out / "best.pt").exists():
-        load_weights(run.model, load_checkpoint(out / "best.pt", map_location=run.dist.device)["model"], out / "best.pt")
+        best = out / "best.pt"
+        load_weights(run.model, load_checkpoint(best, map_location=run.dist.device)["model"], best)
         selected = {"rule": "best validation " + run.best["metric"], **run.best}
     else:
         selected = {"rule": "last epoch", "epoch": run.history[-1]["epoch"] if run.history else None,

@@ -24,7 +24,7 @@ from rwkvseg.data import Normalization, overlay, resize_image
 from rwkvseg.data.acdc import LABELS
 from rwkvseg.data.overlay import PALETTE
 from rwkvseg.engine.evaluate import predict_logits, predict_volume
-from rwkvseg.env import provenance
+from rwkvseg.env import device_of, provenance
 
 GROUPS = ("best", "median", "worst")
 
@@ -82,7 +82,7 @@ def _agreement(model, result: dict, *, binary: bool, bf16: bool = False) -> dict
 @torch.no_grad()
 def _panels(model, split, index: int, *, binary: bool, normalization: Normalization, bf16: bool = False):
     """(image, ground truth, prediction) of case `index` as arrays for overlay(), plus a note."""
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     if binary:
         image = split.images[index:index + 1]
         prob = torch.sigmoid(predict_logits(model, normalization.from_uint8(image.to(dev)), bf16=bf16))[0, 0]
@@ -167,7 +167,7 @@ def write_cases(out_dir: str | Path, model, split, result: dict, *, binary: bool
                    "shows": "the evaluated 256x256 image" if binary else
                             "the volume's middle slice (D // 2) at its stored size; image resized there for display"},
         "cases": per_case,
-        "provenance": provenance(mode=mode, device=next(model.parameters()).device,
+        "provenance": provenance(mode=mode, device=device_of(model),
                                  **({"command": command} if command else {})),
     }
     (out_dir / "cases.json").write_text(json.dumps(record, indent=1) + "\n")
