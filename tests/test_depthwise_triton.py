@@ -2,6 +2,12 @@
 on fresh random channels-last inputs, in float64 (ours accumulates in float64 there), float32 and bfloat16, and
 the inputs it refuses. Under the CPU interpreter the tiles are 8 columns x 16 channels, so the shapes below
 cross column and channel blocks, and some maps are smaller than the kernel."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -100,3 +106,17 @@ def test_refuses_what_it_does_not_handle(change, message):
     x, w = _inputs(1, 4, 5, 5, 3, torch.float32, seed=0)
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         depthwise_conv2d(*change(x, w))
+
+
+def test_benchmark_quick_mode(tmp_path):
+    """benchmarks/depthwise.py --quick (the accuracy check at two tiny shapes, interpreter) runs and writes its
+    JSON: the real run happens only on a GPU, where a crash costs device time."""
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}   # the script must set it itself
+    env["PYTHONPATH"] = str(root)
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "depthwise.py"), "--quick",
+                          "--out", str(tmp_path / "dw.json")], cwd=root, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    record = json.loads((tmp_path / "dw.json").read_text())
+    assert record["max_rel_err"] < 1e-5 and record["provenance"]["mode"] == "quick"

@@ -51,19 +51,10 @@ def output_size(n: int, k: int, stride: int, padding: int) -> int:
 
 
 @triton.jit
-def _acc_dtype(ptr):
-    """float64 for float64 tensors, float32 otherwise."""
-    if ptr.dtype.element_ty == tl.float64:
-        return tl.float64
-    else:
-        return tl.float32
-
-
-@triton.jit
 def depthwise_forward_kernel(
     x_ptr, w_ptr, y_ptr, C, H, W, OH, OW,
     sxb, sxc, sxh, sxw, syb, syc, syh, syw,
-    K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, BW: tl.constexpr, BC: tl.constexpr,
+    K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, F64: tl.constexpr, BW: tl.constexpr, BC: tl.constexpr,
 ):
     """y (B, C, OH, OW) from x (B, C, H, W) and the (K*K, C) weight table. Grid (B*OH, cdiv(OW, BW), cdiv(C, BC))."""
     row = tl.program_id(0)
@@ -73,7 +64,10 @@ def depthwise_forward_kernel(
     cs = tl.program_id(2) * BC + tl.arange(0, BC)
     cmask = cs < C
     omask = ow < OW
-    acc = tl.zeros((BW, BC), _acc_dtype(x_ptr))
+    if F64:
+        acc = tl.zeros((BW, BC), tl.float64)
+    else:
+        acc = tl.zeros((BW, BC), tl.float32)
     xb = x_ptr + b.to(tl.int64) * sxb
     for kh in tl.static_range(K):
         ih = oh * S - P + kh
@@ -93,7 +87,7 @@ def depthwise_forward_kernel(
 def depthwise_input_grad_kernel(
     dy_ptr, w_ptr, dx_ptr, C, H, W, OH, OW,
     syb, syc, syh, syw, sxb, sxc, sxh, sxw,
-    K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, BW: tl.constexpr, BC: tl.constexpr,
+    K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, F64: tl.constexpr, BW: tl.constexpr, BC: tl.constexpr,
 ):
     """dx (B, C, H, W) from dy (B, C, OH, OW) and the (K*K, C) weight table, in the gather form.
 
@@ -109,7 +103,10 @@ def depthwise_input_grad_kernel(
     cs = tl.program_id(2) * BC + tl.arange(0, BC)
     cmask = cs < C
     imask = iw < W
-    acc = tl.zeros((BW, BC), _acc_dtype(dy_ptr))
+    if F64:
+        acc = tl.zeros((BW, BC), tl.float64)
+    else:
+        acc = tl.zeros((BW, BC), tl.float32)
     yb = dy_ptr + b.to(tl.int64) * syb
     for kh in tl.static_range(K):
         nh = ih + P - kh + S * K                  # >= 0, so // and % are exact whatever the sign convention
@@ -132,7 +129,8 @@ def depthwise_input_grad_kernel(
 def depthwise_weight_grad_kernel(
     x_ptr, dy_ptr, part_ptr, C, H, W, OH, OW, ROWS, ROWS_PER,
     sxb, sxc, sxh, sxw, syb, syc, syh, syw,
-    K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, KP: tl.constexpr, BW: tl.constexpr, BC: tl.constexpr,
+    K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, F64: tl.constexpr, KP: tl.constexpr, BW: tl.constexpr,
+    BC: tl.constexpr,
 ):
     """Partial weight gradients (NCHUNK, K, K, C) over chunks of ROWS_PER of the ROWS = B*OH output rows.
 
@@ -144,7 +142,10 @@ def depthwise_weight_grad_kernel(
     cmask = cs < C
     kw = tl.arange(0, KP)
     kmask = kw < K
-    acc = tl.zeros((KP, BW, BC), _acc_dtype(x_ptr))
+    if F64:
+        acc = tl.zeros((KP, BW, BC), tl.float64)
+    else:
+        acc = tl.zeros((KP, BW, BC), tl.float32)
     first = chunk * ROWS_PER
     last = tl.minimum(first + ROWS_PER, ROWS)
     for rr in range(first, last):
@@ -171,7 +172,7 @@ def depthwise_weight_grad_kernel(
 
 _fwd = triton.autotune(configs=_CONFIGS, key=_KEY)(depthwise_forward_kernel)
 _dx = triton.autotune(configs=_CONFIGS, key=_KEY)(depthwise_input_grad_kernel)
-_dw = triton.autotune(configs=_DW_CONFIGS, key=_KEY, reset_to_zero=None)(depthwise_weight_grad_kernel)
+_dw = triton.autotune(configs=_DW_CONFIGS, key=_KEY)(depthwise_weight_grad_kernel)
 
 
 def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
@@ -192,7 +193,8 @@ def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, stride: int, paddin
     y = torch.empty((B, C, OH, OW), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     wt = weight_table(weight, x.dtype)
     grid = lambda meta: (B * OH, triton.cdiv(OW, meta["BW"]), triton.cdiv(C, meta["BC"]))  # noqa: E731
-    _fwd[grid](x, wt, y, C, H, W, OH, OW, *_strides(x), *_strides(y), K=K, S=stride, P=padding)
+    _fwd[grid](x, wt, y, C, H, W, OH, OW, *_strides(x), *_strides(y),
+               K=K, S=stride, P=padding, F64=x.dtype == torch.float64)
     return y
 
 
@@ -205,7 +207,8 @@ def depthwise_input_grad(dy: torch.Tensor, weight: torch.Tensor, H: int, W: int,
     wt = weight_table(weight, dy.dtype)
     grid = lambda meta: (B * H, stride * triton.cdiv(triton.cdiv(W, stride), meta["BW"]),  # noqa: E731
                          triton.cdiv(C, meta["BC"]))
-    _dx[grid](dy, wt, dx, C, H, W, OH, OW, *_strides(dy), *_strides(dx), K=K, S=stride, P=padding)
+    _dx[grid](dy, wt, dx, C, H, W, OH, OW, *_strides(dy), *_strides(dx),
+              K=K, S=stride, P=padding, F64=dy.dtype == torch.float64)
     return dx
 
 
@@ -222,5 +225,5 @@ def depthwise_weight_grad(x: torch.Tensor, dy: torch.Tensor, K: int, stride: int
     part = torch.empty((n_chunks, K, K, C), device=x.device, dtype=acc)
     grid = lambda meta: (n_chunks, triton.cdiv(C, meta["BC"]), K)  # noqa: E731
     _dw[grid](x, dy, part, C, H, W, OH, OW, rows, rows_per, *_strides(x), *_strides(dy),
-              K=K, S=stride, P=padding, KP=triton.next_power_of_2(K))
+              K=K, S=stride, P=padding, F64=x.dtype == torch.float64, KP=triton.next_power_of_2(K))
     return part.sum(0).permute(2, 0, 1).unsqueeze(1)
