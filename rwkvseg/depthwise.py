@@ -2,7 +2,8 @@
 rwkvseg.kernels.depthwise, differentiable in the input and the weight.
 
     depthwise_conv2d(x, weight, stride, padding)   x (B, C, H, W) channels_last, weight (C, 1, K, K)
-                                                   -> (B, C, OH, OW) channels_last, OH = (H + 2 padding - K) // stride + 1
+                                                   -> y (B, C, OH, OW) channels_last,
+                                                      OH = (H + 2 padding - K) // stride + 1 (OW likewise)
 
 the same values as F.conv2d(x, weight, stride=stride, padding=padding, groups=C). It handles exactly what the
 networks' depthwise convolutions are (the CNA layers of rwkvseg.layers): stride 1 or 2, square kernels, no

@@ -36,7 +36,8 @@ def _ours_and_reference(x, w, stride, padding, seed):
     yr = F.conv2d(xr, wr, stride=stride, padding=padding, groups=C)
     dxr, dwr = torch.autograd.grad(yr, (xr, wr), dy)
     assert y.shape == yr.shape and y.dtype == x.dtype and dx.dtype == x.dtype and dw.dtype == w.dtype
-    assert y.is_contiguous(memory_format=torch.channels_last) and dx.is_contiguous(memory_format=torch.channels_last)
+    for t in (y, dx):
+        assert t.is_contiguous(memory_format=torch.channels_last)
     return (y, dx, dw), (yr, dxr, dwr)
 
 

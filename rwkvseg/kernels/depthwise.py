@@ -8,13 +8,13 @@ output y (B, C, OH, OW) with OH = (H + 2P - K) // S + 1 (OW likewise):
                        over the taps where both divisions are exact and land inside dy (the gather form)
     dw[c, kh, kw]    = sum_{b, oh, ow} dy[b, c, oh, ow] x[b, c, oh S - P + kh, ow S - P + kw]
 
-Each program of the forward and the input gradient owns one output row, a block of BW columns and a block of
-BC channels, and walks the K x K taps with masks for the padding; every load is a (BW, BC) tile whose channels
-are contiguous in memory. The input gradient splits the columns of a row into their S residues mod S, so that
-inside a program every tap either lands on dy for all columns or for none (skipped). The weight gradient runs
-one program per (chunk of rows (b, oh), channel block, kh) and writes its (K, BC) sums to a partial buffer that
-torch sums: deterministic, no atomics. Accumulation in float32 (float64 for float64 inputs); outputs in the
-input's dtype.
+Each program of the forward and of the input gradient owns one row of its result (y or dx), a block of BW
+columns and a block of BC channels, and walks the K x K taps with masks for the padding; every load is a
+(BW, BC) tile whose channels are contiguous in memory. The input gradient splits the columns of a row into
+their S residues mod S, so that inside a program every tap lands on dy for all columns or for none (then it
+is skipped). The weight gradient runs one program per (chunk of rows (b, oh), channel block, kh) and writes
+its (K, BC) sums to a partial buffer that torch sums: deterministic, no atomics. Accumulation in float32
+(float64 for float64 inputs); results in the input's dtype.
 
 The weights travel as a (K*K, C) table (tap-major), so a tap's BC weights are one contiguous load.
 """
@@ -27,7 +27,7 @@ import triton.language as tl
 from .common import INTERPRET
 
 # Tiles tried by the autotuner on a GPU (BW columns, BC channels, warps); one small tile under the CPU
-# interpreter so that tests at W, C <= 20 cross several block borders.
+# interpreter, small enough that the tests' maps (W <= 11, C <= 19) cross column and channel block borders.
 if INTERPRET:
     _CONFIGS = [triton.Config({"BW": 8, "BC": 16}, num_warps=1)]
     _DW_CONFIGS = [triton.Config({"BW": 8, "BC": 16}, num_warps=1)]
@@ -56,7 +56,9 @@ def depthwise_forward_kernel(
     sxb, sxc, sxh, sxw, syb, syc, syh, syw,
     K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, F64: tl.constexpr, BW: tl.constexpr, BC: tl.constexpr,
 ):
-    """y (B, C, OH, OW) from x (B, C, H, W) and the (K*K, C) weight table. Grid (B*OH, cdiv(OW, BW), cdiv(C, BC))."""
+    """y (B, C, OH, OW) from x (B, C, H, W) and the (K*K, C) weight table.
+
+    Grid (B*OH, cdiv(OW, BW), cdiv(C, BC))."""
     row = tl.program_id(0)
     b = row // OH
     oh = row % OH
