@@ -1,0 +1,92 @@
+"""Depthwise 2-D convolution (groups = channels, no bias) on channels-last maps through the Triton kernels of
+rwkvseg.kernels.depthwise, differentiable in the input and the weight.
+
+    depthwise_conv2d(x, weight, stride, padding)   x (B, C, H, W) channels_last, weight (C, 1, K, K)
+                                                   -> y (B, C, OH, OW) channels_last,
+                                                      OH = (H + 2 padding - K) // stride + 1 (OW likewise)
+
+the same values as F.conv2d(x, weight, stride=stride, padding=padding, groups=C). It handles exactly what the
+networks' depthwise convolutions are (the CNA layers of rwkvseg.layers): stride 1 or 2, square kernels, no
+bias, channels-last memory; anything else is refused with a ValueError. Under autocast, x and weight are cast
+to the autocast dtype first, as F.conv2d does. Float32 accumulation (float64 for float64 inputs); the weight
+gradient is deterministic.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rwkvseg.kernels.depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad, output_size
+
+STRIDES = (1, 2)
+
+
+def _as_int(value, name: str) -> int:
+    """An int, or a pair of equal ints (the conv2d spelling), as one int."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2 or value[0] != value[1]:
+            raise ValueError(f"depthwise_conv2d: {name} must be one int or two equal ints, got {value}")
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"depthwise_conv2d: {name} must be an int, got {value!r}")
+    return value
+
+
+def check_inputs(x: Tensor, weight: Tensor, stride: int, padding: int) -> None:
+    """Raise ValueError, naming the problem, for anything the kernels do not handle."""
+    if x.dim() != 4:
+        raise ValueError(f"depthwise_conv2d: x must be (B, C, H, W), got shape {tuple(x.shape)}")
+    C = x.shape[1]
+    if weight.dim() != 4 or weight.shape[0] != C or weight.shape[1] != 1:
+        raise ValueError(f"depthwise_conv2d: weight must be (C, 1, K, K) with C = {C} (groups == channels), "
+                         f"got shape {tuple(weight.shape)}")
+    if weight.shape[2] != weight.shape[3]:
+        raise ValueError(f"depthwise_conv2d: the kernel must be square, got {tuple(weight.shape[2:])}")
+    if stride not in STRIDES:
+        raise ValueError(f"depthwise_conv2d: stride must be 1 or 2, got {stride}")
+    if padding < 0:
+        raise ValueError(f"depthwise_conv2d: padding must be >= 0, got {padding}")
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        raise ValueError("depthwise_conv2d: x must be channels_last "
+                         "(x.contiguous(memory_format=torch.channels_last))")
+    if x.dtype != weight.dtype or not x.is_floating_point():
+        raise ValueError(f"depthwise_conv2d: x and weight must share one floating dtype, got {x.dtype} and "
+                         f"{weight.dtype}")
+    if x.device != weight.device:
+        raise ValueError(f"depthwise_conv2d: x and weight on different devices ({x.device}, {weight.device})")
+    K = weight.shape[-1]
+    if output_size(x.shape[2], K, stride, padding) < 1 or output_size(x.shape[3], K, stride, padding) < 1:
+        raise ValueError(f"depthwise_conv2d: a {K}x{K} kernel with padding {padding} does not fit a "
+                         f"{x.shape[2]}x{x.shape[3]} map")
+
+
+class DepthwiseConv2d(torch.autograd.Function):
+    """y = depthwise conv of x (B, C, H, W) with weight (C, 1, K, K); backward gives dx (channels_last) and dw."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding = stride, padding
+        return depthwise_forward(x, weight, stride, padding)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        x, weight = ctx.saved_tensors
+        dy = dy.contiguous(memory_format=torch.channels_last)
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            dx = depthwise_input_grad(dy, weight, x.shape[2], x.shape[3], ctx.stride, ctx.padding)
+        if ctx.needs_input_grad[1]:
+            dw = depthwise_weight_grad(x, dy, weight.shape[-1], ctx.stride, ctx.padding).to(weight.dtype)
+        return dx, dw, None, None
+
+
+def depthwise_conv2d(x: Tensor, weight: Tensor, stride=1, padding=0) -> Tensor:
+    """F.conv2d(x, weight, stride=stride, padding=padding, groups=C) for channels-last x (B, C, H, W) and
+    weight (C, 1, K, K), by the Triton kernels; (B, C, OH, OW) channels_last in x's dtype."""
+    stride, padding = _as_int(stride, "stride"), _as_int(padding, "padding")
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(dtype), weight.to(dtype)
+    check_inputs(x, weight, stride, padding)
+    return DepthwiseConv2d.apply(x, weight, stride, padding)
