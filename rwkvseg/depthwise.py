@@ -60,25 +60,45 @@ def check_inputs(x: Tensor, weight: Tensor, stride: int, padding: int) -> None:
                          f"{x.shape[2]}x{x.shape[3]} map")
 
 
-class DepthwiseConv2d(torch.autograd.Function):
-    """y = depthwise conv of x (B, C, H, W) with weight (C, 1, K, K); backward gives dx (channels_last) and dw."""
+@torch.library.custom_op("rwkvseg::depthwise_forward", mutates_args=())
+def _forward_op(x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:
+    return depthwise_forward(x, weight, stride, padding)
 
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.stride, ctx.padding = stride, padding
-        return depthwise_forward(x, weight, stride, padding)
 
-    @staticmethod
-    def backward(ctx, dy: Tensor):
-        x, weight = ctx.saved_tensors
-        dy = dy.contiguous(memory_format=torch.channels_last)
-        dx = dw = None
-        if ctx.needs_input_grad[0]:
-            dx = depthwise_input_grad(dy, weight, x.shape[2], x.shape[3], ctx.stride, ctx.padding)
-        if ctx.needs_input_grad[1]:
-            dw = depthwise_weight_grad(x, dy, weight.shape[-1], ctx.stride, ctx.padding).to(weight.dtype)
-        return dx, dw, None, None
+@_forward_op.register_fake
+def _(x, weight, stride, padding):
+    K = weight.shape[-1]
+    shape = (x.shape[0], x.shape[1], output_size(x.shape[2], K, stride, padding),
+             output_size(x.shape[3], K, stride, padding))
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+
+
+@torch.library.custom_op("rwkvseg::depthwise_backward", mutates_args=())
+def _backward_op(dy: Tensor, x: Tensor, weight: Tensor, stride: int, padding: int) -> tuple[Tensor, Tensor]:
+    dy = dy.contiguous(memory_format=torch.channels_last)
+    dx = depthwise_input_grad(dy, weight, x.shape[2], x.shape[3], stride, padding)
+    dw = depthwise_weight_grad(x, dy, weight.shape[-1], stride, padding).to(weight.dtype)
+    return dx, dw
+
+
+@_backward_op.register_fake
+def _(dy, x, weight, stride, padding):
+    return torch.empty_like(x, memory_format=torch.channels_last), torch.empty_like(weight)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, stride, padding = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.stride, ctx.padding = stride, padding
+
+
+def _backward(ctx, dy):
+    x, weight = ctx.saved_tensors
+    dx, dw = _backward_op(dy, x, weight, ctx.stride, ctx.padding)
+    return dx, dw, None, None
+
+
+_forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def depthwise_conv2d(x: Tensor, weight: Tensor, stride=1, padding=0) -> Tensor:
@@ -89,4 +109,4 @@ def depthwise_conv2d(x: Tensor, weight: Tensor, stride=1, padding=0) -> Tensor:
         dtype = torch.get_autocast_dtype(x.device.type)
         x, weight = x.to(dtype), weight.to(dtype)
     check_inputs(x, weight, stride, padding)
-    return DepthwiseConv2d.apply(x, weight, stride, padding)
+    return _forward_op(x, weight, stride, padding)
