@@ -337,7 +337,36 @@ def triton_depthwise(self, x):
     return _conv_forward(self, x)
 
 
+from rwkvseg.spatial_mix import SpatialMix, VRWKVChannelMix, _q_shift_tokens  # noqa: E402
+_sm_forward, _cm_forward = SpatialMix.forward, VRWKVChannelMix.forward
+
+
+def sm_forward_mu(self, x, hw):
+    """SpatialMix.forward with the token mixing in x's dtype (mu cast to it): no float32 maps under autocast."""
+    xs = self.token_shift(x, hw)
+    mk, mv, mr = (m.to(x.dtype) for m in (self.mu_k, self.mu_v, self.mu_r))
+    xk = x * mk + xs * (1 - mk)
+    xv = x * mv + xs * (1 - mv)
+    xr = x * mr + xs * (1 - mr)
+    k, v, r = self.key(xk), self.value(xv), self.receptance(xr)
+    y = self.key_norm(self.wkv(k, v, hw))
+    return self.output(torch.sigmoid(r) * y)
+
+
+def cm_forward_mu(self, x, hw):
+    """VRWKVChannelMix.forward with the token mixing in x's dtype."""
+    xs = _q_shift_tokens(x, hw)
+    mk, mr = self.mu_k.to(x.dtype), self.mu_r.to(x.dtype)
+    xk = x * mk + xs * (1 - mk)
+    xr = x * mr + xs * (1 - mr)
+    k = torch.relu(self.key(xk)).square()
+    kv = self.value(self.key_norm(k))
+    return torch.sigmoid(self.receptance(xr)) * kv
+
+
 def patches(names: set) -> None:
+    SpatialMix.forward = sm_forward_mu if "mu" in names else _sm_forward
+    VRWKVChannelMix.forward = cm_forward_mu if "mu" in names else _cm_forward
     nn.Conv2d.forward = (conv1x1_as_gemm("gemm_small" in names) if names & {"gemm", "gemm_small"}
                          else triton_depthwise if "dw" in names else _conv_forward)
     nn.Upsample.forward = upsample2x if "up2" in names else _upsample_forward
