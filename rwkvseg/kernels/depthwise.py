@@ -172,9 +172,10 @@ def depthwise_weight_grad_kernel(
     tl.store(part_ptr + offs, tot, mask=kmask[:, None] & cmask[None, :])
 
 
-_fwd = triton.autotune(configs=_CONFIGS, key=_KEY)(depthwise_forward_kernel)
-_dx = triton.autotune(configs=_CONFIGS, key=_KEY)(depthwise_input_grad_kernel)
-_dw = triton.autotune(configs=_DW_CONFIGS, key=_KEY)(depthwise_weight_grad_kernel)
+# cache_results: a shape's choice is written to Triton's cache and read by later processes (a fast startup)
+_fwd = triton.autotune(configs=_CONFIGS, key=_KEY, cache_results=True)(depthwise_forward_kernel)
+_dx = triton.autotune(configs=_CONFIGS, key=_KEY, cache_results=True)(depthwise_input_grad_kernel)
+_dw = triton.autotune(configs=_DW_CONFIGS, key=_KEY, cache_results=True)(depthwise_weight_grad_kernel)
 
 
 def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
