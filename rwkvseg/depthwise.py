@@ -4,6 +4,9 @@ rwkvseg.kernels.depthwise, differentiable in the input and the weight.
     depthwise_conv2d(x, weight, stride, padding)   x (B, C, H, W) channels_last, weight (C, 1, K, K)
                                                    -> y (B, C, OH, OW) channels_last,
                                                       OH = (H + 2 padding - K) // stride + 1 (OW likewise)
+    DepthwiseConv2d                                nn.Conv2d (groups = channels, no bias) that runs
+                                                   depthwise_conv2d on channels-last CUDA maps, F.conv2d
+                                                   elsewhere (CPU, MPS, no Triton): the networks' layer
 
 the same values as F.conv2d(x, weight, stride=stride, padding=padding, groups=C). It handles exactly what the
 networks' depthwise convolutions are (the CNA layers of rwkvseg.layers): stride 1 or 2, square kernels, no
@@ -14,9 +17,14 @@ gradient is deterministic.
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 from torch import Tensor
 
-from rwkvseg.kernels.depthwise import depthwise_forward, depthwise_input_grad, depthwise_weight_grad, output_size
+try:                                    # Triton is optional (Linux wheels only): without it F.conv2d runs
+    from rwkvseg.kernels.depthwise import (depthwise_forward, depthwise_input_grad, depthwise_weight_grad,
+                                           output_size)
+except ImportError:
+    depthwise_forward = None
 
 STRIDES = (1, 2)
 
@@ -60,53 +68,72 @@ def check_inputs(x: Tensor, weight: Tensor, stride: int, padding: int) -> None:
                          f"{x.shape[2]}x{x.shape[3]} map")
 
 
-@torch.library.custom_op("rwkvseg::depthwise_forward", mutates_args=())
-def _forward_op(x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:
-    return depthwise_forward(x, weight, stride, padding)
+def triton_available() -> bool:
+    """True when the Triton kernels could be imported."""
+    return depthwise_forward is not None
 
 
-@_forward_op.register_fake
-def _(x, weight, stride, padding):
-    K = weight.shape[-1]
-    shape = (x.shape[0], x.shape[1], output_size(x.shape[2], K, stride, padding),
-             output_size(x.shape[3], K, stride, padding))
-    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+if triton_available():
+    @torch.library.custom_op("rwkvseg::depthwise_forward", mutates_args=())
+    def _forward_op(x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:
+        return depthwise_forward(x, weight, stride, padding)
 
+    @_forward_op.register_fake
+    def _(x, weight, stride, padding):
+        K = weight.shape[-1]
+        shape = (x.shape[0], x.shape[1], output_size(x.shape[2], K, stride, padding),
+                 output_size(x.shape[3], K, stride, padding))
+        return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
-@torch.library.custom_op("rwkvseg::depthwise_backward", mutates_args=())
-def _backward_op(dy: Tensor, x: Tensor, weight: Tensor, stride: int, padding: int) -> tuple[Tensor, Tensor]:
-    dy = dy.contiguous(memory_format=torch.channels_last)
-    dx = depthwise_input_grad(dy, weight, x.shape[2], x.shape[3], stride, padding)
-    dw = depthwise_weight_grad(x, dy, weight.shape[-1], stride, padding).to(weight.dtype)
-    return dx, dw
+    @torch.library.custom_op("rwkvseg::depthwise_backward", mutates_args=())
+    def _backward_op(dy: Tensor, x: Tensor, weight: Tensor, stride: int, padding: int) -> tuple[Tensor, Tensor]:
+        dy = dy.contiguous(memory_format=torch.channels_last)
+        dx = depthwise_input_grad(dy, weight, x.shape[2], x.shape[3], stride, padding)
+        dw = depthwise_weight_grad(x, dy, weight.shape[-1], stride, padding).to(weight.dtype)
+        return dx, dw
 
+    @_backward_op.register_fake
+    def _(dy, x, weight, stride, padding):
+        return torch.empty_like(x, memory_format=torch.channels_last), torch.empty_like(weight)
 
-@_backward_op.register_fake
-def _(dy, x, weight, stride, padding):
-    return torch.empty_like(x, memory_format=torch.channels_last), torch.empty_like(weight)
+    def _setup_context(ctx, inputs, output):
+        x, weight, stride, padding = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding = stride, padding
 
+    def _backward(ctx, dy):
+        x, weight = ctx.saved_tensors
+        dx, dw = _backward_op(dy, x, weight, ctx.stride, ctx.padding)
+        return dx, dw, None, None
 
-def _setup_context(ctx, inputs, output):
-    x, weight, stride, padding = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.stride, ctx.padding = stride, padding
-
-
-def _backward(ctx, dy):
-    x, weight = ctx.saved_tensors
-    dx, dw = _backward_op(dy, x, weight, ctx.stride, ctx.padding)
-    return dx, dw, None, None
-
-
-_forward_op.register_autograd(_backward, setup_context=_setup_context)
+    _forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def depthwise_conv2d(x: Tensor, weight: Tensor, stride=1, padding=0) -> Tensor:
     """F.conv2d(x, weight, stride=stride, padding=padding, groups=C) for channels-last x (B, C, H, W) and
     weight (C, 1, K, K), by the Triton kernels; (B, C, OH, OW) channels_last in x's dtype."""
+    if not triton_available():
+        raise RuntimeError("depthwise_conv2d needs the triton package (pip install triton); "
+                           "F.conv2d(x, weight, stride=stride, padding=padding, groups=C) is the same operator")
     stride, padding = _as_int(stride, "stride"), _as_int(padding, "padding")
     if torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)
         x, weight = x.to(dtype), weight.to(dtype)
     check_inputs(x, weight, stride, padding)
     return _forward_op(x, weight, stride, padding)
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """A depthwise nn.Conv2d (groups = in = out channels, no bias; same parameters and state dict) whose
+    forward runs the Triton kernels on channels-last CUDA maps and F.conv2d everywhere else.
+
+    Shapes: (B, C, H, W) -> (B, C, OH, OW); square kernel, stride 1 or 2, symmetric padding.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0) -> None:
+        super().__init__(channels, channels, kernel_size, stride, padding, groups=channels, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.is_cuda and triton_available() and x.is_contiguous(memory_format=torch.channels_last):
+            return depthwise_conv2d(x, self.weight, self.stride, self.padding)
+        return super().forward(x)

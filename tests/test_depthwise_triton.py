@@ -165,3 +165,18 @@ def test_kernels_compile_for_hopper(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     spills = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(spills) == 3 and all(s in (None, 0) for s in spills.values()), spills
+
+
+def test_layer_matches_conv2d_and_keeps_the_state_dict():
+    """DepthwiseConv2d: nn.Conv2d's parameters and state dict; the same values as nn.Conv2d on any device (the
+    Triton path on CUDA channels-last maps, F.conv2d elsewhere)."""
+    from rwkvseg.depthwise import DepthwiseConv2d
+
+    torch.manual_seed(0)
+    ours = DepthwiseConv2d(6, 5, stride=2, padding=2).to(DEVICE, torch.float64)
+    ref = torch.nn.Conv2d(6, 6, 5, 2, 2, groups=6, bias=False).to(DEVICE, torch.float64)
+    assert list(ours.state_dict()) == list(ref.state_dict()) == ["weight"]
+    ref.load_state_dict(ours.state_dict())
+    for memory_format in (torch.channels_last, torch.contiguous_format):
+        x = torch.randn(2, 6, 9, 10, dtype=torch.float64, device=DEVICE).contiguous(memory_format=memory_format)
+        torch.testing.assert_close(ours(x), ref(x))
