@@ -364,12 +364,26 @@ def cm_forward_mu(self, x, hw):
     return torch.sigmoid(self.receptance(xr)) * kv
 
 
+import rwkvseg.ccm as _ccm  # noqa: E402
+from rwkvseg.layers import resize_bilinear  # noqa: E402
+_ccm_resize = _ccm._resize
+
+
+def upsample_mm(self, x):
+    """nn.Upsample.forward: bilinear by two matrix products (rwkvseg.layers.resize_bilinear)."""
+    if self.mode == "bilinear" and not self.align_corners and self.scale_factor in (2, 2.0):
+        return resize_bilinear(x, (2 * x.shape[2], 2 * x.shape[3]))
+    return _upsample_forward(self, x)
+
+
 def patches(names: set) -> None:
+    _ccm._resize = resize_bilinear if "mmresize" in names else _ccm_resize
     SpatialMix.forward = sm_forward_mu if "mu" in names else _sm_forward
     VRWKVChannelMix.forward = cm_forward_mu if "mu" in names else _cm_forward
     nn.Conv2d.forward = (conv1x1_as_gemm("gemm_small" in names) if names & {"gemm", "gemm_small"}
                          else triton_depthwise if "dw" in names else _conv_forward)
-    nn.Upsample.forward = upsample2x if "up2" in names else _upsample_forward
+    nn.Upsample.forward = (upsample2x if "up2" in names else upsample_mm if "mmresize" in names
+                           else _upsample_forward)
     F.layer_norm = layer_norm_bf16 if "lnbf16" in names else _layer_norm
 
 

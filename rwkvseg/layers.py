@@ -6,6 +6,7 @@ resolution changes, the stochastic-depth schedule and the input check.
     CNA                     Conv -> BatchNorm2d -> activation
     DropPath                stochastic depth of a residual branch
     map_to_tokens           (B, C, H, W) -> (B, N, C), row-major; tokens_to_map the inverse
+    resize_bilinear         bilinear resizing (align_corners False) as two matrix products
     UpBlock                 RWKV-UNet's "c -> d -> c" decoder block, then a bilinear x2
     PatchMerging            VM-UNet's 2x2 merge, channels-last
     drop_path_rates         linspace(0, rate, n) without a tensor
@@ -22,7 +23,7 @@ from torch import Tensor
 
 __all__ = [
     "make_act", "make_norm2d", "LayerNorm2d", "CNA", "DropPath", "map_to_tokens", "tokens_to_map",
-    "UpBlock", "PatchMerging", "drop_path_rates", "check_image",
+    "interp_matrix", "resize_bilinear", "UpBlock", "PatchMerging", "drop_path_rates", "check_image",
 ]
 
 _ACTS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "none": nn.Identity}
@@ -116,6 +117,34 @@ def tokens_to_map(x: Tensor, hw: tuple[int, int]) -> Tensor:
             "pass the (H, W) of the map the tokens were flattened from"
         )
     return x.transpose(1, 2).reshape(B, C, H, W)
+
+
+def interp_matrix(n_in: int, n_out: int, *, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(n_out, n_in) weights of 1-D linear interpolation, align_corners=False, as F.interpolate computes
+    them: output i reads source s = max((i + 1/2) n_in / n_out - 1/2, 0) from floor(s) and floor(s) + 1
+    (clamped to the last input) with weights 1 - frac(s) and frac(s). Any ratio, up or down."""
+    i = torch.arange(n_out, device=device, dtype=torch.float64)
+    src = ((i + 0.5) * (n_in / n_out) - 0.5).clamp(min=0.0)
+    i0 = src.floor()
+    frac = src - i0
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    j = torch.arange(n_in, device=device, dtype=torch.float64)
+    a = (1 - frac)[:, None] * (j == i0[:, None]) + frac[:, None] * (j == i1[:, None])
+    return a.to(dtype)
+
+
+def resize_bilinear(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """F.interpolate(x, size, mode="bilinear", align_corners=False) as two matrix products, one per axis
+    (bilinear interpolation is separable): forward and backward are GEMMs, no scatter-add in the
+    backward. (B, C, h, w) -> (B, C, H, W), channels-last in memory; the identity at equal sizes."""
+    B, C, h, w = x.shape
+    H, W = size
+    if (h, w) == (H, W):
+        return x
+    t = x.permute(0, 2, 3, 1)                                                   # (B, h, w, C)
+    t = torch.matmul(interp_matrix(w, W, dtype=x.dtype, device=x.device), t)   # (B, h, W, C)
+    t = torch.matmul(interp_matrix(h, H, dtype=x.dtype, device=x.device), t.reshape(B, h, W * C))
+    return t.reshape(B, H, W, C).permute(0, 3, 1, 2)                            # (B, C, H, W)
 
 
 class UpBlock(nn.Sequential):
