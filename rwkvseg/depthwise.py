@@ -90,7 +90,7 @@ if triton_available():
         dy = dy.contiguous(memory_format=torch.channels_last)
         dx = depthwise_input_grad(dy, weight, x.shape[2], x.shape[3], stride, padding)
         dw = depthwise_weight_grad(x, dy, weight.shape[-1], stride, padding).to(weight.dtype)
-        return dx, dw
+        return dx, dw.contiguous()                     # the fake says contiguous: (C, 1, K, K) strides
 
     @_backward_op.register_fake
     def _(dy, x, weight, stride, padding):
