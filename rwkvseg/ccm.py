@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from rwkvseg.layers import DropPath, map_to_tokens, tokens_to_map
+from rwkvseg.layers import DropPath, LayerNorm, map_to_tokens, tokens_to_map
 from rwkvseg.spatial_mix import VRWKVChannelMix
 
 __all__ = ["CCM"]
@@ -63,7 +63,7 @@ class CCM(nn.Module):
         self.in2 = nn.Conv2d(c2, c1, 1)
         self.in1 = nn.Conv2d(c1, c1, 1)
         self.mix = VRWKVChannelMix(dim=dim, hidden_dim=int(hidden_rate * dim), key_norm=key_norm)
-        self.norm = nn.LayerNorm(dim, eps=1e-5)
+        self.norm = LayerNorm(dim, eps=1e-5)
         self.drop_path = DropPath(drop_path)
         self.out3 = nn.Conv2d(c1, c3, 1)
         self.out2 = nn.Conv2d(c1, c2, 1)

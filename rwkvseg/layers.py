@@ -2,6 +2,7 @@
 resolution changes, the stochastic-depth schedule and the input check.
 
     make_act, make_norm2d   an activation / a norm for (B, C, H, W) maps by config name
+    LayerNorm               nn.LayerNorm whose output keeps a bfloat16 input's dtype under autocast
     LayerNorm2d             LayerNorm over the channels at every pixel
     CNA                     Conv -> BatchNorm2d -> activation
     DropPath                stochastic depth of a residual branch
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "make_act", "make_norm2d", "LayerNorm2d", "CNA", "DropPath", "map_to_tokens", "tokens_to_map",
+    "make_act", "make_norm2d", "LayerNorm", "LayerNorm2d", "CNA", "DropPath", "map_to_tokens", "tokens_to_map",
     "interp_matrix", "resize_bilinear", "UpBlock", "PatchMerging", "drop_path_rates", "check_image",
 ]
 
@@ -36,15 +37,34 @@ def make_act(name: str) -> nn.Module:
     return _ACTS[name]()
 
 
-class LayerNorm2d(nn.LayerNorm):
+def layer_norm(x: Tensor, norm: nn.LayerNorm) -> Tensor:
+    """`norm`(x), its output in x's dtype: under autocast a bfloat16 / float16 x is normalised by the
+    kernel in that dtype (statistics in float32 inside it; weight and bias cast to it) instead of
+    autocast's float32 copy in and float32 map out. Outside autocast: nn.LayerNorm's own forward."""
+    if x.dtype in (torch.bfloat16, torch.float16) and torch.is_autocast_enabled(x.device.type):
+        w = None if norm.weight is None else norm.weight.to(x.dtype)
+        b = None if norm.bias is None else norm.bias.to(x.dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.layer_norm(x, norm.normalized_shape, w, b, norm.eps)
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm (same parameters and state dict) whose output keeps the input's dtype under
+    autocast (rwkvseg.layers.layer_norm): the blocks' token maps stay bfloat16 end to end."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return layer_norm(x, self)
+
+
+class LayerNorm2d(LayerNorm):
     """LayerNorm over the channels of a (B, C, H, W) map, at every pixel (eps 1e-6, as RWKV-UNet's code)."""
 
     def __init__(self, num_channels: int, *, eps: float = 1e-6) -> None:
         super().__init__(num_channels, eps=eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.permute(0, 2, 3, 1)                                               # (B, H, W, C)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        x = layer_norm(x.permute(0, 2, 3, 1), self)                             # (B, H, W, C)
         return x.permute(0, 3, 1, 2)                                            # (B, C, H, W)
 
 
