@@ -300,3 +300,11 @@ def test_resize_bilinear_matches_interpolate(src, dst):
     torch.testing.assert_close(torch.autograd.grad(got, x, dy)[0], torch.autograd.grad(ref, x, dy)[0],
                                rtol=0, atol=1e-12)
     assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_resize_bilinear_op_passes_opcheck():
+    """The custom ops behind resize_bilinear: fake shapes and strides, autograd registration, schema."""
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.rwkvseg.resize_bilinear.default, (x.requires_grad_(), 10, 14))
+    dy = torch.randn(2, 3, 10, 14, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.rwkvseg.resize_bilinear_backward.default, (dy, 5, 7))

@@ -180,3 +180,11 @@ def test_layer_matches_conv2d_and_keeps_the_state_dict():
     for memory_format in (torch.channels_last, torch.contiguous_format):
         x = torch.randn(2, 6, 9, 10, dtype=torch.float64, device=DEVICE).contiguous(memory_format=memory_format)
         torch.testing.assert_close(ours(x), ref(x))
+
+
+def test_custom_ops_pass_opcheck():
+    """The depthwise custom ops: fake shapes and strides (what a compiled graph asserts), autograd, schema."""
+    x, w = _inputs(2, 5, 7, 6, 5, torch.float32, seed=3)
+    torch.library.opcheck(torch.ops.rwkvseg.depthwise_forward.default, (x.requires_grad_(), w.requires_grad_(), 2, 2))
+    dy = torch.randn(2, 5, 4, 3, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.rwkvseg.depthwise_backward.default, (dy, x.detach(), w.detach(), 2, 2))
