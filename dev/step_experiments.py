@@ -28,6 +28,7 @@ import train_throughput as tt  # noqa: E402
 from rwkvseg.losses import binary_bce_dice  # noqa: E402
 from rwkvseg.models import create_model  # noqa: E402
 from rwkvseg.engine import train_step  # noqa: E402
+from rwkvseg.depthwise import depthwise_conv2d  # noqa: E402
 
 DEV = torch.device("cuda")
 N_CHECK, N_TIME = 20, 30
@@ -327,10 +328,62 @@ def upsample2x(self, x):
     return _upsample_forward(self, x)
 
 
+def triton_depthwise(self, x):
+    """nn.Conv2d.forward where a depthwise conv (groups == channels) of a channels-last CUDA map runs on
+    rwkvseg.depthwise's Triton kernels."""
+    if (self.groups > 1 and self.groups == self.in_channels == self.out_channels and self.bias is None
+            and x.is_cuda and x.is_contiguous(memory_format=torch.channels_last)):
+        return depthwise_conv2d(x, self.weight, self.stride, self.padding)
+    return _conv_forward(self, x)
+
+
+from rwkvseg.spatial_mix import SpatialMix, VRWKVChannelMix, _q_shift_tokens  # noqa: E402
+_sm_forward, _cm_forward = SpatialMix.forward, VRWKVChannelMix.forward
+
+
+def sm_forward_mu(self, x, hw):
+    """SpatialMix.forward with the token mixing in x's dtype (mu cast to it): no float32 maps under autocast."""
+    xs = self.token_shift(x, hw)
+    mk, mv, mr = (m.to(x.dtype) for m in (self.mu_k, self.mu_v, self.mu_r))
+    xk = x * mk + xs * (1 - mk)
+    xv = x * mv + xs * (1 - mv)
+    xr = x * mr + xs * (1 - mr)
+    k, v, r = self.key(xk), self.value(xv), self.receptance(xr)
+    y = self.key_norm(self.wkv(k, v, hw))
+    return self.output(torch.sigmoid(r) * y)
+
+
+def cm_forward_mu(self, x, hw):
+    """VRWKVChannelMix.forward with the token mixing in x's dtype."""
+    xs = _q_shift_tokens(x, hw)
+    mk, mr = self.mu_k.to(x.dtype), self.mu_r.to(x.dtype)
+    xk = x * mk + xs * (1 - mk)
+    xr = x * mr + xs * (1 - mr)
+    k = torch.relu(self.key(xk)).square()
+    kv = self.value(self.key_norm(k))
+    return torch.sigmoid(self.receptance(xr)) * kv
+
+
+import rwkvseg.ccm as _ccm  # noqa: E402
+from rwkvseg.layers import resize_bilinear  # noqa: E402
+_ccm_resize = _ccm._resize
+
+
+def upsample_mm(self, x):
+    """nn.Upsample.forward: bilinear by two matrix products (rwkvseg.layers.resize_bilinear)."""
+    if self.mode == "bilinear" and not self.align_corners and self.scale_factor in (2, 2.0):
+        return resize_bilinear(x, (2 * x.shape[2], 2 * x.shape[3]))
+    return _upsample_forward(self, x)
+
+
 def patches(names: set) -> None:
+    _ccm._resize = resize_bilinear if "mmresize" in names else _ccm_resize
+    SpatialMix.forward = sm_forward_mu if "mu" in names else _sm_forward
+    VRWKVChannelMix.forward = cm_forward_mu if "mu" in names else _cm_forward
     nn.Conv2d.forward = (conv1x1_as_gemm("gemm_small" in names) if names & {"gemm", "gemm_small"}
-                         else _conv_forward)
-    nn.Upsample.forward = upsample2x if "up2" in names else _upsample_forward
+                         else triton_depthwise if "dw" in names else _conv_forward)
+    nn.Upsample.forward = (upsample2x if "up2" in names else upsample_mm if "mmresize" in names
+                           else _upsample_forward)
     F.layer_norm = layer_norm_bf16 if "lnbf16" in names else _layer_norm
 
 
@@ -350,6 +403,14 @@ def check_patches() -> dict:
     conv = nn.Conv2d(24, 3, 1, bias=True).to(DEV, torch.float64)
     x = torch.randn(2, 24, 9, 11, device=DEV, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     out["gemm 24->3"] = float((conv1x1_as_gemm(False)(conv, x) - _conv_forward(conv, x)).abs().max())
+    dw = nn.Conv2d(19, 19, 5, 2, 2, groups=19, bias=False).to(DEV, torch.float64)
+    x = torch.randn(2, 19, 13, 11, device=DEV, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    ref, got = _conv_forward(dw, x), triton_depthwise(dw, x)
+    g = torch.randn_like(ref)
+    gr = torch.autograd.grad(ref, (x, dw.weight), g)
+    gg = torch.autograd.grad(got, (x, dw.weight), g)
+    out["dw 5x5 s2"] = [float((ref - got).abs().max())] + [float((a - b).abs().max()) for a, b in zip(gr, gg)]
     print("PATCHCHECK", out, flush=True)
     return out
 
@@ -360,15 +421,12 @@ def exp_candidates(a) -> dict:
     init = {k: v.clone() for k, v in model.state_dict().items()}
     out = {"runs": [], "check": check_patches()}
     if a.phase == "eager":
-        plan = [("eager foreach (engine)", set(), False),
-                ("eager fused", set(), True),
-                ("eager fused +gemm_small", {"gemm_small"}, True),
-                ("eager fused +gemm", {"gemm"}, True),
-                ("eager fused +gemm +up2", {"gemm", "up2"}, True),
-                ("eager fused +gemm +lnbf16", {"gemm", "lnbf16"}, True)]
-        for label, names, fused in plan:
+        for item in a.sets.split(";"):
+            names = set(filter(None, item.partition(":")[2].split("+")))
             patches(names)
-            out["runs"].append(run(label, model, model, init, x, y, fused=fused))
+            out["runs"].append(run("eager fused +" + "+".join(sorted(names)), model, model, init, x, y, fused=True))
+            if a.out:
+                Path(a.out).write_text(json.dumps(out, indent=1, default=str))
     else:
         closs = torch.compile(binary_bce_dice)
         for item in a.sets.split(";"):

@@ -20,19 +20,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
-from rwkvseg.layers import DropPath, map_to_tokens, tokens_to_map
+from rwkvseg.layers import DropPath, LayerNorm, map_to_tokens, resize_bilinear, tokens_to_map
 from rwkvseg.spatial_mix import VRWKVChannelMix
 
 __all__ = ["CCM"]
-
-
-def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x                                                                # bilinear at scale 1 is the identity
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class CCM(nn.Module):
@@ -63,7 +56,7 @@ class CCM(nn.Module):
         self.in2 = nn.Conv2d(c2, c1, 1)
         self.in1 = nn.Conv2d(c1, c1, 1)
         self.mix = VRWKVChannelMix(dim=dim, hidden_dim=int(hidden_rate * dim), key_norm=key_norm)
-        self.norm = nn.LayerNorm(dim, eps=1e-5)
+        self.norm = LayerNorm(dim, eps=1e-5)
         self.drop_path = DropPath(drop_path)
         self.out3 = nn.Conv2d(c1, c3, 1)
         self.out2 = nn.Conv2d(c1, c2, 1)
@@ -75,13 +68,13 @@ class CCM(nn.Module):
                 raise ValueError(f"CCM: {name} must be (B, {c}, H, W), got {tuple(f.shape)}")
         s1 = (f1.shape[2], f1.shape[3])
         m = torch.cat(
-            [self.in3(_resize(f3, s1)), self.in2(_resize(f2, s1)), self.in1(f1)], dim=1
+            [self.in3(resize_bilinear(f3, s1)), self.in2(resize_bilinear(f2, s1)), self.in1(f1)], dim=1
         )                                                                       # (B, 3 C1, H1, W1)
         z = map_to_tokens(m)                                                    # (B, N1, 3 C1)
         z = z + self.drop_path(self.norm(self.mix(z, s1)))
         m3, m2, m1 = tokens_to_map(z, s1).chunk(3, dim=1)                       # 3 x (B, C1, H1, W1)
-        f3 = _resize(self.out3(m3), tuple(f3.shape[-2:]))                       # (B, C3, H3, W3)
-        f2 = _resize(self.out2(m2), tuple(f2.shape[-2:]))                       # (B, C2, H2, W2)
+        f3 = resize_bilinear(self.out3(m3), tuple(f3.shape[-2:]))                       # (B, C3, H3, W3)
+        f2 = resize_bilinear(self.out2(m2), tuple(f2.shape[-2:]))                       # (B, C2, H2, W2)
         f1 = self.out1(m1)                                                      # (B, C1, H1, W1)
         return f1, f2, f3
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from rwkvseg.layers import CNA, DropPath, make_act, make_norm2d, map_to_tokens, tokens_to_map
+from rwkvseg.layers import CNA, DropPath, LayerNorm, make_act, make_norm2d, map_to_tokens, tokens_to_map
 from rwkvseg.spatial_mix import SpatialMix
 
 __all__ = ["SqueezeExcite", "IRBlock"]
@@ -86,7 +86,7 @@ class IRBlock(nn.Module):
         self.expand = CNA(in_chans=in_chans, out_chans=mid, kernel_size=1, act="relu")
         if mix:
             self.mix = SpatialMix(dim=mid, backend=wkv_backend)
-            self.mix_norm = nn.LayerNorm(mid, eps=1e-5)
+            self.mix_norm = LayerNorm(mid, eps=1e-5)
         else:
             self.mix = None
             self.mix_norm = None

@@ -2,10 +2,12 @@
 resolution changes, the stochastic-depth schedule and the input check.
 
     make_act, make_norm2d   an activation / a norm for (B, C, H, W) maps by config name
+    LayerNorm               nn.LayerNorm whose output keeps a bfloat16 input's dtype under autocast
     LayerNorm2d             LayerNorm over the channels at every pixel
     CNA                     Conv -> BatchNorm2d -> activation
     DropPath                stochastic depth of a residual branch
     map_to_tokens           (B, C, H, W) -> (B, N, C), row-major; tokens_to_map the inverse
+    resize_bilinear         bilinear resizing (align_corners False) as two matrix products; Upsample2x
     UpBlock                 RWKV-UNet's "c -> d -> c" decoder block, then a bilinear x2
     PatchMerging            VM-UNet's 2x2 merge, channels-last
     drop_path_rates         linspace(0, rate, n) without a tensor
@@ -20,9 +22,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from rwkvseg.depthwise import DepthwiseConv2d
+
 __all__ = [
-    "make_act", "make_norm2d", "LayerNorm2d", "CNA", "DropPath", "map_to_tokens", "tokens_to_map",
-    "UpBlock", "PatchMerging", "drop_path_rates", "check_image",
+    "make_act", "make_norm2d", "LayerNorm", "LayerNorm2d", "CNA", "DropPath", "map_to_tokens", "tokens_to_map",
+    "interp_matrix", "resize_bilinear", "Upsample2x", "UpBlock", "PatchMerging", "drop_path_rates", "check_image",
 ]
 
 _ACTS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "none": nn.Identity}
@@ -35,15 +39,34 @@ def make_act(name: str) -> nn.Module:
     return _ACTS[name]()
 
 
-class LayerNorm2d(nn.LayerNorm):
+def layer_norm(x: Tensor, norm: nn.LayerNorm) -> Tensor:
+    """`norm`(x), its output in x's dtype: under autocast a bfloat16 / float16 x is normalised by the
+    kernel in that dtype (statistics in float32 inside it; weight and bias cast to it) instead of
+    autocast's float32 copy in and float32 map out. Outside autocast: nn.LayerNorm's own forward."""
+    if x.dtype in (torch.bfloat16, torch.float16) and torch.is_autocast_enabled(x.device.type):
+        w = None if norm.weight is None else norm.weight.to(x.dtype)
+        b = None if norm.bias is None else norm.bias.to(x.dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.layer_norm(x, norm.normalized_shape, w, b, norm.eps)
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm (same parameters and state dict) whose output keeps the input's dtype under
+    autocast (rwkvseg.layers.layer_norm): the blocks' token maps stay bfloat16 end to end."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return layer_norm(x, self)
+
+
+class LayerNorm2d(LayerNorm):
     """LayerNorm over the channels of a (B, C, H, W) map, at every pixel (eps 1e-6, as RWKV-UNet's code)."""
 
     def __init__(self, num_channels: int, *, eps: float = 1e-6) -> None:
         super().__init__(num_channels, eps=eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.permute(0, 2, 3, 1)                                               # (B, H, W, C)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        x = layer_norm(x.permute(0, 2, 3, 1), self)                             # (B, H, W, C)
         return x.permute(0, 3, 1, 2)                                            # (B, C, H, W)
 
 
@@ -59,7 +82,8 @@ def make_norm2d(kind: str, channels: int) -> nn.Module:
 
 
 class CNA(nn.Sequential):
-    """Conv (no bias) -> BatchNorm2d (eps 1e-6) -> activation.
+    """Conv (no bias) -> BatchNorm2d (eps 1e-6) -> activation; a depthwise conv (groups = channels) is a
+    rwkvseg.depthwise.DepthwiseConv2d (Triton kernels on CUDA, same parameters).
 
     Padding ceil((k - s) / 2): 'same' size at stride 1, exactly half (for even sides) at stride 2.
     Shapes: (B, in_chans, H, W) -> (B, out_chans, H / stride, W / stride).
@@ -70,7 +94,9 @@ class CNA(nn.Sequential):
         groups: int = 1, act: str = "relu",
     ) -> None:
         padding = math.ceil((kernel_size - stride) / 2)
+        depthwise = groups > 1 and groups == in_chans == out_chans
         super().__init__(
+            DepthwiseConv2d(in_chans, kernel_size, stride, padding) if depthwise else
             nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, groups=groups, bias=False),
             nn.BatchNorm2d(out_chans, eps=1e-6),
             make_act(act),
@@ -118,6 +144,88 @@ def tokens_to_map(x: Tensor, hw: tuple[int, int]) -> Tensor:
     return x.transpose(1, 2).reshape(B, C, H, W)
 
 
+def interp_matrix(n_in: int, n_out: int, *, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(n_out, n_in) weights of 1-D linear interpolation, align_corners=False, as F.interpolate computes
+    them: output i reads source s = max((i + 1/2) n_in / n_out - 1/2, 0) from floor(s) and floor(s) + 1
+    (clamped to the last input) with weights 1 - frac(s) and frac(s). Any ratio, up or down."""
+    i = torch.arange(n_out, device=device, dtype=torch.float64)
+    src = ((i + 0.5) * (n_in / n_out) - 0.5).clamp(min=0.0)
+    i0 = src.floor()
+    frac = src - i0
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    j = torch.arange(n_in, device=device, dtype=torch.float64)
+    a = (1 - frac)[:, None] * (j == i0[:, None]) + frac[:, None] * (j == i1[:, None])
+    return a.to(dtype)
+
+
+def _separable(x: Tensor, a_h: Tensor, a_w: Tensor) -> Tensor:
+    """y[b, c, i, j] = sum_{h, w} a_h[i, h] a_w[j, w] x[b, c, h, w] as two matrix products in x's dtype.
+    x (B, C, h, w), a_h (H, h), a_w (W, w) -> (B, C, H, W), channels-last in memory."""
+    B, C, h, w = x.shape
+    H, W = a_h.shape[0], a_w.shape[0]
+    with torch.autocast(x.device.type, enabled=False):
+        t = torch.matmul(a_w.to(x.dtype), x.permute(0, 2, 3, 1))                # (B, h, W, C)
+        t = torch.matmul(a_h.to(x.dtype), t.reshape(B, h, W * C))               # (B, H, W * C)
+    return t.reshape(B, H, W, C).permute(0, 3, 1, 2)
+
+
+def _matrices(h: int, w: int, H: int, W: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    f = dict(dtype=torch.float64 if like.dtype == torch.float64 else torch.float32, device=like.device)
+    return interp_matrix(h, H, **f), interp_matrix(w, W, **f)
+
+
+@torch.library.custom_op("rwkvseg::resize_bilinear", mutates_args=())
+def _resize_op(x: Tensor, H: int, W: int) -> Tensor:
+    a_h, a_w = _matrices(x.shape[2], x.shape[3], H, W, x)
+    return _separable(x, a_h, a_w)
+
+
+@_resize_op.register_fake
+def _(x, H, W):
+    return torch.empty((x.shape[0], x.shape[1], H, W), dtype=x.dtype, device=x.device,
+                       memory_format=torch.channels_last)
+
+
+@torch.library.custom_op("rwkvseg::resize_bilinear_backward", mutates_args=())
+def _resize_backward_op(dy: Tensor, h: int, w: int) -> Tensor:
+    a_h, a_w = _matrices(h, w, dy.shape[2], dy.shape[3], dy)
+    return _separable(dy, a_h.t(), a_w.t())                                     # the transposed map
+
+
+@_resize_backward_op.register_fake
+def _(dy, h, w):
+    return torch.empty((dy.shape[0], dy.shape[1], h, w), dtype=dy.dtype, device=dy.device,
+                       memory_format=torch.channels_last)
+
+
+def _resize_setup(ctx, inputs, output):
+    ctx.hw = inputs[0].shape[2], inputs[0].shape[3]
+
+
+_resize_op.register_autograd(lambda ctx, dy: (_resize_backward_op(dy, *ctx.hw), None, None),
+                             setup_context=_resize_setup)
+
+
+def resize_bilinear(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """F.interpolate(x, size, mode="bilinear", align_corners=False) as two matrix products, one per axis
+    (bilinear interpolation is separable), in x's dtype: forward and backward are GEMMs, where a compiled
+    F.interpolate's backward is a scatter-add. One custom op, so torch.compile keeps it whole and
+    rwkvseg.macs charges it as resampling (4 MACs an output element), not as dense GEMMs.
+    (B, C, h, w) -> (B, C, H, W), channels-last in memory; x itself at equal sizes."""
+    H, W = int(size[0]), int(size[1])
+    if (x.shape[2], x.shape[3]) == (H, W):
+        return x
+    return _resize_op(x, H, W)
+
+
+class Upsample2x(nn.Module):
+    """Bilinear x2 (align_corners False) by resize_bilinear: nn.Upsample(scale_factor=2, mode="bilinear")
+    with GEMMs for its backward. (B, C, h, w) -> (B, C, 2h, 2w)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return resize_bilinear(x, (2 * x.shape[2], 2 * x.shape[3]))
+
+
 class UpBlock(nn.Sequential):
     """RWKV-UNet's decoder block "c -> d -> c" (RWKV-UNet Fig. 1f, Table 7), then a bilinear x2.
 
@@ -130,7 +238,7 @@ class UpBlock(nn.Sequential):
             CNA(in_chans=in_chans, out_chans=in_chans, kernel_size=1, act="relu"),
             CNA(in_chans=in_chans, out_chans=in_chans, kernel_size=kernel_size, groups=in_chans, act="silu"),
             CNA(in_chans=in_chans, out_chans=out_chans, kernel_size=1, act="relu"),
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            Upsample2x(),
         )
 
 

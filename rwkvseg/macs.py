@@ -14,7 +14,7 @@ The papers' "FLOPs" (RWKV-UNet Tables 1, 2, 5, Fig. A1) are MACs counted thop-st
                   the statistics are O(elements) too and are left out, as in thop's eval count).
     elementwise   estimate: 1 per output element of point-wise arithmetic and activations
                   (add, mul, sigmoid, ReLU, SiLU, ...), 4 per output element of bilinear
-                  resampling, 1 per input element of mean pooling. Copies, shifts, reshapes,
+                  resampling (F.interpolate or rwkvseg.layers.resize_bilinear), 1 per input element of mean pooling. Copies, shifts, reshapes,
                   concatenations and padding count 0.
     total         the sum.
     with_attention()  the total with each WKV call replaced by softmax attention (2 T^2 C MACs):
@@ -36,6 +36,7 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from rwkvseg import layers  # noqa: F401  (registers the rwkvseg::resize_bilinear op counted below)
 from rwkvseg.wkv import wkv_macs
 
 __all__ = ["MACs", "count_macs"]
@@ -55,7 +56,8 @@ _POINTWISE_OPS = {
     _aten.hardswish.default, _aten.softmax.int, _aten._softmax.default,
     _aten.add_.Tensor, _aten.mul_.Tensor, _aten.relu_.default, _aten.silu_.default,
 }
-_BILINEAR_OPS = {_aten.upsample_bilinear2d.default, _aten.upsample_bilinear2d.vec}
+_BILINEAR_OPS = {_aten.upsample_bilinear2d.default, _aten.upsample_bilinear2d.vec,
+                 torch.ops.rwkvseg.resize_bilinear.default}
 _MEAN_OPS = {_aten.mean.dim, _aten.mean.default}
 
 

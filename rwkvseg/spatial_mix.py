@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from rwkvseg.layers import map_to_tokens, tokens_to_map
+from rwkvseg.layers import LayerNorm, map_to_tokens, tokens_to_map
 from rwkvseg.scan import ScanOrder, WindowScan
 from rwkvseg.shift import make_shift, q_shift
 from rwkvseg.wkv import bi_wkv
@@ -80,7 +80,7 @@ class SpatialMix(nn.Module):
         self.key = nn.Linear(dim, dim, bias=False)
         self.value = nn.Linear(dim, dim, bias=False)
         self.receptance = nn.Linear(dim, dim, bias=False)
-        self.key_norm = nn.LayerNorm(dim, eps=1e-5) if key_norm else nn.Identity()
+        self.key_norm = LayerNorm(dim, eps=1e-5) if key_norm else nn.Identity()
         self.output = nn.Linear(dim, dim, bias=False)
         self.reset_mix_parameters()
 
@@ -104,9 +104,10 @@ class SpatialMix(nn.Module):
     def forward(self, x: Tensor, hw: tuple[int, int]) -> Tensor:
         _check_tokens(type(self).__name__, x, self.dim)
         xs = self.token_shift(x, hw)                                            # (B, N, C)
-        xk = x * self.mu_k + xs * (1 - self.mu_k)
-        xv = x * self.mu_v + xs * (1 - self.mu_v)
-        xr = x * self.mu_r + xs * (1 - self.mu_r)
+        mu_k, mu_v, mu_r = (mu.to(x.dtype) for mu in (self.mu_k, self.mu_v, self.mu_r))  # bf16 maps stay bf16
+        xk = x * mu_k + xs * (1 - mu_k)
+        xv = x * mu_v + xs * (1 - mu_v)
+        xr = x * mu_r + xs * (1 - mu_r)
         k, v, r = self.key(xk), self.value(xv), self.receptance(xr)            # (B, N, C) each
         y = self.key_norm(self.wkv(k, v, hw))                                   # (B, N, C)
         return self.output(torch.sigmoid(r) * y)                                # (B, N, C)
@@ -191,15 +192,16 @@ class VRWKVChannelMix(nn.Module):
         self.mu_k = nn.Parameter(torch.full((dim,), 0.5))
         self.mu_r = nn.Parameter(torch.full((dim,), 0.5))
         self.key = nn.Linear(dim, hidden_dim, bias=False)
-        self.key_norm = nn.LayerNorm(hidden_dim, eps=1e-5) if key_norm else nn.Identity()
+        self.key_norm = LayerNorm(hidden_dim, eps=1e-5) if key_norm else nn.Identity()
         self.value = nn.Linear(hidden_dim, dim, bias=False)
         self.receptance = nn.Linear(dim, dim, bias=False)
 
     def forward(self, x: Tensor, hw: tuple[int, int]) -> Tensor:
         _check_tokens("VRWKVChannelMix", x, self.dim)
         xs = _q_shift_tokens(x, hw)                                             # (B, N, C)
-        xk = x * self.mu_k + xs * (1 - self.mu_k)
-        xr = x * self.mu_r + xs * (1 - self.mu_r)
+        mu_k, mu_r = self.mu_k.to(x.dtype), self.mu_r.to(x.dtype)               # bf16 maps stay bf16
+        xk = x * mu_k + xs * (1 - mu_k)
+        xr = x * mu_r + xs * (1 - mu_r)
         k = torch.relu(self.key(xk)).square()                                   # (B, N, hidden)
         kv = self.value(self.key_norm(k))                                       # (B, N, C)
         return torch.sigmoid(self.receptance(xr)) * kv

@@ -102,14 +102,17 @@ def test_train_throughput_kernel_kinds():
     assert {name: tt.kernel_kind(name) for name in KERNEL_NAMES} == KERNEL_NAMES
 
 
-def test_every_wkv_kernel_counts_as_wkv():
-    """Every GPU kernel of rwkvseg.kernels (the names a profile shows) falls in the kind 'wkv'."""
+def test_every_rwkvseg_kernel_counts_in_its_kind():
+    """Every GPU kernel of rwkvseg.kernels (the names a profile shows) falls in its kind: the depthwise
+    convolution's in 'depthwise_conv', every other one in 'wkv'."""
     tt = _load_train_throughput()
-    names = set()
+    names = {}
     for path in (ROOT / "rwkvseg" / "kernels").glob("*.py"):
-        names |= set(re.findall(r"^\s*def (\w+_kernel)\(", path.read_text(), flags=re.MULTILINE))
-    assert len(names) >= 8
-    assert {n: tt.kernel_kind(n) for n in names} == {n: "wkv" for n in names}
+        kind = "depthwise_conv" if path.stem == "depthwise" else "wkv"
+        for n in re.findall(r"^\s*def (\w+_kernel)\(", path.read_text(), flags=re.MULTILINE):
+            names[n] = kind
+    assert len(names) >= 11 and sum(k == "depthwise_conv" for k in names.values()) == 3
+    assert {n: tt.kernel_kind(n) for n in names} == names
 
 
 def test_train_throughput_kernel_breakdown():

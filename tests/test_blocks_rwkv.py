@@ -6,7 +6,7 @@ import torch
 
 from rwkvseg.ccm import CCM
 from rwkvseg.ir import IRBlock
-from rwkvseg.layers import CNA, DropPath, LayerNorm2d, map_to_tokens, tokens_to_map
+from rwkvseg.layers import CNA, DropPath, LayerNorm2d, map_to_tokens, resize_bilinear, tokens_to_map
 from rwkvseg.shift import q_shift
 from rwkvseg.spatial_mix import SpatialMix, VRWKVChannelMix, set_wkv_backend
 from rwkvseg.wkv import bi_wkv
@@ -283,3 +283,28 @@ def test_ccm_sizes_follow_the_input():
     for h, w in [(8, 8), (16, 24)]:
         out = ccm(torch.randn(1, 4, h, w), torch.randn(1, 6, h // 2, w // 2), torch.randn(1, 8, h // 4, w // 4))
         assert out[2].shape == (1, 8, h // 4, w // 4)
+
+
+@pytest.mark.parametrize("src,dst", [((8, 8), (16, 16)), ((8, 8), (32, 32)), ((32, 32), (8, 8)), ((5, 7), (13, 4)),
+                                     ((1, 3), (4, 9)), ((6, 6), (6, 12)), ((17, 9), (3, 2))])
+def test_resize_bilinear_matches_interpolate(src, dst):
+    """resize_bilinear = F.interpolate(bilinear, align_corners=False) up and down, any ratio, value and
+    gradient in float64; the result is channels-last."""
+    g = torch.Generator().manual_seed(sum(src) + sum(dst))
+    x = torch.randn(2, 3, *src, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    ref = torch.nn.functional.interpolate(x, dst, mode="bilinear", align_corners=False)
+    got = resize_bilinear(x, dst)
+    dy = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.autograd.grad(got, x, dy)[0], torch.autograd.grad(ref, x, dy)[0],
+                               rtol=0, atol=1e-12)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_resize_bilinear_op_passes_opcheck():
+    """The custom ops behind resize_bilinear: fake shapes and strides, autograd registration, schema."""
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.rwkvseg.resize_bilinear.default, (x.requires_grad_(), 10, 14))
+    dy = torch.randn(2, 3, 10, 14, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.rwkvseg.resize_bilinear_backward.default, (dy, 5, 7))

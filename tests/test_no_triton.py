@@ -20,6 +20,10 @@ SCRIPT = textwrap.dedent("""
     from rwkvseg.wkv import triton_available
 
     assert not triton_available()
+    from rwkvseg.depthwise import DepthwiseConv2d, triton_available as depthwise_triton_available
+    assert not depthwise_triton_available()
+    conv = DepthwiseConv2d(4, 5, stride=2, padding=2)
+    assert conv(torch.randn(1, 4, 9, 9)).shape == (1, 4, 5, 5)  # F.conv2d
     torch.manual_seed(0)
     k, v = torch.randn(2, 64, 8, requires_grad=True), torch.randn(2, 64, 8)
     w, u = torch.rand(8), torch.randn(8)

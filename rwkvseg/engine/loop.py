@@ -188,8 +188,10 @@ class Run:
     stop_at: int                      # the step this process stops at (max_steps may cut the schedule)
     epochs: int
     bf16: bool
-    t_start: float
+    t_start: float                    # prepare()'s start; moved back by the wall time of resumed runs
+    t_process: float                  # prepare()'s start in this process
     step: int = 0
+    first_step_s: float | None = None   # this process: prepare()'s start to the end of its first step
     start_epoch: int = 0
     history: list = field(default_factory=list)
     best: dict | None = None
@@ -239,7 +241,8 @@ def prepare(cfg: TrainConfig, *, data: SegData | None = None) -> Run:
               model=model, step_model=model, optimizer=optimizer, loss_fn=build_loss(cfg.loss_config()), out=out,
               steps_per_epoch=steps_per_epoch, total_steps=total_steps,
               stop_at=min(total_steps, cfg.max_steps or total_steps),
-              epochs=math.ceil(total_steps / steps_per_epoch), bf16=cfg.bf16 and on_cuda, t_start=t_start)
+              epochs=math.ceil(total_steps / steps_per_epoch), bf16=cfg.bf16 and on_cuda, t_start=t_start,
+              t_process=t_start)
     if cfg.resume:
         resume(run)
     if d.world_size > 1:
@@ -312,6 +315,10 @@ def fit_epoch(run: Run, epoch: int, *, show: str = "none", on_step=None) -> dict
         loss_sum += loss
         n_steps += 1
         run.step += 1
+        if run.first_step_s is None:                           # startup: imports excluded, compile included
+            if d.device.type == "cuda":
+                torch.cuda.synchronize()
+            run.first_step_s = time.time() - run.t_process
         if on_step is not None:
             on_step(run.step, loss)
         if bar is not None:
@@ -470,7 +477,8 @@ def run_provenance(run: Run, selected: dict) -> dict:
         metric_conventions=metric_conventions(binary=run.data.info.binary),
         epochs=len(history), epochs_planned=cfg.epochs if cfg.iterations is None else None,
         steps=run.step, global_batch=cfg.batch_size, selection_rule=selected["rule"],
-        wall_time_s=time.time() - run.t_start, train_img_per_s=images / max(seconds, 1e-9),
+        wall_time_s=time.time() - run.t_start, time_to_first_step_s=run.first_step_s,
+        train_img_per_s=images / max(seconds, 1e-9),
         peak_memory_gib=torch.cuda.max_memory_allocated(d.device) / 2**30 if on_cuda else None,
     )
 

@@ -1,0 +1,232 @@
+"""Depthwise 2-D convolution (groups = channels, no bias) on channels-last maps: forward and both gradients.
+
+x (B, C, H, W) in memory order NHWC (channels_last), weight (C, 1, K, K), stride S in {1, 2}, padding P >= 0,
+output y (B, C, OH, OW) with OH = (H + 2P - K) // S + 1 (OW likewise):
+
+    y[b, c, oh, ow]  = sum_{kh, kw} x[b, c, oh S - P + kh, ow S - P + kw] w[c, kh, kw]     (zero outside x)
+    dx[b, c, ih, iw] = sum_{kh, kw} dy[b, c, oh, ow] w[c, kh, kw],  oh = (ih + P - kh) / S, ow = (iw + P - kw) / S,
+                       over the taps where both divisions are exact and land inside dy (the gather form)
+    dw[c, kh, kw]    = sum_{b, oh, ow} dy[b, c, oh, ow] x[b, c, oh S - P + kh, ow S - P + kw]
+
+Each program of the forward and of the input gradient owns one row of its result (y or dx), a block of BW
+columns and a block of BC channels, and walks the K x K taps with masks for the padding; every load is a
+(BW, BC) tile whose channels are contiguous in memory. The input gradient splits the columns of a row into
+their S residues mod S, so that inside a program every tap lands on dy for all columns or for none (then it
+is skipped). The weight gradient runs one program per (chunk of rows (b, oh), channel block, kh) and writes
+its (K, BC) sums to a partial buffer that torch sums: deterministic, no atomics. Accumulation in float32
+(float64 for float64 inputs); results in the input's dtype.
+
+The weights travel as a (K*K, C) table (tap-major), so a tap's BC weights are one contiguous load.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import INTERPRET
+
+# Tiles tried by the autotuner on a GPU (BW columns, BC channels, warps); one small tile under the CPU
+# interpreter, small enough that the tests' maps (W <= 11, C <= 19) cross column and channel block borders.
+if INTERPRET:
+    _CONFIGS = [triton.Config({"BW": 8, "BC": 16}, num_warps=1)]
+    _DW_CONFIGS = [triton.Config({"BW": 8, "BC": 16}, num_warps=1)]
+    _DW_PROGRAMS = 8        # target number of weight-gradient programs: several row chunks even at tiny shapes
+else:
+    _CONFIGS = [
+        triton.Config({"BW": bw, "BC": bc}, num_warps=nw)
+        for bw, bc, nw in [(8, 32, 2), (16, 32, 4), (32, 32, 4), (8, 64, 4), (16, 64, 4), (32, 64, 8)]
+    ]
+    _DW_CONFIGS = [
+        triton.Config({"BW": bw, "BC": bc}, num_warps=nw)
+        for bw, bc, nw in [(4, 32, 4), (8, 32, 4), (16, 32, 4), (8, 64, 8)]
+    ]
+    _DW_PROGRAMS = 2048     # enough programs to fill an H100 (132 SMs) several times over
+_KEY = ["C", "W", "OW", "K", "S"]
+
+
+def output_size(n: int, k: int, stride: int, padding: int) -> int:
+    """Output length of a convolution along one axis of length n."""
+    return (n + 2 * padding - k) // stride + 1
+
+
+@triton.jit
+def depthwise_forward_kernel(
+    x_ptr, w_ptr, y_ptr, C, H, W, OH, OW,
+    sxb, sxc, sxh, sxw, syb, syc, syh, syw,
+    K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, F64: tl.constexpr, BW: tl.constexpr, BC: tl.constexpr,
+):
+    """y (B, C, OH, OW) from x (B, C, H, W) and the (K*K, C) weight table.
+
+    Grid (B*OH, cdiv(OW, BW), cdiv(C, BC))."""
+    row = tl.program_id(0)
+    b = row // OH
+    oh = row % OH
+    ow = tl.program_id(1) * BW + tl.arange(0, BW)
+    cs = tl.program_id(2) * BC + tl.arange(0, BC)
+    cmask = cs < C
+    omask = ow < OW
+    if F64:
+        acc = tl.zeros((BW, BC), tl.float64)
+    else:
+        acc = tl.zeros((BW, BC), tl.float32)
+    xb = x_ptr + b.to(tl.int64) * sxb
+    for kh in tl.static_range(K):
+        ih = oh * S - P + kh
+        hok = (ih >= 0) & (ih < H)
+        for kw in tl.static_range(K):
+            iw = ow * S - P + kw
+            m = (iw >= 0) & (iw < W) & omask & hok
+            xv = tl.load(xb + ih * sxh + iw[:, None] * sxw + cs[None, :] * sxc, mask=m[:, None] & cmask[None, :],
+                         other=0.0)
+            wv = tl.load(w_ptr + (kh * K + kw) * C + cs, mask=cmask, other=0.0)
+            acc += xv.to(acc.dtype) * wv.to(acc.dtype)[None, :]
+    offs = b.to(tl.int64) * syb + oh * syh + ow[:, None] * syw + cs[None, :] * syc
+    tl.store(y_ptr + offs, acc.to(y_ptr.dtype.element_ty), mask=omask[:, None] & cmask[None, :])
+
+
+@triton.jit
+def depthwise_input_grad_kernel(
+    dy_ptr, w_ptr, dx_ptr, C, H, W, OH, OW,
+    syb, syc, syh, syw, sxb, sxc, sxh, sxw,
+    K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, F64: tl.constexpr, BW: tl.constexpr, BC: tl.constexpr,
+):
+    """dx (B, C, H, W) from dy (B, C, OH, OW) and the (K*K, C) weight table, in the gather form.
+
+    Grid (B*H, S * cdiv(cdiv(W, S), BW), cdiv(C, BC)); program column index = block * S + residue r, and the
+    program's columns are iw = r + S j for its BW values of j."""
+    row = tl.program_id(0)
+    b = row // H
+    ih = row % H
+    pid = tl.program_id(1)
+    r = pid % S
+    j = (pid // S) * BW + tl.arange(0, BW)
+    iw = r + S * j
+    cs = tl.program_id(2) * BC + tl.arange(0, BC)
+    cmask = cs < C
+    imask = iw < W
+    if F64:
+        acc = tl.zeros((BW, BC), tl.float64)
+    else:
+        acc = tl.zeros((BW, BC), tl.float32)
+    yb = dy_ptr + b.to(tl.int64) * syb
+    for kh in tl.static_range(K):
+        nh = ih + P - kh + S * K                  # >= 0, so // and % are exact whatever the sign convention
+        oh = nh // S - K
+        hok = (nh % S == 0) & (oh >= 0) & (oh < OH)
+        for kw in tl.static_range(K):
+            nw = r + P - kw + S * K
+            if hok & (nw % S == 0):               # the tap lands on dy for every column of the program
+                ow = nw // S - K + j
+                m = (ow >= 0) & (ow < OW) & imask
+                dyv = tl.load(yb + oh * syh + ow[:, None] * syw + cs[None, :] * syc,
+                              mask=m[:, None] & cmask[None, :], other=0.0)
+                wv = tl.load(w_ptr + (kh * K + kw) * C + cs, mask=cmask, other=0.0)
+                acc += dyv.to(acc.dtype) * wv.to(acc.dtype)[None, :]
+    offs = b.to(tl.int64) * sxb + ih * sxh + iw[:, None] * sxw + cs[None, :] * sxc
+    tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=imask[:, None] & cmask[None, :])
+
+
+@triton.jit
+def depthwise_weight_grad_kernel(
+    x_ptr, dy_ptr, part_ptr, C, H, W, OH, OW, ROWS, ROWS_PER,
+    sxb, sxc, sxh, sxw, syb, syc, syh, syw,
+    K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, F64: tl.constexpr, KP: tl.constexpr, BW: tl.constexpr,
+    BC: tl.constexpr,
+):
+    """Partial weight gradients (NCHUNK, K, K, C) over chunks of ROWS_PER of the ROWS = B*OH output rows.
+
+    Grid (NCHUNK, cdiv(C, BC), K): one kh per program; the K taps kw (padded to KP, a power of 2) are the
+    first axis of (KP, BW, BC) tiles of x, each multiplied by the same (BW, BC) tile of dy."""
+    chunk = tl.program_id(0)
+    cs = tl.program_id(1) * BC + tl.arange(0, BC)
+    kh = tl.program_id(2)
+    cmask = cs < C
+    kw = tl.arange(0, KP)
+    kmask = kw < K
+    if F64:
+        acc = tl.zeros((KP, BW, BC), tl.float64)
+    else:
+        acc = tl.zeros((KP, BW, BC), tl.float32)
+    first = chunk * ROWS_PER
+    last = tl.minimum(first + ROWS_PER, ROWS)
+    for rr in range(first, last):
+        b = rr // OH
+        oh = rr % OH
+        ih = oh * S - P + kh
+        if (ih >= 0) & (ih < H):
+            xb = x_ptr + b.to(tl.int64) * sxb + ih * sxh
+            yb = dy_ptr + b.to(tl.int64) * syb + oh * syh
+            for ow0 in range(0, OW, BW):
+                ow = ow0 + tl.arange(0, BW)
+                omask = ow < OW
+                dyv = tl.load(yb + ow[:, None] * syw + cs[None, :] * syc, mask=omask[:, None] & cmask[None, :],
+                              other=0.0)
+                iw = ow[None, :] * S - P + kw[:, None]                                  # (KP, BW)
+                m = (iw >= 0) & (iw < W) & kmask[:, None] & omask[None, :]
+                xv = tl.load(xb + iw[:, :, None] * sxw + cs[None, None, :] * sxc,
+                             mask=m[:, :, None] & cmask[None, None, :], other=0.0)
+                acc += xv.to(acc.dtype) * dyv.to(acc.dtype)[None, :, :]
+    tot = tl.sum(acc, axis=1)                                                           # (KP, BC)
+    offs = chunk.to(tl.int64) * K * K * C + (kh * K + kw[:, None]) * C + cs[None, :]
+    tl.store(part_ptr + offs, tot, mask=kmask[:, None] & cmask[None, :])
+
+
+# cache_results: a shape's choice is written to Triton's cache and read by later processes (a fast startup)
+_fwd = triton.autotune(configs=_CONFIGS, key=_KEY, cache_results=True)(depthwise_forward_kernel)
+_dx = triton.autotune(configs=_CONFIGS, key=_KEY, cache_results=True)(depthwise_input_grad_kernel)
+_dw = triton.autotune(configs=_DW_CONFIGS, key=_KEY, cache_results=True)(depthwise_weight_grad_kernel)
+
+
+def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
+    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
+
+
+def weight_table(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The (C, 1, K, K) weight as the (K*K, C) table the kernels read (tap-major, channels contiguous)."""
+    C, K = weight.shape[0], weight.shape[-1]
+    return weight.reshape(C, K * K).t().to(dtype).contiguous()
+
+
+def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+    """y (B, C, OH, OW), channels_last, in x's dtype, from x (B, C, H, W) and weight (C, 1, K, K)."""
+    B, C, H, W = x.shape
+    K = weight.shape[-1]
+    OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
+    y = torch.empty((B, C, OH, OW), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    wt = weight_table(weight, x.dtype)
+    grid = lambda meta: (B * OH, triton.cdiv(OW, meta["BW"]), triton.cdiv(C, meta["BC"]))  # noqa: E731
+    _fwd[grid](x, wt, y, C, H, W, OH, OW, *_strides(x), *_strides(y),
+               K=K, S=stride, P=padding, F64=x.dtype == torch.float64)
+    return y
+
+
+def depthwise_input_grad(dy: torch.Tensor, weight: torch.Tensor, H: int, W: int, stride: int,
+                         padding: int) -> torch.Tensor:
+    """dx (B, C, H, W), channels_last, in dy's dtype, from dy (B, C, OH, OW) and weight (C, 1, K, K)."""
+    B, C, OH, OW = dy.shape
+    K = weight.shape[-1]
+    dx = torch.empty((B, C, H, W), device=dy.device, dtype=dy.dtype, memory_format=torch.channels_last)
+    wt = weight_table(weight, dy.dtype)
+    grid = lambda meta: (B * H, stride * triton.cdiv(triton.cdiv(W, stride), meta["BW"]),  # noqa: E731
+                         triton.cdiv(C, meta["BC"]))
+    _dx[grid](dy, wt, dx, C, H, W, OH, OW, *_strides(dy), *_strides(dx),
+              K=K, S=stride, P=padding, F64=dy.dtype == torch.float64)
+    return dx
+
+
+def depthwise_weight_grad(x: torch.Tensor, dy: torch.Tensor, K: int, stride: int, padding: int) -> torch.Tensor:
+    """dw (C, 1, K, K) in float32 (float64 for float64 x) from x (B, C, H, W) and dy (B, C, OH, OW): the kernel's
+    per-chunk partial sums, then one sum over the chunks."""
+    B, C, H, W = x.shape
+    OH, OW = dy.shape[2], dy.shape[3]
+    rows = B * OH
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    n_chunks = min(rows, max(1, _DW_PROGRAMS // (K * triton.cdiv(C, 32))))
+    rows_per = triton.cdiv(rows, n_chunks)
+    n_chunks = triton.cdiv(rows, rows_per)
+    part = torch.empty((n_chunks, K, K, C), device=x.device, dtype=acc)
+    grid = lambda meta: (n_chunks, triton.cdiv(C, meta["BC"]), K)  # noqa: E731
+    _dw[grid](x, dy, part, C, H, W, OH, OW, rows, rows_per, *_strides(x), *_strides(dy),
+              K=K, S=stride, P=padding, F64=x.dtype == torch.float64, KP=triton.next_power_of_2(K))
+    return part.sum(0).permute(2, 0, 1).unsqueeze(1)
