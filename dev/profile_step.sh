@@ -1,5 +1,6 @@
 #!/bin/bash
-# One GPU call (10 minutes): the training-step profile (one variant per process, cold caches), then experiments.
+# GPU calls of 10 minutes: the training-step profile (one variant per process, cold caches), then the
+# depthwise benchmark; steps past the limit are skipped (a second call with a larger LIMIT offset runs them).
 # On the device: pytest needs `-o addopts=` (pyproject's nbval options; no nbval there); RWKVSEG_COMMIT must be
 # given (the copy's .git is not this checkout's HEAD, so git_commit() would record a stale commit); a cold eager
 # RWKV-UNet-T process needs ~60-70 s to its record (first step ~30 s: cuDNN's search, Triton builds).
@@ -25,17 +26,14 @@ one() {  # model compile timeout extra-args...
   TMPDIR=/root/c_${m}_$c step "${m}_$c" $t python3 benchmarks/train_throughput.py --model $m --compile $c \
     --out $R/${m}_$c.json --profile $R/prof_$m "$@"
 }
-step gpu_tests 75 python3 -m pytest -q -x -o addopts= -p no:cacheprovider tests/test_wkv_gluon.py tests/test_wkv_triton.py
-one rwkv_unet_t off 80 --steps 30 --warmup 8
+step gpu_tests 90 python3 -m pytest -q -x -o addopts= -p no:cacheprovider tests/test_depthwise_triton.py \
+  tests/test_wkv_gluon.py tests/test_wkv_triton.py
+one rwkv_unet_t off 90 --steps 30 --warmup 8
 one rwkv_unet_t on 200 --steps 30 --warmup 8
 one unet off 50 --steps 30 --warmup 8
 one unet on 130 --steps 30 --warmup 8
 one ms_rwkv_unet off 130 --steps 12 --warmup 4 --profile-steps 2
 one ms_rwkv_unet on 300 --steps 12 --warmup 4 --profile-steps 2
-export TRITON_CACHE_DIR=$(ls -d /root/c_rwkv_unet_t_on/triton_* 2>/dev/null | head -1)
-step exp_eager 90 python3 dev/step_experiments.py eager --nchw --out $R/exp_eager.json
-export TORCHINDUCTOR_CACHE_DIR=$(ls -d /root/c_rwkv_unet_t_on/inductor_* 2>/dev/null | head -1)
-step exp_compiled 200 python3 dev/step_experiments.py compiled --modes default,reduce-overhead --out $R/exp_compiled.json
-step exp_dwconv 100 python3 dev/step_experiments.py dwconv --out $R/exp_dw.json
+step dwbench 300 python3 benchmarks/depthwise.py --out $R/depthwise.json
 echo "=== done $(date -u +%T), $(( $(date +%s) - START )) s" | tee -a $R/log
 pack
