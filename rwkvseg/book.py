@@ -102,7 +102,8 @@ def show_source(obj) -> None:
 
 
 def show_table(rows: list[dict], *, columns: list[str] | None = None, floatfmt: str = "{:.4g}") -> None:
-    """Display a list of dicts as an HTML table (a table in the built book, not text)."""
+    """Display a list of dicts as an HTML table (a table in the built book, not text; class "table", as the
+    book's Markdown tables, so the theme pads and rules its cells)."""
     columns = columns or list(dict.fromkeys(k for r in rows for k in r))
 
     def cell(v):
@@ -110,7 +111,7 @@ def show_table(rows: list[dict], *, columns: list[str] | None = None, floatfmt: 
 
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
-    display(HTML(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"))
+    display(HTML(f"<table class=\"table\"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"))
 
 
 def show_config(cfg, *, fields: list[str] | None = None) -> None:
@@ -163,16 +164,15 @@ def _cases_record(folder: str, name: str, network: str) -> dict | None:
     return json.loads(path.read_text())
 
 
-def show_run_cases(folder: str, name: str, network: str) -> bool:
+def show_run_cases(folder: str, name: str, network: str) -> None:
     """The case gallery a committed run's record drew (cases.png), under a line naming the run and
-    the GPU and date of the evaluation; False (and a line saying so) when the record has none."""
+    the GPU and date of the evaluation; a line saying so when the record has none."""
     record = _cases_record(folder, name, network)
     if record is None:
-        return False
+        return
     p = record["provenance"]
     print(f"{network}, record {name}: cases evaluated on {p['device']}, {p['date'][:10]}")
     display(Image(filename=str(results_path(folder, name, "cases.png"))))
-    return True
 
 
 def show_case_table(folder: str, runs: dict[str, tuple[str, dict]], names: dict[str, str]) -> None:
