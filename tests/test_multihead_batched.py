@@ -34,7 +34,7 @@ def _compare(m: MultiHeadScan, x: torch.Tensor, *, atol: float, rtol: float, sca
     names = ["output", "x"] + [n for n, _ in m.named_parameters()]
     for name, a, b in zip(names, (y_b,) + g_b, (y_loop,) + g_loop):
         if scaled:
-            err, scale = float((a - b).abs().max()), float(b.abs().max())
+            err, scale = (a - b).abs().max().item(), b.abs().max().item()
             assert err <= atol * max(scale, 1.0), f"{name}: max |diff| {err:.2e}, max |ref| {scale:.2e}"
         else:
             torch.testing.assert_close(a, b, atol=atol, rtol=rtol, msg=lambda s: f"{name}: {s}")
