@@ -73,8 +73,8 @@ class CCM(nn.Module):
         z = map_to_tokens(m)                                                    # (B, N1, 3 C1)
         z = z + self.drop_path(self.norm(self.mix(z, s1)))
         m3, m2, m1 = tokens_to_map(z, s1).chunk(3, dim=1)                       # 3 x (B, C1, H1, W1)
-        f3 = resize_bilinear(self.out3(m3), tuple(f3.shape[-2:]))                       # (B, C3, H3, W3)
-        f2 = resize_bilinear(self.out2(m2), tuple(f2.shape[-2:]))                       # (B, C2, H2, W2)
+        f3 = resize_bilinear(self.out3(m3), tuple(f3.shape[-2:]))               # (B, C3, H3, W3)
+        f2 = resize_bilinear(self.out2(m2), tuple(f2.shape[-2:]))               # (B, C2, H2, W2)
         f1 = self.out1(m1)                                                      # (B, C1, H1, W1)
         return f1, f2, f3
 

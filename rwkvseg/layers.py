@@ -16,6 +16,7 @@ resolution changes, the stochastic-depth schedule and the input check.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn as nn
@@ -39,24 +40,19 @@ def make_act(name: str) -> nn.Module:
     return _ACTS[name]()
 
 
-def layer_norm(x: Tensor, norm: nn.LayerNorm) -> Tensor:
-    """`norm`(x), its output in x's dtype: under autocast a bfloat16 / float16 x is normalised by the
-    kernel in that dtype (statistics in float32 inside it; weight and bias cast to it) instead of
-    autocast's float32 copy in and float32 map out. Outside autocast: nn.LayerNorm's own forward."""
-    if x.dtype in (torch.bfloat16, torch.float16) and torch.is_autocast_enabled(x.device.type):
-        w = None if norm.weight is None else norm.weight.to(x.dtype)
-        b = None if norm.bias is None else norm.bias.to(x.dtype)
-        with torch.autocast(x.device.type, enabled=False):
-            return F.layer_norm(x, norm.normalized_shape, w, b, norm.eps)
-    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-
-
 class LayerNorm(nn.LayerNorm):
-    """nn.LayerNorm (same parameters and state dict) whose output keeps the input's dtype under
-    autocast (rwkvseg.layers.layer_norm): the blocks' token maps stay bfloat16 end to end."""
+    """nn.LayerNorm (same parameters and state dict) whose output keeps the input's dtype: under
+    autocast a bfloat16 / float16 x is normalised by the kernel in that dtype (statistics in float32
+    inside it; weight and bias cast to it) instead of autocast's float32 copy in and float32 map out,
+    so the blocks' token maps stay bfloat16 end to end. Outside autocast: nn.LayerNorm itself."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return layer_norm(x, self)
+        if x.dtype in (torch.bfloat16, torch.float16) and torch.is_autocast_enabled(x.device.type):
+            w = None if self.weight is None else self.weight.to(x.dtype)
+            b = None if self.bias is None else self.bias.to(x.dtype)
+            with torch.autocast(x.device.type, enabled=False):
+                return F.layer_norm(x, self.normalized_shape, w, b, self.eps)
+        return super().forward(x)
 
 
 class LayerNorm2d(LayerNorm):
@@ -66,7 +62,7 @@ class LayerNorm2d(LayerNorm):
         super().__init__(num_channels, eps=eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = layer_norm(x.permute(0, 2, 3, 1), self)                             # (B, H, W, C)
+        x = super().forward(x.permute(0, 2, 3, 1))                              # (B, H, W, C)
         return x.permute(0, 3, 1, 2)                                            # (B, C, H, W)
 
 
@@ -160,18 +156,26 @@ def interp_matrix(n_in: int, n_out: int, *, dtype: torch.dtype, device: torch.de
 
 def _separable(x: Tensor, a_h: Tensor, a_w: Tensor) -> Tensor:
     """y[b, c, i, j] = sum_{h, w} a_h[i, h] a_w[j, w] x[b, c, h, w] as two matrix products in x's dtype.
-    x (B, C, h, w), a_h (H, h), a_w (W, w) -> (B, C, H, W), channels-last in memory."""
+    x (B, C, h, w), a_h (H, h), a_w (W, w) in x's dtype -> (B, C, H, W), channels-last in memory."""
     B, C, h, w = x.shape
     H, W = a_h.shape[0], a_w.shape[0]
     with torch.autocast(x.device.type, enabled=False):
-        t = torch.matmul(a_w.to(x.dtype), x.permute(0, 2, 3, 1))                # (B, h, W, C)
-        t = torch.matmul(a_h.to(x.dtype), t.reshape(B, h, W * C))               # (B, H, W * C)
+        t = torch.matmul(a_w, x.permute(0, 2, 3, 1))                            # (B, h, W, C)
+        t = torch.matmul(a_h, t.reshape(B, h, W * C))                           # (B, H, W * C)
     return t.reshape(B, H, W, C).permute(0, 3, 1, 2)
 
 
+# The matrices of a resize, built once per (sizes, dtype, device) and kept, so a call launches only its
+# two matrix products. Callers must not modify them.
+@lru_cache(maxsize=256)
+def _cached_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    with torch.inference_mode(False):    # a normal tensor even when first asked for under inference mode
+        exact = torch.float64 if dtype == torch.float64 else torch.float32
+        return interp_matrix(n_in, n_out, dtype=exact, device=device).to(dtype)
+
+
 def _matrices(h: int, w: int, H: int, W: int, like: Tensor) -> tuple[Tensor, Tensor]:
-    f = dict(dtype=torch.float64 if like.dtype == torch.float64 else torch.float32, device=like.device)
-    return interp_matrix(h, H, **f), interp_matrix(w, W, **f)
+    return _cached_matrix(h, H, like.dtype, like.device), _cached_matrix(w, W, like.dtype, like.device)
 
 
 @torch.library.custom_op("rwkvseg::resize_bilinear", mutates_args=())

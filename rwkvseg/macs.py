@@ -14,8 +14,9 @@ The papers' "FLOPs" (RWKV-UNet Tables 1, 2, 5, Fig. A1) are MACs counted thop-st
                   the statistics are O(elements) too and are left out, as in thop's eval count).
     elementwise   estimate: 1 per output element of point-wise arithmetic and activations
                   (add, mul, sigmoid, ReLU, SiLU, ...), 4 per output element of bilinear
-                  resampling (F.interpolate or rwkvseg.layers.resize_bilinear), 1 per input element of mean pooling. Copies, shifts, reshapes,
-                  concatenations and padding count 0.
+                  resampling (F.interpolate or rwkvseg.layers.resize_bilinear), 1 per input
+                  element of mean pooling. Copies, shifts, reshapes, concatenations and padding
+                  count 0.
     total         the sum.
     with_attention()  the total with each WKV call replaced by softmax attention (2 T^2 C MACs):
                   the contrast of RWKV-UNet's Fig. A1.

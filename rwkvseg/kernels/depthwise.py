@@ -66,10 +66,7 @@ def depthwise_forward_kernel(
     cs = tl.program_id(2) * BC + tl.arange(0, BC)
     cmask = cs < C
     omask = ow < OW
-    if F64:
-        acc = tl.zeros((BW, BC), tl.float64)
-    else:
-        acc = tl.zeros((BW, BC), tl.float32)
+    acc = tl.zeros((BW, BC), tl.float64 if F64 else tl.float32)
     xb = x_ptr + b.to(tl.int64) * sxb
     for kh in tl.static_range(K):
         ih = oh * S - P + kh
@@ -105,10 +102,7 @@ def depthwise_input_grad_kernel(
     cs = tl.program_id(2) * BC + tl.arange(0, BC)
     cmask = cs < C
     imask = iw < W
-    if F64:
-        acc = tl.zeros((BW, BC), tl.float64)
-    else:
-        acc = tl.zeros((BW, BC), tl.float32)
+    acc = tl.zeros((BW, BC), tl.float64 if F64 else tl.float32)
     yb = dy_ptr + b.to(tl.int64) * syb
     for kh in tl.static_range(K):
         nh = ih + P - kh + S * K                  # >= 0, so // and % are exact whatever the sign convention
@@ -144,10 +138,7 @@ def depthwise_weight_grad_kernel(
     cmask = cs < C
     kw = tl.arange(0, KP)
     kmask = kw < K
-    if F64:
-        acc = tl.zeros((KP, BW, BC), tl.float64)
-    else:
-        acc = tl.zeros((KP, BW, BC), tl.float32)
+    acc = tl.zeros((KP, BW, BC), tl.float64 if F64 else tl.float32)
     first = chunk * ROWS_PER
     last = tl.minimum(first + ROWS_PER, ROWS)
     for rr in range(first, last):
