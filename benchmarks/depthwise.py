@@ -10,6 +10,11 @@ on; cuDNN's gradients alone through aten.convolution_backward); then the totals 
 (a shape that occurs n times counts n times). Accuracy: ours against cuDNN in float32 (TF32 off), max |a - b| /
 max |b| of y, dx and dw. --quick checks the accuracy on two tiny shapes under the CPU interpreter and times
 nothing.
+
+    python benchmarks/depthwise.py --sweep --out sweep.json     # every tile of TILES / DW_TILES at every shape
+
+--sweep checks the rule that picks each launch's tile (rwkvseg.kernels.depthwise.tile_for): per shape and kernel,
+the time of every tile, the best, and the rule's against the best; then the totals over the network's layers.
 """
 from __future__ import annotations
 
@@ -29,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from triton.testing import do_bench  # noqa: E402
 from rwkvseg.depthwise import depthwise_conv2d  # noqa: E402
 from rwkvseg.env import provenance  # noqa: E402
-from rwkvseg.kernels.depthwise import depthwise_input_grad, depthwise_weight_grad  # noqa: E402
+from rwkvseg.kernels.depthwise import (DW_TILES, TILES, depthwise_forward, depthwise_input_grad,  # noqa: E402
+                                       depthwise_weight_grad, output_size, tile_for)
 
 BATCH = 32
 # (channels, input side, kernel, stride, layers of this shape) for every depthwise conv of RWKV-UNet-T at 256 x 256
@@ -98,18 +104,68 @@ def timings(C, size, K, s, batch) -> dict:
     }
     out = {}
     for name, (ours, theirs) in parts.items():
-        ours(), theirs()                                 # autotune / cuDNN's algorithm search, outside the timing
+        ours(), theirs()                                 # Triton builds / cuDNN's algorithm search, untimed
         torch.cuda.synchronize()
         out[f"ours_{name}_ms"] = do_bench(ours, warmup=25, rep=100, return_mode="median")
         out[f"cudnn_{name}_ms"] = do_bench(theirs, warmup=25, rep=100, return_mode="median")
     return out
 
 
+def sweep(C, size, K, s, batch) -> dict:
+    """Per kernel, the median ms of every tile and of the rule's tile, bfloat16 channels_last."""
+    p = padding(K, s)
+    x, w = inputs(batch, C, size, K, torch.bfloat16, "cuda")
+    OW = output_size(size, K, s, p)
+    dy = torch.randn(batch, C, OW, OW, device="cuda", dtype=torch.bfloat16).contiguous(
+        memory_format=torch.channels_last)
+    calls = {"forward": (TILES, lambda t: depthwise_forward(x, w, s, p, tile=t)),
+             "input_grad": (TILES, lambda t: depthwise_input_grad(dy, w, size, size, s, p, tile=t)),
+             "weight_grad": (DW_TILES, lambda t: depthwise_weight_grad(x, dy, K, s, p, tile=t))}
+    out = {}
+    for kernel, (tiles, call) in calls.items():
+        ms = {t: do_bench(lambda: call(t), warmup=10, rep=40, return_mode="median") for t in tiles}
+        rule = tile_for(kernel, C, OW, K, s)
+        if rule not in ms:
+            ms[rule] = do_bench(lambda: call(rule), warmup=10, rep=40, return_mode="median")
+        best = min(ms, key=ms.get)
+        out[kernel] = {"rule": list(rule), "rule_ms": ms[rule], "best": list(best), "best_ms": ms[best],
+                       "ms": {"x".join(map(str, t)): v for t, v in ms.items()}}
+    return out
+
+
+def run_sweep(out_path: str | None) -> int:
+    t0 = time.time()
+    rows = []
+    for C, size, K, s, n in SHAPES:
+        if C < 16:
+            continue                                     # the stem: F.conv2d (rwkvseg.depthwise.MIN_CHANNELS)
+        row = {"C": C, "size": size, "k": K, "stride": s, "layers": n, "batch": BATCH, **sweep(C, size, K, s, BATCH)}
+        rows.append(row)
+        print(f"{C:>4} {size:>4} {K:>2} {s:>2} | " + "  ".join(
+            f"{k[:5]} rule {row[k]['rule_ms']:.3f} best {row[k]['best_ms']:.3f} {row[k]['best']}"
+            for k in ("forward", "input_grad", "weight_grad")), flush=True)
+    totals = {f"{who}_{k}": sum(r["layers"] * r[k][f"{who}_ms"] for r in rows)
+              for k in ("forward", "input_grad", "weight_grad") for who in ("rule", "best")}
+    print("totals over the network's layers (ms), rule / best: " + ", ".join(
+        f"{k} {totals[f'rule_{k}']:.2f}/{totals[f'best_{k}']:.2f}" for k in ("forward", "input_grad", "weight_grad")))
+    out = {"results": rows, "totals_ms": totals, "provenance": provenance(
+        mode="full", device="cuda", wall_s=round(time.time() - t0, 1),
+        timing="triton.testing.do_bench, median, warmup 10 ms, rep 40 ms; bfloat16, channels_last")}
+    if out_path:
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_path).write_text(json.dumps(out, indent=1))
+        print(f"wrote {out_path}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="CPU smoke run: accuracy at two tiny shapes, no timing")
+    ap.add_argument("--sweep", action="store_true", help="time every tile at every shape (CUDA only)")
     ap.add_argument("--out", default=None, help="write the JSON here")
     a = ap.parse_args(argv)
+    if a.sweep and torch.cuda.is_available():
+        return run_sweep(a.out)
     t0 = time.time()
     quick = a.quick or not torch.cuda.is_available()
     if quick and not a.quick:

@@ -26,23 +26,30 @@ import triton.language as tl
 
 from .common import INTERPRET
 
-# Tiles tried by the autotuner on a GPU (BW columns, BC channels, warps); one small tile under the CPU
-# interpreter, small enough that the tests' maps (W <= 11, C <= 19) cross column and channel block borders.
+# Tiles (BW columns, BC channels, warps). A launch takes its tile from tile_for, a rule of the shape, instead of an
+# autotuner: an autotuner compiles and times every tile at every new shape, which cost a cold eager RWKV-UNet-T
+# ~2 minutes before its first step (12 shapes x 16 tiles); TILES and DW_TILES are what benchmarks/depthwise.py
+# --sweep times to check the rule. Under the CPU interpreter one small tile, small enough that the tests' maps
+# (W <= 11, C <= 19) cross column and channel block borders.
 if INTERPRET:
-    _CONFIGS = [triton.Config({"BW": 8, "BC": 16}, num_warps=1)]
-    _DW_CONFIGS = [triton.Config({"BW": 8, "BC": 16}, num_warps=1)]
+    TILES = [(8, 16, 1)]
+    DW_TILES = [(8, 16, 1)]
     _DW_PROGRAMS = 8        # target number of weight-gradient programs: several row chunks even at tiny shapes
 else:
-    _CONFIGS = [
-        triton.Config({"BW": bw, "BC": bc}, num_warps=nw)
-        for bw, bc, nw in [(8, 32, 2), (16, 32, 4), (32, 32, 4), (8, 64, 4), (16, 64, 4), (32, 64, 8)]
-    ]
-    _DW_CONFIGS = [
-        triton.Config({"BW": bw, "BC": bc}, num_warps=nw)
-        for bw, bc, nw in [(4, 32, 4), (8, 32, 4), (16, 32, 4), (8, 64, 8)]
-    ]
+    TILES = [(8, 32, 2), (16, 32, 4), (32, 32, 4), (8, 64, 4), (16, 64, 4), (32, 64, 8)]
+    DW_TILES = [(4, 32, 4), (8, 32, 4), (16, 32, 4), (8, 64, 8)]
     _DW_PROGRAMS = 2048     # enough programs to fill an H100 (132 SMs) several times over
-_KEY = ["C", "W", "OW", "K", "S"]
+
+
+def tile_for(kernel: str, C: int, OW: int, K: int, S: int) -> tuple[int, int, int]:
+    """(BW, BC, num_warps) of one launch; kernel is "forward", "input_grad" or "weight_grad"."""
+    if INTERPRET:
+        return TILES[0]
+    bc = 64 if C % 64 == 0 else 32            # no channel block half empty (96 = 3 x 32, 160 = 5 x 32)
+    if kernel == "weight_grad":
+        return (8, 32, 4)
+    bw = 16 if OW >= 16 else 8
+    return (bw, bc, 4)
 
 
 def output_size(n: int, k: int, stride: int, padding: int) -> int:
@@ -163,12 +170,6 @@ def depthwise_weight_grad_kernel(
     tl.store(part_ptr + offs, tot, mask=kmask[:, None] & cmask[None, :])
 
 
-# cache_results: a shape's choice is written to Triton's cache and read by later processes (a fast startup)
-_fwd = triton.autotune(configs=_CONFIGS, key=_KEY, cache_results=True)(depthwise_forward_kernel)
-_dx = triton.autotune(configs=_CONFIGS, key=_KEY, cache_results=True)(depthwise_input_grad_kernel)
-_dw = triton.autotune(configs=_DW_CONFIGS, key=_KEY, cache_results=True)(depthwise_weight_grad_kernel)
-
-
 def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
 
@@ -179,34 +180,38 @@ def weight_table(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return weight.reshape(C, K * K).t().to(dtype).contiguous()
 
 
-def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
-    """y (B, C, OH, OW), channels_last, in x's dtype, from x (B, C, H, W) and weight (C, 1, K, K)."""
+def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
+                      tile: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """y (B, C, OH, OW), channels_last, in x's dtype, from x (B, C, H, W) and weight (C, 1, K, K); tile (BW, BC,
+    num_warps) or None for tile_for's."""
     B, C, H, W = x.shape
     K = weight.shape[-1]
     OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
     y = torch.empty((B, C, OH, OW), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     wt = weight_table(weight, x.dtype)
-    grid = lambda meta: (B * OH, triton.cdiv(OW, meta["BW"]), triton.cdiv(C, meta["BC"]))  # noqa: E731
-    _fwd[grid](x, wt, y, C, H, W, OH, OW, *_strides(x), *_strides(y),
-               K=K, S=stride, P=padding, F64=x.dtype == torch.float64)
+    BW, BC, warps = tile or tile_for("forward", C, OW, K, stride)
+    depthwise_forward_kernel[(B * OH, triton.cdiv(OW, BW), triton.cdiv(C, BC))](
+        x, wt, y, C, H, W, OH, OW, *_strides(x), *_strides(y),
+        K=K, S=stride, P=padding, F64=x.dtype == torch.float64, BW=BW, BC=BC, num_warps=warps)
     return y
 
 
-def depthwise_input_grad(dy: torch.Tensor, weight: torch.Tensor, H: int, W: int, stride: int,
-                         padding: int) -> torch.Tensor:
+def depthwise_input_grad(dy: torch.Tensor, weight: torch.Tensor, H: int, W: int, stride: int, padding: int,
+                         tile: tuple[int, int, int] | None = None) -> torch.Tensor:
     """dx (B, C, H, W), channels_last, in dy's dtype, from dy (B, C, OH, OW) and weight (C, 1, K, K)."""
     B, C, OH, OW = dy.shape
     K = weight.shape[-1]
     dx = torch.empty((B, C, H, W), device=dy.device, dtype=dy.dtype, memory_format=torch.channels_last)
     wt = weight_table(weight, dy.dtype)
-    grid = lambda meta: (B * H, stride * triton.cdiv(triton.cdiv(W, stride), meta["BW"]),  # noqa: E731
-                         triton.cdiv(C, meta["BC"]))
-    _dx[grid](dy, wt, dx, C, H, W, OH, OW, *_strides(dy), *_strides(dx),
-              K=K, S=stride, P=padding, F64=dy.dtype == torch.float64)
+    BW, BC, warps = tile or tile_for("input_grad", C, OW, K, stride)
+    depthwise_input_grad_kernel[(B * H, stride * triton.cdiv(triton.cdiv(W, stride), BW), triton.cdiv(C, BC))](
+        dy, wt, dx, C, H, W, OH, OW, *_strides(dy), *_strides(dx),
+        K=K, S=stride, P=padding, F64=dy.dtype == torch.float64, BW=BW, BC=BC, num_warps=warps)
     return dx
 
 
-def depthwise_weight_grad(x: torch.Tensor, dy: torch.Tensor, K: int, stride: int, padding: int) -> torch.Tensor:
+def depthwise_weight_grad(x: torch.Tensor, dy: torch.Tensor, K: int, stride: int, padding: int,
+                          tile: tuple[int, int, int] | None = None) -> torch.Tensor:
     """dw (C, 1, K, K) in float32 (float64 for float64 x) from x (B, C, H, W) and dy (B, C, OH, OW): the kernel's
     per-chunk partial sums, then one sum over the chunks."""
     B, C, H, W = x.shape
@@ -217,7 +222,9 @@ def depthwise_weight_grad(x: torch.Tensor, dy: torch.Tensor, K: int, stride: int
     rows_per = triton.cdiv(rows, n_chunks)
     n_chunks = triton.cdiv(rows, rows_per)
     part = torch.empty((n_chunks, K, K, C), device=x.device, dtype=acc)
-    grid = lambda meta: (n_chunks, triton.cdiv(C, meta["BC"]), K)  # noqa: E731
-    _dw[grid](x, dy, part, C, H, W, OH, OW, rows, rows_per, *_strides(x), *_strides(dy),
-              K=K, S=stride, P=padding, F64=x.dtype == torch.float64, KP=triton.next_power_of_2(K))
+    BW, BC, warps = tile or tile_for("weight_grad", C, OW, K, stride)
+    depthwise_weight_grad_kernel[(n_chunks, triton.cdiv(C, BC), K)](
+        x, dy, part, C, H, W, OH, OW, rows, rows_per, *_strides(x), *_strides(dy),
+        K=K, S=stride, P=padding, F64=x.dtype == torch.float64, KP=triton.next_power_of_2(K), BW=BW, BC=BC,
+        num_warps=warps)
     return part.sum(0).permute(2, 0, 1).unsqueeze(1)
