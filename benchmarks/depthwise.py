@@ -135,13 +135,15 @@ def sweep(C, size, K, s, batch) -> dict:
 
 def run_sweep(out_path: str | None) -> int:
     t0 = time.time()
+    torch.backends.cudnn.allow_tf32 = False             # the float32 check compares against exact cuDNN
     rows = []
     for C, size, K, s, n in SHAPES:
         if C < 16:
             continue                                     # the stem: F.conv2d (rwkvseg.depthwise.MIN_CHANNELS)
-        row = {"C": C, "size": size, "k": K, "stride": s, "layers": n, "batch": BATCH, **sweep(C, size, K, s, BATCH)}
+        row = {"C": C, "size": size, "k": K, "stride": s, "layers": n, "batch": BATCH,
+               **errors(C, size, K, s, BATCH, "cuda"), **sweep(C, size, K, s, BATCH)}
         rows.append(row)
-        print(f"{C:>4} {size:>4} {K:>2} {s:>2} | " + "  ".join(
+        print(f"{C:>4} {size:>4} {K:>2} {s:>2} | err {max(row[f'rel_err_{v}'] for v in ('y', 'dx', 'dw')):.1e} | " + "  ".join(
             f"{k[:5]} rule {row[k]['rule_ms']:.3f} best {row[k]['best_ms']:.3f} {row[k]['best']}"
             for k in ("forward", "input_grad", "weight_grad")), flush=True)
     totals = {f"{who}_{k}": sum(r["layers"] * r[k][f"{who}_ms"] for r in rows)
