@@ -18,11 +18,15 @@ import platform
 import sys
 import textwrap
 
-import ipywidgets
+try:                                  # the [book] extra: pip install "rwkvseg[book]"
+    import ipywidgets
+    from IPython import get_ipython
+    from IPython.display import HTML, Image, Markdown, clear_output, display
+except ImportError as err:
+    raise ImportError(f"rwkvseg.book needs the book's extra packages ({err.name} is missing): "
+                      'pip install "rwkvseg[book]"') from err
 import matplotlib.pyplot as plt
 import torch
-from IPython import get_ipython
-from IPython.display import HTML, Image, Markdown, clear_output, display
 
 from rwkvseg.env import default_device, device_name, git_commit, triton_status
 from rwkvseg.report.cases import case_rows
