@@ -31,14 +31,12 @@ trailing slots change no earlier output, and the unscan never reads them.
 """
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from rwkvseg.scan import ScanOrder, route, ms_rwkv_head_orders
+from rwkvseg.scan import ScanOrder, cached, route, ms_rwkv_head_orders
 from rwkvseg.shift import QShift, DepthwiseBranches, depthwise_branches, q_shift
 from rwkvseg.time_mix import TimeMix
 from rwkvseg.wkv import uni_wkv
@@ -184,7 +182,7 @@ def _q_shift_groups(x: Tensor, n: int, shift: int) -> Tensor:
     return q_shift(x.reshape(B * n, C // n, H, W), shift).reshape(B, C, H, W)
 
 
-@lru_cache(maxsize=512)
+@cached(maxsize=512)
 def _head_routes(orders: tuple[ScanOrder, ...], H: int, W: int,
                  device: torch.device = torch.device("cpu")) -> tuple[Tensor, Tensor]:
     """The heads' routes stacked for one gather, and their inverses for one index_select.

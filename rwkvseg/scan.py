@@ -29,7 +29,7 @@ its inverse gather, both differentiable.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, wraps
 
 import torch
 from torch import Tensor
@@ -121,7 +121,20 @@ def _check_size(H: int, W: int) -> None:
         raise ValueError(f"a scan needs a map of at least 1 x 1 pixels, got H={H!r}, W={W!r}")
 
 
-@lru_cache(maxsize=512)
+def cached(maxsize: int):
+    """functools.lru_cache for eager calls; under torch.compile the plain function, traced once (its result
+    becomes a constant of the graph), because Dynamo does not trace through an lru_cache (it warns)."""
+    def wrap(fn):
+        hit = lru_cache(maxsize=maxsize)(fn)
+
+        @wraps(fn)
+        def call(*args, **kwargs):
+            return fn(*args, **kwargs) if torch.compiler.is_compiling() else hit(*args, **kwargs)
+        return call
+    return wrap
+
+
+@cached(maxsize=512)
 def route(order: ScanOrder, H: int, W: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The route (slot -> pixel, -1 at padding) and its inverse (pixel -> slot) as plain Python
     tuples: torch.compile treats them as constants, so a compiled network has no data-dependent
@@ -146,7 +159,7 @@ def route(order: ScanOrder, H: int, W: int) -> tuple[tuple[int, ...], tuple[int,
 # The routes as int64 tensors, built once per (order, size, device) and kept on the device, so a call
 # pays neither a Python-to-tensor conversion nor a blocking host-to-device copy. Callers must not
 # modify them.
-@lru_cache(maxsize=1024)
+@cached(maxsize=1024)
 def _cached_index(order: ScanOrder, H: int, W: int, device: torch.device = torch.device("cpu"),
                   pad_slot: int = -1) -> Tensor:
     with torch.inference_mode(False):    # a normal tensor even when first asked for under inference mode
@@ -156,7 +169,7 @@ def _cached_index(order: ScanOrder, H: int, W: int, device: torch.device = torch
         return idx.to(device)
 
 
-@lru_cache(maxsize=1024)
+@cached(maxsize=1024)
 def _cached_inverse(order: ScanOrder, H: int, W: int, device: torch.device = torch.device("cpu")) -> Tensor:
     with torch.inference_mode(False):
         return torch.tensor(route(order, H, W)[1], dtype=torch.int64).to(device)
