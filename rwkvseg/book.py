@@ -21,7 +21,7 @@ import textwrap
 try:                                  # the [book] extra: pip install "rwkvseg[book]"
     import ipywidgets
     from IPython import get_ipython
-    from IPython.display import HTML, Image, Markdown, clear_output, display
+    from IPython.display import HTML, Image, Markdown, display
 except ImportError as err:
     raise ImportError(f"rwkvseg.book needs the book's extra packages ({err.name} is missing): "
                       'pip install "rwkvseg[book]"') from err
@@ -91,12 +91,17 @@ def static_then_widget(plot_fn, **sliders):
     return None
 
 
-def show_figure(fig, *, dpi: int = 80) -> None:
-    """Display a matplotlib Figure once, as a PNG, whatever the backend, and close it."""
+def figure_png(fig, *, dpi: int = 80) -> Image:
+    """A matplotlib Figure as a PNG image for display (whatever the backend); the figure is closed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    display(Image(data=buf.getvalue()))
+    return Image(data=buf.getvalue())
+
+
+def show_figure(fig, *, dpi: int = 80) -> None:
+    """Display a matplotlib Figure once, as a PNG, and close it."""
+    display(figure_png(fig, dpi=dpi))
 
 
 def show_source(obj) -> None:
@@ -138,10 +143,17 @@ def glue(name: str, value, show: bool = True) -> None:
 
 def live_training_curves():
     """An on_epoch_end callback for rwkvseg.engine.train: redraw the training curves after each
-    epoch (rwkvseg.report.curves_figure); a built page keeps the last frame."""
+    epoch (rwkvseg.report.curves_figure) in place, leaving the run's printed lines above them; a
+    built page keeps the last frame."""
+    handle = None
+
     def on_epoch_end(rec, history):
-        clear_output(wait=True)
-        show_figure(curves_figure(history, title=f"epoch {rec['epoch'] + 1}"))
+        nonlocal handle
+        png = figure_png(curves_figure(history, title=f"epoch {rec['epoch'] + 1}"))
+        if handle is None:
+            handle = display(png, display_id=True)
+        else:
+            handle.update(png)
     return on_epoch_end
 
 
