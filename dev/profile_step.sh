@@ -35,5 +35,6 @@ one unet on 130 --steps 30 --warmup 8
 one ms_rwkv_unet off 130 --steps 12 --warmup 4 --profile-steps 2
 one ms_rwkv_unet on 300 --steps 12 --warmup 4 --profile-steps 2
 step dwbench 300 python3 benchmarks/depthwise.py --out $R/depthwise.json
+step dwsweep 150 python3 benchmarks/depthwise.py --sweep --out $R/depthwise_sweep.json
 echo "=== done $(date -u +%T), $(( $(date +%s) - START )) s" | tee -a $R/log
 pack
