@@ -111,6 +111,14 @@ def timings(C, size, K, s, batch) -> dict:
     return out
 
 
+def write(out: dict, path: str | None) -> None:
+    """The record as JSON at path (nothing when path is None)."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(out, indent=1))
+        print(f"wrote {path}")
+
+
 def sweep(C, size, K, s, batch) -> dict:
     """Per kernel, the median ms of every tile and of the rule's tile, bfloat16 channels_last."""
     p = padding(K, s)
@@ -124,7 +132,7 @@ def sweep(C, size, K, s, batch) -> dict:
     out = {}
     for kernel, (tiles, call) in calls.items():
         ms = {t: do_bench(lambda: call(t), warmup=10, rep=40, return_mode="median") for t in tiles}
-        rule = tile_for(kernel, C, OW, K, s)
+        rule = tile_for(kernel, C, OW)
         if rule not in ms:
             ms[rule] = do_bench(lambda: call(rule), warmup=10, rep=40, return_mode="median")
         best = min(ms, key=ms.get)
@@ -143,7 +151,8 @@ def run_sweep(out_path: str | None) -> int:
         row = {"C": C, "size": size, "k": K, "stride": s, "layers": n, "batch": BATCH,
                **errors(C, size, K, s, BATCH, "cuda"), **sweep(C, size, K, s, BATCH)}
         rows.append(row)
-        print(f"{C:>4} {size:>4} {K:>2} {s:>2} | err {max(row[f'rel_err_{v}'] for v in ('y', 'dx', 'dw')):.1e} | " + "  ".join(
+        err = max(row[f"rel_err_{v}"] for v in ("y", "dx", "dw"))
+        print(f"{C:>4} {size:>4} {K:>2} {s:>2} | err {err:.1e} | " + "  ".join(
             f"{k[:5]} rule {row[k]['rule_ms']:.3f} best {row[k]['best_ms']:.3f} {row[k]['best']}"
             for k in ("forward", "input_grad", "weight_grad")), flush=True)
     totals = {f"{who}_{k}": sum(r["layers"] * r[k][f"{who}_ms"] for r in rows)
@@ -153,10 +162,7 @@ def run_sweep(out_path: str | None) -> int:
     out = {"results": rows, "totals_ms": totals, "provenance": provenance(
         mode="full", device="cuda", wall_s=round(time.time() - t0, 1),
         timing="triton.testing.do_bench, median, warmup 10 ms, rep 40 ms; bfloat16, channels_last")}
-    if out_path:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_path).write_text(json.dumps(out, indent=1))
-        print(f"wrote {out_path}")
+    write(out, out_path)
     return 0
 
 
@@ -204,10 +210,7 @@ def main(argv=None) -> int:
         mode="quick" if quick else "full", device=device, wall_s=round(time.time() - t0, 1),
         timing="triton.testing.do_bench, median, warmup 25 ms, rep 100 ms; bfloat16, channels_last; "
                "torch.backends.cudnn.benchmark = True")
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(out, indent=1))
-        print(f"wrote {a.out}")
+    write(out, a.out)
     if worst > 1e-4:
         print(f"max relative error {worst:.1e} > 1e-4")
         return 1

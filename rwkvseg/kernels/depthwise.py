@@ -26,9 +26,9 @@ import triton.language as tl
 
 from .common import INTERPRET
 
-# Tiles (BW columns, BC channels, warps). A launch takes its tile from tile_for, a rule of the shape, instead of an
-# autotuner: an autotuner compiles and times every tile at every new shape, which cost a cold eager RWKV-UNet-T
-# ~2 minutes before its first step (12 shapes x 16 tiles); TILES and DW_TILES are what benchmarks/depthwise.py
+# Tiles (BW columns, BC channels, warps). A launch takes its tile from tile_for, a rule of the shape, not from an
+# autotuner, which compiles and times every candidate at every new shape before a cold run's first step (RWKV-UNet-T:
+# 12 shapes, 16 candidates over the three kernels); TILES and DW_TILES are the candidates benchmarks/depthwise.py
 # --sweep times to check the rule. Under the CPU interpreter one small tile, small enough that the tests' maps
 # (W <= 11, C <= 19) cross column and channel block borders.
 if INTERPRET:
@@ -41,15 +41,15 @@ else:
     _DW_PROGRAMS = 2048     # enough programs to fill an H100 (132 SMs) several times over
 
 
-def tile_for(kernel: str, C: int, OW: int, K: int, S: int) -> tuple[int, int, int]:
-    """(BW, BC, num_warps) of one launch; kernel is "forward", "input_grad" or "weight_grad"."""
+def tile_for(kernel: str, C: int, OW: int) -> tuple[int, int, int]:
+    """(BW, BC, num_warps) of one launch on C channels and OW output columns; kernel is "forward", "input_grad"
+    or "weight_grad"."""
     if INTERPRET:
         return TILES[0]
-    bc = 64 if C % 64 == 0 else 32            # no channel block half empty (96 = 3 x 32, 160 = 5 x 32)
     if kernel == "weight_grad":
         return (8, 32, 4)
-    bw = 16 if OW >= 16 else 8
-    return (bw, bc, 4)
+    bc = 64 if C % 64 == 0 else 32            # no channel block half empty (96 = 3 x 32, 160 = 5 x 32)
+    return (16 if OW >= 16 else 8, bc, 4)
 
 
 def output_size(n: int, k: int, stride: int, padding: int) -> int:
@@ -189,7 +189,7 @@ def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, stride: int, paddin
     OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
     y = torch.empty((B, C, OH, OW), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     wt = weight_table(weight, x.dtype)
-    BW, BC, warps = tile or tile_for("forward", C, OW, K, stride)
+    BW, BC, warps = tile or tile_for("forward", C, OW)
     depthwise_forward_kernel[(B * OH, triton.cdiv(OW, BW), triton.cdiv(C, BC))](
         x, wt, y, C, H, W, OH, OW, *_strides(x), *_strides(y),
         K=K, S=stride, P=padding, F64=x.dtype == torch.float64, BW=BW, BC=BC, num_warps=warps)
@@ -203,7 +203,7 @@ def depthwise_input_grad(dy: torch.Tensor, weight: torch.Tensor, H: int, W: int,
     K = weight.shape[-1]
     dx = torch.empty((B, C, H, W), device=dy.device, dtype=dy.dtype, memory_format=torch.channels_last)
     wt = weight_table(weight, dy.dtype)
-    BW, BC, warps = tile or tile_for("input_grad", C, OW, K, stride)
+    BW, BC, warps = tile or tile_for("input_grad", C, OW)
     depthwise_input_grad_kernel[(B * H, stride * triton.cdiv(triton.cdiv(W, stride), BW), triton.cdiv(C, BC))](
         dy, wt, dx, C, H, W, OH, OW, *_strides(dy), *_strides(dx),
         K=K, S=stride, P=padding, F64=dy.dtype == torch.float64, BW=BW, BC=BC, num_warps=warps)
@@ -222,7 +222,7 @@ def depthwise_weight_grad(x: torch.Tensor, dy: torch.Tensor, K: int, stride: int
     rows_per = triton.cdiv(rows, n_chunks)
     n_chunks = triton.cdiv(rows, rows_per)
     part = torch.empty((n_chunks, K, K, C), device=x.device, dtype=acc)
-    BW, BC, warps = tile or tile_for("weight_grad", C, OW, K, stride)
+    BW, BC, warps = tile or tile_for("weight_grad", C, OW)
     depthwise_weight_grad_kernel[(n_chunks, triton.cdiv(C, BC), K)](
         x, dy, part, C, H, W, OH, OW, rows, rows_per, *_strides(x), *_strides(dy),
         K=K, S=stride, P=padding, F64=x.dtype == torch.float64, KP=triton.next_power_of_2(K), BW=BW, BC=BC,
