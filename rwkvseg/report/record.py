@@ -27,6 +27,7 @@ import shutil
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from rwkvseg.engine.evaluate import evaluate_checkpoint
 from rwkvseg.report.cases import write_cases
@@ -58,6 +59,8 @@ def curves_figure(history: list[dict], *, title: str | None = None, selected_epo
         ax_val.text(0.5, 0.5, "no validation\n(selection: last epoch)", ha="center", va="center",
                     transform=ax_val.transAxes)
     ax_val.set_xlabel("epoch")
+    for ax in (ax_loss, ax_val):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))     # epochs are whole numbers
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
