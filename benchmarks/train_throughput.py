@@ -13,6 +13,8 @@ torch.compile (default mode), each in a fresh process with empty Triton and Indu
   under bf16 autocast, the 0.5 BCE + 1.0 Dice loss in float32 (compiled with the model in the
   compiled variant), backward, AdamW (rwkvseg.engine.make_optimizer: fused on CUDA), on a
   batch that already sits on the device (the engine keeps the data on the GPU);
+- with --cuda-graph, the training step runs as rwkvseg.engine.GraphedStep (eager steps, then one
+  captured step replayed; the same arithmetic) and the forward pass replays a graph too;
 - inference: forward only (eval mode, no grad, bf16 autocast), the same batch: img/s over the
   median call, the first call's seconds (the compiled variant compiles its inference graph there)
   and the peak memory;
@@ -71,7 +73,7 @@ from torch._inductor.runtime.cache_dir_utils import cache_dir
 
 from rwkvseg.losses import binary_bce_dice
 from rwkvseg.models import create_model
-from rwkvseg.engine import make_optimizer, train_step
+from rwkvseg.engine import GraphedStep, make_optimizer, train_step
 from rwkvseg.env import provenance
 
 KERNEL_KINDS: tuple[tuple[str, str], ...] = (
@@ -196,10 +198,25 @@ def timed(fn, n: int, sync: bool) -> list[float]:
     return times
 
 
+def graph_of(fn, warmup: int = 3):
+    """fn captured in a CUDA graph after `warmup` calls on a side stream; returns the graph's replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
 def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf16: bool, channels_last: bool,
-          compile: bool, device: torch.device, profile_steps: int = 3, profile: str | None = None) -> dict:
-    """One variant (eager or compiled) of one model: training and inference speed, time to first step,
-    peak memory, kernel time by kind."""
+          compile: bool, device: torch.device, profile_steps: int = 3, profile: str | None = None,
+          cuda_graph: bool = False) -> dict:
+    """One variant (eager or compiled, each optionally replayed from CUDA graphs) of one model: training
+    and inference speed, time to first step, peak memory, kernel time by kind."""
     on_cuda = device.type == "cuda"
     caches = cache_entries() if on_cuda else None
     t = time.perf_counter()
@@ -217,12 +234,17 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
     model = create_model(model_name, in_chans=3, num_classes=1).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = make_optimizer(model, lr=1e-4, weight_decay=1e-4)
+    cuda_graph = cuda_graph and on_cuda
+    opt = make_optimizer(model, lr=1e-4, weight_decay=1e-4, capturable=cuda_graph)
     step_model = torch.compile(model) if compile else model
     loss_fn = torch.compile(binary_bce_dice) if compile else binary_bce_dice   # as rwkvseg.engine.prepare
 
+    graphed = GraphedStep(step_model, opt, loss_fn, bf16=bf16, channels_last=channels_last) if cuda_graph else None
+
     def one_step():                                      # the engine's own step, at a constant learning rate
-        train_step(step_model, opt, loss_fn, x, y, lr=1e-4, bf16=bf16, channels_last=channels_last)
+        if graphed is not None:
+            return graphed(x, y, lr=1e-4)
+        return train_step(step_model, opt, loss_fn, x, y, lr=1e-4, bf16=bf16, channels_last=channels_last)
 
     one_step()
     if on_cuda:
@@ -241,7 +263,7 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
     times = timed(one_step, steps, on_cuda)
     med = statistics.median(times)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if on_cuda else None
-    print(f"{model_name} compile={compile}: first step {first_step_s:.1f} s, median step {1e3 * med:.1f} ms, "
+    print(f"{model_name} compile={compile} cuda_graph={cuda_graph}: first step {first_step_s:.1f} s, median step {1e3 * med:.1f} ms, "
           f"{batch / med:.0f} img/s, peak {peak or 0:.2f} GiB", flush=True)
 
     kernels = None
@@ -268,6 +290,9 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
 
     first_infer_s = timed(infer, 1, on_cuda)[0]
     timed(infer, max(warmup - 1, 0), on_cuda)
+    if cuda_graph:
+        infer = graph_of(infer)
+        timed(infer, 3, on_cuda)
     infer_times = timed(infer, steps, on_cuda)
     infer_med = statistics.median(infer_times)
     inference = {"img_per_s": batch / infer_med, "median_ms": 1e3 * infer_med, "first_call_s": first_infer_s,
@@ -275,7 +300,7 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
     print(f"  inference {batch / infer_med:.0f} img/s ({1e3 * infer_med:.1f} ms), first call {first_infer_s:.1f} s",
           flush=True)
     return {"model": model_name, "size": size, "batch": batch, "bf16": bf16, "channels_last": channels_last,
-            "compile": compile, "steps": steps, "warmup": warmup, "warmup_s": warm_s, "median_step_ms": 1e3 * med,
+            "compile": compile, "cuda_graph": cuda_graph, "steps": steps, "warmup": warmup, "warmup_s": warm_s, "median_step_ms": 1e3 * med,
             "img_per_s": batch / med, "min_step_ms": 1e3 * min(times), "peak_memory_gib": peak,
             "time_to_first_step_s": first_step_s, "cuda_init_s": cuda_init_s,
             "caches_at_start": caches, "compile_times": compile_times,
@@ -289,7 +314,7 @@ def merge(records: list[dict], names: list[str]) -> dict:
     by_setting: dict = {}
     for rec in records:
         for r in rec["results"]:
-            key = (r["model"], r["size"], r["batch"], r["bf16"], r["channels_last"], r["compile"])
+            key = (r["model"], r["size"], r["batch"], r["bf16"], r["channels_last"], r["compile"], r.get("cuda_graph"))
             by_setting.setdefault(key, []).append(r)
     rows = []
     for runs in by_setting.values():
@@ -312,7 +337,7 @@ def run_variant_in_child(a, compiled: bool, out: Path) -> dict:
            "--batch", str(a.batch), "--steps", str(a.steps), "--warmup", str(a.warmup),
            "--profile-steps", str(a.profile_steps), "--compile", "on" if compiled else "off", "--out", str(out),
            "--in-process"]
-    cmd += ["--no-bf16"] * a.no_bf16 + ["--no-channels-last"] * a.no_channels_last
+    cmd += ["--no-bf16"] * a.no_bf16 + ["--no-channels-last"] * a.no_channels_last + ["--cuda-graph"] * a.cuda_graph
     if a.profile:
         cmd += ["--profile", a.profile]
     env = dict(os.environ)
@@ -335,6 +360,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-channels-last", action="store_true")
     ap.add_argument("--compile", choices=("both", "on", "off"), default="both",
                     help="both: eager and compiled, each in its own process (CUDA)")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="replay each training step and forward pass from a CUDA graph (rwkvseg.engine.GraphedStep)")
     ap.add_argument("--caches", choices=("cold", "warm"), default="cold",
                     help="cold: each variant's process starts with empty Triton and Inductor caches")
     ap.add_argument("--quick", action="store_true", help="CPU smoke test: tiny model, 64x64, 2 steps")
@@ -360,7 +387,7 @@ def main(argv=None) -> int:
         for c in variants:
             rows.append(bench(a.model, size=a.size, batch=a.batch, steps=a.steps, warmup=a.warmup,
                               bf16=not a.no_bf16, channels_last=not a.no_channels_last, compile=c, device=device,
-                              profile_steps=a.profile_steps,
+                              profile_steps=a.profile_steps, cuda_graph=a.cuda_graph,
                               profile=a.profile and f"{a.profile}_{'compiled' if c else 'eager'}.txt"))
     for r in rows:
         print(f"{r['model']} {r['size']}^2 batch {r['batch']} compile={r['compile']}: median {r['median_step_ms']:.1f} ms"

@@ -1,7 +1,8 @@
 """The training engine: configuration, the loop, checkpoints, several processes, evaluation.
 
     config       TrainConfig (from_yaml, from_dict), shipped_configs        what a run depends on
-    loop         train, prepare, fit_epoch, end_epoch, finish, train_step, lr_at   the loop and its pieces
+    loop         train, prepare, fit_epoch, end_epoch, finish, train_step,        the loop and its pieces
+                 GraphedStep, lr_at
     checkpoint   save_checkpoint, load_checkpoint, load_model, export_model        files without pickled code
     distributed  setup_distributed, convert_batchnorm_for_ddp                      torchrun, synchronised BN
     evaluate     evaluate_split, evaluate_checkpoint, predict_logits, ...          the numbers of a split
@@ -9,9 +10,9 @@
 from rwkvseg.engine.checkpoint import CheckpointError, load_checkpoint, load_model
 from rwkvseg.engine.config import TrainConfig, shipped_configs
 from rwkvseg.engine.evaluate import evaluate_checkpoint, evaluate_split, format_table, predict_logits
-from rwkvseg.engine.loop import (Run, end_epoch, finish, fit_epoch, lr_at, make_optimizer, prepare, train,
-                                 train_step)
+from rwkvseg.engine.loop import (GraphedStep, Run, end_epoch, finish, fit_epoch, lr_at, make_optimizer, prepare,
+                                 train, train_step)
 
-__all__ = ["CheckpointError", "Run", "TrainConfig", "end_epoch", "evaluate_checkpoint", "evaluate_split", "finish",
-           "fit_epoch", "format_table", "load_checkpoint", "load_model", "lr_at", "make_optimizer", "predict_logits",
-           "prepare", "shipped_configs", "train", "train_step"]
+__all__ = ["CheckpointError", "GraphedStep", "Run", "TrainConfig", "end_epoch", "evaluate_checkpoint", "evaluate_split",
+           "finish", "fit_epoch", "format_table", "load_checkpoint", "load_model", "lr_at", "make_optimizer",
+           "predict_logits", "prepare", "shipped_configs", "train", "train_step"]

@@ -77,6 +77,8 @@ class TrainConfig:
     bf16: bool = True                        # bf16 autocast (CUDA only; ignored on the CPU)
     channels_last: bool = True               # memory format of the convolutional parts (CUDA only)
     compile: bool = False                    # torch.compile the model (CUDA only; ignored on the CPU)
+    cuda_graph: bool = False                 # replay each training step from one CUDA graph (CUDA, one
+                                             # process; ignored on the CPU): the step's launches become one
     sync_bn: bool = True                     # synchronise BatchNorm statistics across processes
     seed: int = 0
     deterministic: bool = False              # deterministic algorithms where the backend has them
