@@ -37,7 +37,7 @@ def test_curves_mark_the_selected_epoch():
     history = [{"epoch": e, "train_loss": 1 / (e + 1), "lr": 1e-3, "val_metric": "pooled_dsc",
                 "val_score": 0.5 + 0.1 * e} for e in range(3)]
     fig = curves_figure(history, selected_epoch=2, title="t")
-    ax_loss, ax_lr, ax_val = fig.axes[0], fig.axes[2], fig.axes[1]
+    ax_loss, ax_lr, ax_val = fig.axes
     assert ax_val.get_legend().get_texts()[0].get_text() == "selected: epoch 3"
     assert ax_loss.get_xlabel() == "epoch" and ax_lr.get_ylabel().startswith("learning rate")
 

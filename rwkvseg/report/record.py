@@ -35,18 +35,17 @@ from rwkvseg.report.cases import write_cases
 
 def curves_figure(history: list[dict], *, title: str | None = None, selected_epoch: int | None = None):
     """A matplotlib Figure (no pyplot, Agg canvas) of a run's history (rwkvseg.engine.train's
-    results["history"]): the training loss and learning rate per epoch, and the validation score
-    of the epochs that were validated, with `selected_epoch` (0-based) marked."""
+    results["history"]), three panels: the training loss per epoch, the learning rate at each
+    epoch's end, and the validation score of the epochs that were validated, with `selected_epoch`
+    (0-based) marked."""
     epochs = [r["epoch"] + 1 for r in history]
-    fig = Figure(figsize=(8, 2.8), layout="constrained")
-    ax_loss, ax_val = fig.subplots(1, 2)
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", ms=3, label="training loss")
-    ax_loss.set_xlabel("epoch")
+    fig = Figure(figsize=(10, 2.8), layout="constrained")
+    ax_loss, ax_lr, ax_val = fig.subplots(1, 3)
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", ms=3)
     ax_loss.set_ylabel("training loss")
-    ax_lr = ax_loss.twinx()
-    ax_lr.plot(epochs, [r["lr"] for r in history], "--", color="0.6", lw=1)
-    ax_lr.set_ylabel("learning rate (end of epoch)", color="0.45")
-    ax_lr.tick_params(axis="y", colors="0.45")
+    ax_lr.plot(epochs, [r["lr"] for r in history], "o-", ms=3, color="0.45")
+    ax_lr.set_ylabel("learning rate (end of epoch)")
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     val = [(r["epoch"] + 1, r["val_score"]) for r in history if r.get("val_score") is not None]
     if val:
         ax_val.plot(*zip(*val), "s-", ms=3, color="C1")
@@ -58,8 +57,8 @@ def curves_figure(history: list[dict], *, title: str | None = None, selected_epo
     else:
         ax_val.text(0.5, 0.5, "no validation\n(selection: last epoch)", ha="center", va="center",
                     transform=ax_val.transAxes)
-    ax_val.set_xlabel("epoch")
-    for ax in (ax_loss, ax_val):
+    for ax in (ax_loss, ax_lr, ax_val):
+        ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))     # epochs are whole numbers
     if title:
         fig.suptitle(title, fontsize=10)
