@@ -21,19 +21,23 @@ step() {  # name timeout command...
   timeout $t "$@" 2>&1 | grep -v "Warning\|warn(\|USDT\|self.profiler" | tee -a $R/log
   pack
 }
-one() {  # model compile timeout extra-args...
+one() {  # model compile timeout extra-args...   (a variant with --cuda-graph: compile off_graph / on_graph)
   m=$1; c=$2; t=$3; shift 3; mkdir -p /root/c_${m}_$c
-  TMPDIR=/root/c_${m}_$c step "${m}_$c" $t python3 benchmarks/train_throughput.py --model $m --compile $c \
-    --out $R/${m}_$c.json --profile $R/prof_$m "$@"
+  g=""; [ "${c%_graph}" != "$c" ] && g="--cuda-graph"
+  TMPDIR=/root/c_${m}_$c step "${m}_$c" $t python3 benchmarks/train_throughput.py --model $m --compile ${c%_graph} \
+    $g --out $R/${m}_$c.json --profile $R/prof_${m}${g:+_graph} "$@"
 }
-step gpu_tests 90 python3 -m pytest -q -x -o addopts= -p no:cacheprovider tests/test_depthwise_triton.py \
-  tests/test_wkv_gluon.py tests/test_wkv_triton.py
+step gpu_tests 150 python3 -m pytest -q -x -o addopts= -p no:cacheprovider tests/test_depthwise_triton.py \
+  tests/test_wkv_gluon.py tests/test_wkv_triton.py tests/test_cuda_graph.py
 one rwkv_unet_t off 90 --steps 30 --warmup 8
 one rwkv_unet_t on 200 --steps 30 --warmup 8
+one rwkv_unet_t off_graph 90 --steps 30 --warmup 8
+one rwkv_unet_t on_graph 200 --steps 30 --warmup 8
 one unet off 50 --steps 30 --warmup 8
 one unet on 130 --steps 30 --warmup 8
 one ms_rwkv_unet off 130 --steps 12 --warmup 4 --profile-steps 2
 one ms_rwkv_unet on 300 --steps 12 --warmup 4 --profile-steps 2
+one ms_rwkv_unet off_graph 130 --steps 12 --warmup 5 --profile-steps 2
 step dwbench 300 python3 benchmarks/depthwise.py --out $R/depthwise.json
 step dwsweep 150 python3 benchmarks/depthwise.py --sweep --out $R/depthwise_sweep.json
 echo "=== done $(date -u +%T), $(( $(date +%s) - START )) s" | tee -a $R/log
