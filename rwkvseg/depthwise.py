@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 try:                                    # Triton is optional (Linux wheels only): without it F.conv2d runs
@@ -73,45 +74,80 @@ def triton_available() -> bool:
     return depthwise_forward is not None
 
 
+# Which of the three computations runs on our kernels and which on cuDNN, per kernel size and stride: the faster
+# one on an H100 at every depthwise shape of RWKV-UNet-T (batch 32, bfloat16, channels_last; the record
+# rwkvseg/results/profile/depthwise_vs_cudnn.json of benchmarks/depthwise.py). cuDNN is faster at 5 x 5 for the
+# forward (up to 3.5x at 120 channels, 64 x 64), the weight gradient (up to 4.6x) and the stride-1 input gradient;
+# ours at 9 x 9 for all three (3.6-5.8x: cuDNN has no fast 9 x 9 depthwise kernel in bfloat16) and for the
+# stride-2 input gradient (2.0-2.1x). Over the network's layers: 10.7 ms ours alone, 25.7 ms cuDNN alone, 8.4 ms
+# split this way. Kernels of other sizes (MS-RWKV-UNet's 3 x 3 and 7 x 7) follow their nearest measured size.
+def runs_on_triton(part: str, kernel_size: int, stride: int) -> bool:
+    """True where our kernel computes `part` ("forward", "input_grad" or "weight_grad") of a depthwise
+    convolution with this kernel size and stride, False where cuDNN does."""
+    if kernel_size >= 7:
+        return True
+    return part == "input_grad" and stride == 2
+
+
+def _cudnn_grad(dy: Tensor, x: Tensor, weight: Tensor, stride: int, padding: int, part: str) -> Tensor:
+    """cuDNN's input or weight gradient alone (aten.convolution_backward with one output asked for)."""
+    mask = [part == "input_grad", part == "weight_grad", False]
+    grads = torch.ops.aten.convolution_backward(dy, x, weight, None, [stride] * 2, [padding] * 2, [1, 1], False,
+                                                [0, 0], x.shape[1], mask)
+    return grads[0] if part == "input_grad" else grads[1]
+
+
 if triton_available():
     @torch.library.custom_op("rwkvseg::depthwise_forward", mutates_args=())
-    def _forward_op(x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:
-        return depthwise_forward(x, weight, stride, padding)
+    def _forward_op(x: Tensor, weight: Tensor, stride: int, padding: int, split: bool) -> Tensor:
+        if not split or runs_on_triton("forward", weight.shape[-1], stride):
+            return depthwise_forward(x, weight, stride, padding)
+        y = F.conv2d(x, weight, stride=stride, padding=padding, groups=x.shape[1])
+        return y.contiguous(memory_format=torch.channels_last)
 
     @_forward_op.register_fake
-    def _(x, weight, stride, padding):
+    def _(x, weight, stride, padding, split):
         K = weight.shape[-1]
         shape = (x.shape[0], x.shape[1], output_size(x.shape[2], K, stride, padding),
                  output_size(x.shape[3], K, stride, padding))
         return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
     @torch.library.custom_op("rwkvseg::depthwise_backward", mutates_args=())
-    def _backward_op(dy: Tensor, x: Tensor, weight: Tensor, stride: int, padding: int) -> tuple[Tensor, Tensor]:
+    def _backward_op(dy: Tensor, x: Tensor, weight: Tensor, stride: int, padding: int,
+                     split: bool) -> tuple[Tensor, Tensor]:
         dy = dy.contiguous(memory_format=torch.channels_last)
-        dx = depthwise_input_grad(dy, weight, x.shape[2], x.shape[3], stride, padding)
-        dw = depthwise_weight_grad(x, dy, weight.shape[-1], stride, padding).to(weight.dtype)
+        K = weight.shape[-1]
+        if not split or runs_on_triton("input_grad", K, stride):
+            dx = depthwise_input_grad(dy, weight, x.shape[2], x.shape[3], stride, padding)
+        else:
+            dx = _cudnn_grad(dy, x, weight, stride, padding, "input_grad").contiguous(memory_format=torch.channels_last)
+        if not split or runs_on_triton("weight_grad", K, stride):
+            dw = depthwise_weight_grad(x, dy, K, stride, padding).to(weight.dtype)
+        else:
+            dw = _cudnn_grad(dy, x, weight, stride, padding, "weight_grad")
         return dx, dw.contiguous()                     # the fake says contiguous: (C, 1, K, K) strides
 
     @_backward_op.register_fake
-    def _(dy, x, weight, stride, padding):
+    def _(dy, x, weight, stride, padding, split):
         return torch.empty_like(x, memory_format=torch.channels_last), torch.empty_like(weight)
 
     def _setup_context(ctx, inputs, output):
-        x, weight, stride, padding = inputs
+        x, weight, stride, padding, split = inputs
         ctx.save_for_backward(x, weight)
-        ctx.stride, ctx.padding = stride, padding
+        ctx.stride, ctx.padding, ctx.split = stride, padding, split
 
     def _backward(ctx, dy):
         x, weight = ctx.saved_tensors
-        dx, dw = _backward_op(dy, x, weight, ctx.stride, ctx.padding)
-        return dx, dw, None, None
+        dx, dw = _backward_op(dy, x, weight, ctx.stride, ctx.padding, ctx.split)
+        return dx, dw, None, None, None
 
     _forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def depthwise_conv2d(x: Tensor, weight: Tensor, stride=1, padding=0) -> Tensor:
+def depthwise_conv2d(x: Tensor, weight: Tensor, stride=1, padding=0, *, split: bool = False) -> Tensor:
     """F.conv2d(x, weight, stride=stride, padding=padding, groups=C) for channels-last x (B, C, H, W) and
-    weight (C, 1, K, K), by the Triton kernels; (B, C, OH, OW) channels_last in x's dtype."""
+    weight (C, 1, K, K), by the Triton kernels; (B, C, OH, OW) channels_last in x's dtype. split: each of the
+    forward and the two gradients on our kernel or cuDNN's, whichever is faster (runs_on_triton)."""
     if not triton_available():
         raise RuntimeError("depthwise_conv2d needs the triton package (pip install triton); "
                            "F.conv2d(x, weight, stride=stride, padding=padding, groups=C) is the same operator")
@@ -120,7 +156,7 @@ def depthwise_conv2d(x: Tensor, weight: Tensor, stride=1, padding=0) -> Tensor:
         dtype = torch.get_autocast_dtype(x.device.type)
         x, weight = x.to(dtype), weight.to(dtype)
     check_inputs(x, weight, stride, padding)
-    return _forward_op(x, weight, stride, padding)
+    return _forward_op(x, weight, stride, padding, split)
 
 
 # Below this many channels F.conv2d is faster: the kernels' channel tiles are 32 or 64 wide, so a 3-channel map
@@ -130,8 +166,10 @@ MIN_CHANNELS = 16
 
 class DepthwiseConv2d(nn.Conv2d):
     """A depthwise nn.Conv2d (groups = in = out channels, no bias; same parameters and state dict) whose
-    forward runs the Triton kernels on channels-last CUDA maps of at least MIN_CHANNELS channels and
-    F.conv2d everywhere else (CPU, MPS, no Triton, contiguous maps, fewer channels).
+    forward runs depthwise_conv2d(..., split=True) on channels-last CUDA maps of at least MIN_CHANNELS
+    channels where runs_on_triton gives our kernels a part (9 x 9 kernels; the input gradient of stride-2
+    5 x 5 ones), and F.conv2d everywhere else (CPU, MPS, no Triton, contiguous maps, fewer channels, 5 x 5
+    stride 1).
 
     Shapes: (B, C, H, W) -> (B, C, OH, OW); square kernel, stride 1 or 2, symmetric padding.
     """
@@ -140,7 +178,9 @@ class DepthwiseConv2d(nn.Conv2d):
         super().__init__(channels, channels, kernel_size, stride, padding, groups=channels, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if (x.is_cuda and triton_available() and self.in_channels >= MIN_CHANNELS
+        K, S = self.kernel_size[0], self.stride[0]
+        ours = any(runs_on_triton(part, K, S) for part in ("forward", "input_grad", "weight_grad"))
+        if (ours and x.is_cuda and triton_available() and self.in_channels >= MIN_CHANNELS
                 and x.is_contiguous(memory_format=torch.channels_last)):
-            return depthwise_conv2d(x, self.weight, self.stride, self.padding)
+            return depthwise_conv2d(x, self.weight, self.stride, self.padding, split=True)
         return super().forward(x)

@@ -25,11 +25,11 @@ def _inputs(B, C, H, W, K, dtype, seed):
     return x.contiguous(memory_format=torch.channels_last), w
 
 
-def _ours_and_reference(x, w, stride, padding, seed):
+def _ours_and_reference(x, w, stride, padding, seed, split=False):
     """(y, dx, dw) of ours in x's dtype and of F.conv2d in float64 on the same (rounded) inputs."""
     C = x.shape[1]
     xo, wo = x.clone().requires_grad_(), w.clone().requires_grad_()
-    y = depthwise_conv2d(xo, wo, stride, padding)
+    y = depthwise_conv2d(xo, wo, stride, padding, split=split)
     dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64).to(DEVICE)
     dx, dw = torch.autograd.grad(y, (xo, wo), dy.to(y.dtype))          # dy in NCHW: backward makes it NHWC
     xr, wr = x.double().requires_grad_(), w.double().requires_grad_()
@@ -54,10 +54,12 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["triton", "split"])
 @pytest.mark.parametrize("K,stride,padding,B,C,H,W", CASES)
-def test_matches_conv2d_float64(K, stride, padding, B, C, H, W):
+def test_matches_conv2d_float64(K, stride, padding, B, C, H, W, split):
+    """split=True: each part on our kernel or cuDNN's (runs_on_triton), the same values."""
     x, w = _inputs(B, C, H, W, K, torch.float64, seed=K * 100 + H * 10 + W)
-    ours, ref = _ours_and_reference(x, w, stride, padding, seed=C)
+    ours, ref = _ours_and_reference(x, w, stride, padding, seed=C, split=split)
     for name, a, b in zip(("y", "dx", "dw"), ours, ref):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=lambda m: f"{name}: {m}")
 
@@ -185,6 +187,8 @@ def test_layer_matches_conv2d_and_keeps_the_state_dict():
 def test_custom_ops_pass_opcheck():
     """The depthwise custom ops: fake shapes and strides (what a compiled graph asserts), autograd, schema."""
     x, w = _inputs(2, 5, 7, 6, 5, torch.float32, seed=3)
-    torch.library.opcheck(torch.ops.rwkvseg.depthwise_forward.default, (x.requires_grad_(), w.requires_grad_(), 2, 2))
     dy = torch.randn(2, 5, 4, 3, device=DEVICE).contiguous(memory_format=torch.channels_last)
-    torch.library.opcheck(torch.ops.rwkvseg.depthwise_backward.default, (dy, x.detach(), w.detach(), 2, 2))
+    for split in (False, True):
+        torch.library.opcheck(torch.ops.rwkvseg.depthwise_forward.default,
+                              (x.detach().requires_grad_(), w.detach().requires_grad_(), 2, 2, split))
+        torch.library.opcheck(torch.ops.rwkvseg.depthwise_backward.default, (dy, x.detach(), w.detach(), 2, 2, split))
