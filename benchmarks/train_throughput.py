@@ -23,7 +23,8 @@ torch.compile (default mode), each in a fresh process with empty Triton and Indu
   (``cudnn.benchmark = True``, as the engine sets it), Triton's compilation of the WKV kernels
   and, compiled, Dynamo + Inductor (compile_times: Dynamo's own account); cuda_init_s (the CUDA
   context) comes before it;
-- peak_memory_gib: torch.cuda.max_memory_allocated over the timed training steps;
+- peak_memory_gib: torch.cuda.max_memory_allocated over the timed training steps (with --cuda-graph, since
+  the model's construction: the graph's memory is allocated when it is captured);
 - kernels: --profile-steps steps under torch.profiler (CUDA kernels only), each kernel's time
   summed by kind, in ms per step and in % of the total kernel time, with launches per step;
   gpu_busy_pct = kernel time / median step time (far under 100 %: the host, not the GPU, sets
@@ -258,7 +259,8 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
         one_step()
     if on_cuda:
         torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(device)
+        if not cuda_graph:                               # a graph's memory was allocated at its capture, in the warm-up
+            torch.cuda.reset_peak_memory_stats(device)
     warm_s = first_step_s + time.perf_counter() - t
     times = timed(one_step, steps, on_cuda)
     med = statistics.median(times)
