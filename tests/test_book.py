@@ -63,7 +63,7 @@ def test_committed_runs_are_record_folders_shipped_in_the_package():
     assert {"rwkv_unet_t_40ep", "notebook_rwkv_unet_t_35ep", "unet_40ep"} <= set(runs)
     latest = latest_run_per_model(list(runs.items()))
     assert set(latest) >= {"rwkv_unet_t", "unet", "ms_rwkv_unet"}
-    assert latest["rwkv_unet_t"][0] == "rwkv_unet_t_40ep_time_to_accuracy"      # the most recent of three
+    assert latest["rwkv_unet_t"][0] == "rwkv_unet_t_40ep_tile_rule"             # the most recent of four
     assert committed_runs("no_such_chapter") == []
     from rwkvseg.report.results import results_path
     for folder in ("train_isic2018", "train_acdc"):
