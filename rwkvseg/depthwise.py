@@ -80,8 +80,8 @@ def triton_available() -> bool:
 # forward (up to 3.5x at 120 channels, 64 x 64), the weight gradient (up to 4.6x) and the stride-1 input gradient
 # (except at 64 channels, 128 x 128, where ours is 9 % faster). Ours are faster at 9 x 9 for all three (3.6-5.8x:
 # cuDNN has no fast 9 x 9 depthwise kernel in bfloat16) and for the stride-2 input gradient (2.0-2.1x). Over the
-# network's layers: 10.7 ms ours alone, 25.7 ms cuDNN alone, 8.4 ms split this way. Kernels of other sizes
-# (MS-RWKV-UNet's 3 x 3 and 7 x 7) follow their nearest measured size.
+# network's layers: 10.7 ms ours alone, 25.7 ms cuDNN alone, 8.4 ms split this way. The networks' DepthwiseConv2d
+# layers are all 5 x 5 or 9 x 9 (RWKV-UNet, RWKV-SSS); other sizes follow the nearest measured one.
 def runs_on_triton(part: str, kernel_size: int, stride: int) -> bool:
     """True where our kernel computes `part` ("forward", "input_grad" or "weight_grad") of a depthwise
     convolution with this kernel size and stride, False where cuDNN does."""
