@@ -67,6 +67,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -74,7 +75,7 @@ from torch._inductor.runtime.cache_dir_utils import cache_dir
 
 from rwkvseg.losses import binary_bce_dice
 from rwkvseg.models import create_model
-from rwkvseg.engine import GraphedStep, make_optimizer, train_step
+from rwkvseg.engine import GraphedStep, graph_replay, make_optimizer, train_step
 from rwkvseg.env import provenance
 
 KERNEL_KINDS: tuple[tuple[str, str], ...] = (
@@ -199,20 +200,6 @@ def timed(fn, n: int, sync: bool) -> list[float]:
     return times
 
 
-def graph_of(fn, warmup: int = 3):
-    """fn captured in a CUDA graph after `warmup` calls on a side stream; returns the graph's replay."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
-
-
 def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf16: bool, channels_last: bool,
           compile: bool, device: torch.device, profile_steps: int = 3, profile: str | None = None,
           cuda_graph: bool = False) -> dict:
@@ -240,12 +227,11 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
     step_model = torch.compile(model) if compile else model
     loss_fn = torch.compile(binary_bce_dice) if compile else binary_bce_dice   # as rwkvseg.engine.prepare
 
-    graphed = GraphedStep(step_model, opt, loss_fn, bf16=bf16, channels_last=channels_last) if cuda_graph else None
+    step = (GraphedStep(step_model, opt, loss_fn, bf16=bf16, channels_last=channels_last) if cuda_graph
+            else partial(train_step, step_model, opt, loss_fn, bf16=bf16, channels_last=channels_last))
 
     def one_step():                                      # the engine's own step, at a constant learning rate
-        if graphed is not None:
-            return graphed(x, y, lr=1e-4)
-        return train_step(step_model, opt, loss_fn, x, y, lr=1e-4, bf16=bf16, channels_last=channels_last)
+        return step(x, y, lr=1e-4)
 
     one_step()
     if on_cuda:
@@ -265,8 +251,8 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
     times = timed(one_step, steps, on_cuda)
     med = statistics.median(times)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if on_cuda else None
-    print(f"{model_name} compile={compile} cuda_graph={cuda_graph}: first step {first_step_s:.1f} s, median step {1e3 * med:.1f} ms, "
-          f"{batch / med:.0f} img/s, peak {peak or 0:.2f} GiB", flush=True)
+    print(f"{model_name} compile={compile} cuda_graph={cuda_graph}: first step {first_step_s:.1f} s, "
+          f"median step {1e3 * med:.1f} ms, {batch / med:.0f} img/s, peak {peak or 0:.2f} GiB", flush=True)
 
     kernels = None
     if on_cuda and profile_steps > 0:
@@ -293,7 +279,7 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
     first_infer_s = timed(infer, 1, on_cuda)[0]
     timed(infer, max(warmup - 1, 0), on_cuda)
     if cuda_graph:
-        infer = graph_of(infer)
+        infer = graph_replay(infer)
         timed(infer, 3, on_cuda)
     infer_times = timed(infer, steps, on_cuda)
     infer_med = statistics.median(infer_times)
@@ -302,7 +288,8 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
     print(f"  inference {batch / infer_med:.0f} img/s ({1e3 * infer_med:.1f} ms), first call {first_infer_s:.1f} s",
           flush=True)
     return {"model": model_name, "size": size, "batch": batch, "bf16": bf16, "channels_last": channels_last,
-            "compile": compile, "cuda_graph": cuda_graph, "steps": steps, "warmup": warmup, "warmup_s": warm_s, "median_step_ms": 1e3 * med,
+            "compile": compile, "cuda_graph": cuda_graph, "steps": steps, "warmup": warmup, "warmup_s": warm_s,
+            "median_step_ms": 1e3 * med,
             "img_per_s": batch / med, "min_step_ms": 1e3 * min(times), "peak_memory_gib": peak,
             "time_to_first_step_s": first_step_s, "cuda_init_s": cuda_init_s,
             "caches_at_start": caches, "compile_times": compile_times,
@@ -316,7 +303,8 @@ def merge(records: list[dict], names: list[str]) -> dict:
     by_setting: dict = {}
     for rec in records:
         for r in rec["results"]:
-            key = (r["model"], r["size"], r["batch"], r["bf16"], r["channels_last"], r["compile"], r.get("cuda_graph"))
+            key = (r["model"], r["size"], r["batch"], r["bf16"], r["channels_last"], r["compile"],
+                   r.get("cuda_graph"))
             by_setting.setdefault(key, []).append(r)
     rows = []
     for runs in by_setting.values():
@@ -339,7 +327,8 @@ def run_variant_in_child(a, compiled: bool, out: Path) -> dict:
            "--batch", str(a.batch), "--steps", str(a.steps), "--warmup", str(a.warmup),
            "--profile-steps", str(a.profile_steps), "--compile", "on" if compiled else "off", "--out", str(out),
            "--in-process"]
-    cmd += ["--no-bf16"] * a.no_bf16 + ["--no-channels-last"] * a.no_channels_last + ["--cuda-graph"] * a.cuda_graph
+    cmd += (["--no-bf16"] * a.no_bf16 + ["--no-channels-last"] * a.no_channels_last
+            + ["--cuda-graph"] * a.cuda_graph)
     if a.profile:
         cmd += ["--profile", a.profile]
     env = dict(os.environ)

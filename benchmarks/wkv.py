@@ -28,6 +28,7 @@ if "--quick" in sys.argv or not torch.cuda.is_available():
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rwkvseg.kernels import wkv_backward, wkv_forward  # noqa: E402
 from rwkvseg.kernels.dispatch import backward_variant, forward_variant  # noqa: E402
+from rwkvseg.engine import graph_replay  # noqa: E402
 from rwkvseg.env import git_commit  # noqa: E402
 from rwkvseg.wkv import wkv_torch_backward, wkv_torch_forward  # noqa: E402
 
@@ -75,21 +76,6 @@ def time_fn(fn, *, reps: int, flush: bool, warmup: int = 5) -> list[float]:
         torch.cuda.synchronize()
         out.append(start.elapsed_time(end))
     return out
-
-
-def cuda_graph(fn):
-    """fn captured once in a CUDA graph (after warm-up on a side stream, so autotuning and compilation
-    are done); returns the replay, which launches every kernel of fn without the host's launch cost."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
 
 
 def rel(a, b) -> float:
@@ -145,7 +131,7 @@ def bench_shape(B, T, C, dtype, bw, reps, with_torch):
     # T <= 1024 is of the order of the kernels' own time (three launches from Python a forward)
     for name, fn, floor in (("fwd", fwd, floor_f), ("fwdbwd", fwdbwd, floor_fb)):
         try:
-            ms = statistics.median(time_fn(cuda_graph(fn), reps=reps, flush=True))
+            ms = statistics.median(time_fn(graph_replay(fn), reps=reps, flush=True))
             row[f"ours_{name}_graph_ms"] = ms
             row[f"ours_{name}_graph_pct_floor"] = 100 * floor / ms
         except Exception as exc:                       # recorded, not fatal: the other timings stand

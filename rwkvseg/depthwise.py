@@ -177,11 +177,10 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0) -> None:
         super().__init__(channels, channels, kernel_size, stride, padding, groups=channels, bias=False)
+        self.triton = triton_available() and channels >= MIN_CHANNELS and any(
+            runs_on_triton(part, kernel_size, stride) for part in ("forward", "input_grad", "weight_grad"))
 
     def forward(self, x: Tensor) -> Tensor:
-        K, S = self.kernel_size[0], self.stride[0]
-        ours = any(runs_on_triton(part, K, S) for part in ("forward", "input_grad", "weight_grad"))
-        if (ours and x.is_cuda and triton_available() and self.in_channels >= MIN_CHANNELS
-                and x.is_contiguous(memory_format=torch.channels_last)):
+        if self.triton and x.is_cuda and x.is_contiguous(memory_format=torch.channels_last):
             return depthwise_conv2d(x, self.weight, self.stride, self.padding, split=True)
         return super().forward(x)

@@ -220,6 +220,22 @@ class GraphedStep:
         return self.loss.clone()                               # the next replay overwrites self.loss
 
 
+def graph_replay(fn, warmup: int = 3):
+    """fn captured in a CUDA graph after `warmup` calls on a side stream (Triton's builds, autotuning and
+    cuDNN's search happen there); returns the graph's replay, which launches every kernel of fn at once.
+    For a fixed computation on fixed tensors (benchmarks); a training step is GraphedStep."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
 # --------------------------------------------------------------------------------------------
 # The pieces of a run
 # --------------------------------------------------------------------------------------------
@@ -297,7 +313,8 @@ def prepare(cfg: TrainConfig, *, data: SegData | None = None) -> Run:
         raise ValueError("TrainConfig.cuda_graph runs in one process; turn it off under torchrun")
     optimizer = make_optimizer(model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, capturable=graphed)
     run = Run(cfg=cfg, dist=d, data=data, loader=make_loader(cfg, data, rank=d.rank, world_size=d.world_size),
-              model=model, step_model=model, step_fn=None, optimizer=optimizer, loss_fn=build_loss(cfg.loss_config()), out=out,
+              model=model, step_model=model, step_fn=None, optimizer=optimizer,
+              loss_fn=build_loss(cfg.loss_config()), out=out,
               steps_per_epoch=steps_per_epoch, total_steps=total_steps,
               stop_at=min(total_steps, cfg.max_steps or total_steps),
               epochs=math.ceil(total_steps / steps_per_epoch), bf16=cfg.bf16 and on_cuda, t_start=t_start,
