@@ -277,7 +277,7 @@ def prepare(cfg: TrainConfig, *, data: SegData | None = None) -> Run:
     if data is None and (name := choose_dataset(cfg)) != cfg.dataset:
         if d.is_main:
             print(f"no {cfg.dataset} data found: quick mode trains on {name} instead\n"
-                  "  (the real data: --data_dir on the command line, DATA_DIR in a chapter, or RWKVSEG_DATA)")
+                  "  (real data: --data_dir, a chapter's DATA_DIR, or RWKVSEG_DATA)")
         cfg = dataclasses.replace(cfg, dataset=name)
     seed_everything(cfg.seed, cfg.deterministic)
     on_cuda = d.device.type == "cuda"
