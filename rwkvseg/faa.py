@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
+
+from rwkvseg.depthwise import MIN_CHANNELS, depthwise_conv2d, triton_available
 
 __all__ = ["MCM", "AM", "FAA"]
 
@@ -37,6 +40,13 @@ class MCM(nn.Module):
     ``role='restore'``: the four paths on `in` channels, then 1x1 conv in -> out + BN.
     Group g (channels split into four nearly equal groups): DW 1 x K_g, then DW K_g x 1.
     (B, in, H, W) -> (B, out, H, W).
+
+    On a GPU the four groups run as two depthwise convolutions over all channels (``merged``): 1 x K then
+    K x 1 with K the largest K_g, each group's kernel zero-padded to K (a zero tap adds nothing, and the
+    padded taps' gradients are dropped), on the Triton kernels of rwkvseg.depthwise for channels-last maps.
+    Same parameters, same function, two launches instead of eight plus a split and a concatenation.
+    Elsewhere (CPU, the meta device of rwkvseg.macs) the per-group loop runs: the literal figure, and the
+    MAC count of the paper's kernels rather than of the padded ones.
     """
 
     def __init__(self, *, in_channels: int, out_channels: int, role: str,
@@ -69,9 +79,30 @@ class MCM(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.pre(x)
-        parts = torch.split(x, self.sizes, dim=1)
-        x = torch.cat([path(p) for path, p in zip(self.paths, parts)], dim=1)
+        if x.is_cuda:
+            x = self.merged(x, triton=triton_available() and x.shape[1] >= MIN_CHANNELS
+                            and x.is_contiguous(memory_format=torch.channels_last))
+        else:
+            parts = torch.split(x, self.sizes, dim=1)
+            x = torch.cat([path(p) for path, p in zip(self.paths, parts)], dim=1)
         return self.post(x)
+
+    def merged(self, x: Tensor, *, triton: bool) -> Tensor:
+        """The four paths as one 1 x K and one K x 1 depthwise convolution (with bias) over all channels;
+        triton: on rwkvseg.depthwise's kernels (channels-last x), else F.conv2d."""
+        K = max(path[0].kernel_size[1] for path in self.paths)
+        rows = torch.cat([F.pad(path[0].weight, [(K - path[0].kernel_size[1]) // 2] * 2) for path in self.paths])
+        cols = torch.cat([F.pad(path[1].weight, [0, 0] + [(K - path[1].kernel_size[0]) // 2] * 2)
+                          for path in self.paths])
+        for weight, bias, padding in ((rows, [p[0].bias for p in self.paths], (0, K // 2)),
+                                      (cols, [p[1].bias for p in self.paths], (K // 2, 0))):
+            bias = torch.cat(bias)
+            if triton:
+                x = depthwise_conv2d(x, weight, 1, padding, split=True)
+                x = x + bias.to(x.dtype)[:, None, None]
+            else:
+                x = F.conv2d(x, weight, bias, padding=padding, groups=x.shape[1])
+        return x
 
 
 class AM(nn.Module):

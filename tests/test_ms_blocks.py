@@ -34,6 +34,32 @@ def test_mcm_any_channel_count():
         MCM(in_channels=8, out_channels=8, role="restore", kernels=(3, 5))
 
 
+@pytest.mark.parametrize("triton", [False, True], ids=["conv2d", "triton"])
+@pytest.mark.parametrize("role, in_channels, out_channels", [("expand", 6, 18), ("restore", 18, 6)])
+def test_mcm_merged_is_the_per_group_loop(role, in_channels, out_channels, triton):
+    """MCM.merged (the GPU's two convolutions with zero-padded kernels) against the per-group loop, in float64:
+    values and every parameter's gradient; the Triton route under the CPU interpreter."""
+    if triton:
+        pytest.importorskip("triton")
+    torch.manual_seed(0)
+    m = MCM(in_channels=in_channels, out_channels=out_channels, role=role).double()
+    x = torch.randn(2, in_channels, 7, 9, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    outs, grads = [], []
+    for merged in (False, True):
+        m.zero_grad()
+        h = m.pre(x)
+        if merged:
+            y = m.post(m.merged(h.contiguous(memory_format=torch.channels_last), triton=triton))
+        else:
+            y = m(x)                                         # on the CPU: the per-group loop
+        (y * torch.linspace(-1, 1, y.numel(), dtype=torch.float64).view_as(y)).sum().backward()
+        outs.append(y)
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters()})
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-12, atol=1e-12)
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-12, atol=1e-12, msg=lambda msg: f"{name}: {msg}")
+
+
 @pytest.mark.parametrize("shift", ["p_shift", "q_shift", "uni_shift"])
 @pytest.mark.parametrize("order", [RowMajor(pad=True), ColumnMajor(reverse=True, pad=True), RowMajor()])
 def test_time_mix_shape_and_gradients(shift, order):

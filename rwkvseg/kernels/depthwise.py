@@ -1,22 +1,23 @@
 """Depthwise 2-D convolution (groups = channels, no bias) on channels-last maps: forward and both gradients.
 
-x (B, C, H, W) in memory order NHWC (channels_last), weight (C, 1, K, K), stride S in {1, 2}, padding P >= 0,
-output y (B, C, OH, OW) with OH = (H + 2P - K) // S + 1 (OW likewise):
+x (B, C, H, W) in memory order NHWC (channels_last), weight (C, 1, KH, KW), stride S in {1, 2} (both axes),
+padding (PH, PW) >= 0, output y (B, C, OH, OW) with OH = (H + 2 PH - KH) // S + 1 (OW likewise):
 
-    y[b, c, oh, ow]  = sum_{kh, kw} x[b, c, oh S - P + kh, ow S - P + kw] w[c, kh, kw]     (zero outside x)
-    dx[b, c, ih, iw] = sum_{kh, kw} dy[b, c, oh, ow] w[c, kh, kw],  oh = (ih + P - kh) / S, ow = (iw + P - kw) / S,
+    y[b, c, oh, ow]  = sum_{kh, kw} x[b, c, oh S - PH + kh, ow S - PW + kw] w[c, kh, kw]    (zero outside x)
+    dx[b, c, ih, iw] = sum_{kh, kw} dy[b, c, oh, ow] w[c, kh, kw],  oh = (ih + PH - kh) / S, ow = (iw + PW - kw) / S,
                        over the taps where both divisions are exact and land inside dy (the gather form)
-    dw[c, kh, kw]    = sum_{b, oh, ow} dy[b, c, oh, ow] x[b, c, oh S - P + kh, ow S - P + kw]
+    dw[c, kh, kw]    = sum_{b, oh, ow} dy[b, c, oh, ow] x[b, c, oh S - PH + kh, ow S - PW + kw]
 
 Each program of the forward and of the input gradient owns one row of its result (y or dx), a block of BW
-columns and a block of BC channels, and walks the K x K taps with masks for the padding; every load is a
+columns and a block of BC channels, and walks the KH x KW taps with masks for the padding; every load is a
 (BW, BC) tile whose channels are contiguous in memory. The input gradient splits the columns of a row into
 their S residues mod S, so that inside a program every tap lands on dy for all columns or for none (then it
 is skipped). The weight gradient runs one program per (chunk of rows (b, oh), channel block, kh) and writes
-its (K, BC) sums to a partial buffer that torch sums: deterministic, no atomics. Accumulation in float32
-(float64 for float64 inputs); results in the input's dtype.
+its (KW, BC) sums to a partial buffer that torch sums: deterministic, no atomics. Accumulation in float32
+(float64 for float64 inputs); results in the input's dtype. The networks' kernels are square (K x K, padding
+P on both axes) except MS-RWKV-UNet's MCM, whose 1 x K and K x 1 convolutions take the rectangular form.
 
-The weights travel as a (K*K, C) table (tap-major), so a tap's BC weights are one contiguous load.
+The weights travel as a (KH*KW, C) table (tap-major), so a tap's BC weights are one contiguous load.
 """
 from __future__ import annotations
 
@@ -61,9 +62,10 @@ def output_size(n: int, k: int, stride: int, padding: int) -> int:
 def depthwise_forward_kernel(
     x_ptr, w_ptr, y_ptr, C, H, W, OH, OW,
     sxb, sxc, sxh, sxw, syb, syc, syh, syw,
-    K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, F64: tl.constexpr, BW: tl.constexpr, BC: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, F64: tl.constexpr,
+    BW: tl.constexpr, BC: tl.constexpr,
 ):
-    """y (B, C, OH, OW) from x (B, C, H, W) and the (K*K, C) weight table.
+    """y (B, C, OH, OW) from x (B, C, H, W) and the (KH*KW, C) weight table.
 
     Grid (B*OH, cdiv(OW, BW), cdiv(C, BC))."""
     row = tl.program_id(0)
@@ -75,15 +77,15 @@ def depthwise_forward_kernel(
     omask = ow < OW
     acc = tl.zeros((BW, BC), tl.float64 if F64 else tl.float32)
     xb = x_ptr + b.to(tl.int64) * sxb
-    for kh in tl.static_range(K):
-        ih = oh * S - P + kh
+    for kh in tl.static_range(KH):
+        ih = oh * S - PH + kh
         hok = (ih >= 0) & (ih < H)
-        for kw in tl.static_range(K):
-            iw = ow * S - P + kw
+        for kw in tl.static_range(KW):
+            iw = ow * S - PW + kw
             m = (iw >= 0) & (iw < W) & omask & hok
             xv = tl.load(xb + ih * sxh + iw[:, None] * sxw + cs[None, :] * sxc, mask=m[:, None] & cmask[None, :],
                          other=0.0)
-            wv = tl.load(w_ptr + (kh * K + kw) * C + cs, mask=cmask, other=0.0)
+            wv = tl.load(w_ptr + (kh * KW + kw) * C + cs, mask=cmask, other=0.0)
             acc += xv.to(acc.dtype) * wv.to(acc.dtype)[None, :]
     offs = b.to(tl.int64) * syb + oh * syh + ow[:, None] * syw + cs[None, :] * syc
     tl.store(y_ptr + offs, acc.to(y_ptr.dtype.element_ty), mask=omask[:, None] & cmask[None, :])
@@ -93,9 +95,10 @@ def depthwise_forward_kernel(
 def depthwise_input_grad_kernel(
     dy_ptr, w_ptr, dx_ptr, C, H, W, OH, OW,
     syb, syc, syh, syw, sxb, sxc, sxh, sxw,
-    K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, F64: tl.constexpr, BW: tl.constexpr, BC: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, F64: tl.constexpr,
+    BW: tl.constexpr, BC: tl.constexpr,
 ):
-    """dx (B, C, H, W) from dy (B, C, OH, OW) and the (K*K, C) weight table, in the gather form.
+    """dx (B, C, H, W) from dy (B, C, OH, OW) and the (KH*KW, C) weight table, in the gather form.
 
     Grid (B*H, S * cdiv(cdiv(W, S), BW), cdiv(C, BC)); program column index = block * S + residue r, and the
     program's columns are iw = r + S j for its BW values of j."""
@@ -111,18 +114,18 @@ def depthwise_input_grad_kernel(
     imask = iw < W
     acc = tl.zeros((BW, BC), tl.float64 if F64 else tl.float32)
     yb = dy_ptr + b.to(tl.int64) * syb
-    for kh in tl.static_range(K):
-        nh = ih + P - kh + S * K                  # >= 0, so // and % are exact whatever the sign convention
-        oh = nh // S - K
+    for kh in tl.static_range(KH):
+        nh = ih + PH - kh + S * KH                # >= 0, so // and % are exact whatever the sign convention
+        oh = nh // S - KH
         hok = (nh % S == 0) & (oh >= 0) & (oh < OH)
-        for kw in tl.static_range(K):
-            nw = r + P - kw + S * K
+        for kw in tl.static_range(KW):
+            nw = r + PW - kw + S * KW
             if hok & (nw % S == 0):               # the tap lands on dy for every column of the program
-                ow = nw // S - K + j
+                ow = nw // S - KW + j
                 m = (ow >= 0) & (ow < OW) & imask
                 dyv = tl.load(yb + oh * syh + ow[:, None] * syw + cs[None, :] * syc,
                               mask=m[:, None] & cmask[None, :], other=0.0)
-                wv = tl.load(w_ptr + (kh * K + kw) * C + cs, mask=cmask, other=0.0)
+                wv = tl.load(w_ptr + (kh * KW + kw) * C + cs, mask=cmask, other=0.0)
                 acc += dyv.to(acc.dtype) * wv.to(acc.dtype)[None, :]
     offs = b.to(tl.int64) * sxb + ih * sxh + iw[:, None] * sxw + cs[None, :] * sxc
     tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=imask[:, None] & cmask[None, :])
@@ -132,26 +135,26 @@ def depthwise_input_grad_kernel(
 def depthwise_weight_grad_kernel(
     x_ptr, dy_ptr, part_ptr, C, H, W, OH, OW, ROWS, ROWS_PER,
     sxb, sxc, sxh, sxw, syb, syc, syh, syw,
-    K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, F64: tl.constexpr, KP: tl.constexpr, BW: tl.constexpr,
-    BC: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, F64: tl.constexpr,
+    KP: tl.constexpr, BW: tl.constexpr, BC: tl.constexpr,
 ):
-    """Partial weight gradients (NCHUNK, K, K, C) over chunks of ROWS_PER of the ROWS = B*OH output rows.
+    """Partial weight gradients (NCHUNK, KH, KW, C) over chunks of ROWS_PER of the ROWS = B*OH output rows.
 
-    Grid (NCHUNK, cdiv(C, BC), K): one kh per program; the K taps kw (padded to KP, a power of 2) are the
+    Grid (NCHUNK, cdiv(C, BC), KH): one kh per program; the KW taps kw (padded to KP, a power of 2) are the
     first axis of (KP, BW, BC) tiles of x, each multiplied by the same (BW, BC) tile of dy."""
     chunk = tl.program_id(0)
     cs = tl.program_id(1) * BC + tl.arange(0, BC)
     kh = tl.program_id(2)
     cmask = cs < C
     kw = tl.arange(0, KP)
-    kmask = kw < K
+    kmask = kw < KW
     acc = tl.zeros((KP, BW, BC), tl.float64 if F64 else tl.float32)
     first = chunk * ROWS_PER
     last = tl.minimum(first + ROWS_PER, ROWS)
     for rr in range(first, last):
         b = rr // OH
         oh = rr % OH
-        ih = oh * S - P + kh
+        ih = oh * S - PH + kh
         if (ih >= 0) & (ih < H):
             xb = x_ptr + b.to(tl.int64) * sxb + ih * sxh
             yb = dy_ptr + b.to(tl.int64) * syb + oh * syh
@@ -160,13 +163,13 @@ def depthwise_weight_grad_kernel(
                 omask = ow < OW
                 dyv = tl.load(yb + ow[:, None] * syw + cs[None, :] * syc, mask=omask[:, None] & cmask[None, :],
                               other=0.0)
-                iw = ow[None, :] * S - P + kw[:, None]                                  # (KP, BW)
+                iw = ow[None, :] * S - PW + kw[:, None]                                 # (KP, BW)
                 m = (iw >= 0) & (iw < W) & kmask[:, None] & omask[None, :]
                 xv = tl.load(xb + iw[:, :, None] * sxw + cs[None, None, :] * sxc,
                              mask=m[:, :, None] & cmask[None, None, :], other=0.0)
                 acc += xv.to(acc.dtype) * dyv.to(acc.dtype)[None, :, :]
     tot = tl.sum(acc, axis=1)                                                           # (KP, BC)
-    offs = chunk.to(tl.int64) * K * K * C + (kh * K + kw[:, None]) * C + cs[None, :]
+    offs = chunk.to(tl.int64) * KH * KW * C + (kh * KW + kw[:, None]) * C + cs[None, :]
     tl.store(part_ptr + offs, tot, mask=kmask[:, None] & cmask[None, :])
 
 
@@ -174,57 +177,65 @@ def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
 
 
+def pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a kernel size or padding given as one int or a pair."""
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
 def weight_table(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The (C, 1, K, K) weight as the (K*K, C) table the kernels read (tap-major, channels contiguous)."""
-    C, K = weight.shape[0], weight.shape[-1]
-    return weight.reshape(C, K * K).t().to(dtype).contiguous()
+    """The (C, 1, KH, KW) weight as the (KH*KW, C) table the kernels read (tap-major, channels contiguous)."""
+    C, KH, KW = weight.shape[0], weight.shape[2], weight.shape[3]
+    return weight.reshape(C, KH * KW).t().to(dtype).contiguous()
 
 
-def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
+def depthwise_forward(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int | tuple[int, int],
                       tile: tuple[int, int, int] | None = None) -> torch.Tensor:
-    """y (B, C, OH, OW), channels_last, in x's dtype, from x (B, C, H, W) and weight (C, 1, K, K); tile (BW, BC,
-    num_warps) or None for tile_for's."""
+    """y (B, C, OH, OW), channels_last, in x's dtype, from x (B, C, H, W) and weight (C, 1, KH, KW); padding
+    one int or (PH, PW); tile (BW, BC, num_warps) or None for tile_for's."""
     B, C, H, W = x.shape
-    K = weight.shape[-1]
-    OH, OW = output_size(H, K, stride, padding), output_size(W, K, stride, padding)
+    KH, KW = weight.shape[2], weight.shape[3]
+    PH, PW = pair(padding)
+    OH, OW = output_size(H, KH, stride, PH), output_size(W, KW, stride, PW)
     y = torch.empty((B, C, OH, OW), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     wt = weight_table(weight, x.dtype)
     BW, BC, warps = tile or tile_for("forward", C, OW)
     depthwise_forward_kernel[(B * OH, triton.cdiv(OW, BW), triton.cdiv(C, BC))](
         x, wt, y, C, H, W, OH, OW, *_strides(x), *_strides(y),
-        K=K, S=stride, P=padding, F64=x.dtype == torch.float64, BW=BW, BC=BC, num_warps=warps)
+        KH=KH, KW=KW, S=stride, PH=PH, PW=PW, F64=x.dtype == torch.float64, BW=BW, BC=BC, num_warps=warps)
     return y
 
 
-def depthwise_input_grad(dy: torch.Tensor, weight: torch.Tensor, H: int, W: int, stride: int, padding: int,
-                         tile: tuple[int, int, int] | None = None) -> torch.Tensor:
-    """dx (B, C, H, W), channels_last, in dy's dtype, from dy (B, C, OH, OW) and weight (C, 1, K, K)."""
+def depthwise_input_grad(dy: torch.Tensor, weight: torch.Tensor, H: int, W: int, stride: int,
+                         padding: int | tuple[int, int], tile: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """dx (B, C, H, W), channels_last, in dy's dtype, from dy (B, C, OH, OW) and weight (C, 1, KH, KW)."""
     B, C, OH, OW = dy.shape
-    K = weight.shape[-1]
+    KH, KW = weight.shape[2], weight.shape[3]
+    PH, PW = pair(padding)
     dx = torch.empty((B, C, H, W), device=dy.device, dtype=dy.dtype, memory_format=torch.channels_last)
     wt = weight_table(weight, dy.dtype)
     BW, BC, warps = tile or tile_for("input_grad", C, OW)
     depthwise_input_grad_kernel[(B * H, stride * triton.cdiv(triton.cdiv(W, stride), BW), triton.cdiv(C, BC))](
         dy, wt, dx, C, H, W, OH, OW, *_strides(dy), *_strides(dx),
-        K=K, S=stride, P=padding, F64=dy.dtype == torch.float64, BW=BW, BC=BC, num_warps=warps)
+        KH=KH, KW=KW, S=stride, PH=PH, PW=PW, F64=dy.dtype == torch.float64, BW=BW, BC=BC, num_warps=warps)
     return dx
 
 
-def depthwise_weight_grad(x: torch.Tensor, dy: torch.Tensor, K: int, stride: int, padding: int,
-                          tile: tuple[int, int, int] | None = None) -> torch.Tensor:
-    """dw (C, 1, K, K) in float32 (float64 for float64 x) from x (B, C, H, W) and dy (B, C, OH, OW): the kernel's
-    per-chunk partial sums, then one sum over the chunks."""
+def depthwise_weight_grad(x: torch.Tensor, dy: torch.Tensor, kernel_size: int | tuple[int, int], stride: int,
+                          padding: int | tuple[int, int], tile: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """dw (C, 1, KH, KW) in float32 (float64 for float64 x) from x (B, C, H, W) and dy (B, C, OH, OW): the
+    kernel's per-chunk partial sums, then one sum over the chunks."""
     B, C, H, W = x.shape
     OH, OW = dy.shape[2], dy.shape[3]
+    (KH, KW), (PH, PW) = pair(kernel_size), pair(padding)
     rows = B * OH
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    n_chunks = min(rows, max(1, _DW_PROGRAMS // (K * triton.cdiv(C, 32))))
+    n_chunks = min(rows, max(1, _DW_PROGRAMS // (KH * triton.cdiv(C, 32))))
     rows_per = triton.cdiv(rows, n_chunks)
     n_chunks = triton.cdiv(rows, rows_per)
-    part = torch.empty((n_chunks, K, K, C), device=x.device, dtype=acc)
+    part = torch.empty((n_chunks, KH, KW, C), device=x.device, dtype=acc)
     BW, BC, warps = tile or tile_for("weight_grad", C, OW)
-    depthwise_weight_grad_kernel[(n_chunks, triton.cdiv(C, BC), K)](
+    depthwise_weight_grad_kernel[(n_chunks, triton.cdiv(C, BC), KH)](
         x, dy, part, C, H, W, OH, OW, rows, rows_per, *_strides(x), *_strides(dy),
-        K=K, S=stride, P=padding, F64=x.dtype == torch.float64, KP=triton.next_power_of_2(K), BW=BW, BC=BC,
-        num_warps=warps)
+        KH=KH, KW=KW, S=stride, PH=PH, PW=PW, F64=x.dtype == torch.float64, KP=triton.next_power_of_2(KW), BW=BW,
+        BC=BC, num_warps=warps)
     return part.sum(0).permute(2, 0, 1).unsqueeze(1)
