@@ -72,7 +72,7 @@ from rwkvseg.data import DATASETS, EvalSet, SegData, isic2018_cache, isic2018_ca
 from rwkvseg.data.cache import default_cache_dir  # noqa: E402
 from rwkvseg.data.sets import cache_in  # noqa: E402
 from rwkvseg.engine import TrainConfig, fit_epoch, prepare  # noqa: E402
-from rwkvseg.engine.distributed import setup_distributed  # noqa: E402
+from rwkvseg.engine.distributed import leave_process_group, setup_distributed  # noqa: E402
 from rwkvseg.env import device_name, provenance  # noqa: E402
 
 
@@ -219,8 +219,8 @@ def worker(a) -> None:
         }
         Path(a._worker).write_text(json.dumps(result, indent=1, default=str))
     if d.world_size > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+        run.step_fn = run.step_model = None           # DDP's reducer goes before the process group
+        leave_process_group()
 
 
 def nccl_version() -> str | None:
@@ -259,7 +259,7 @@ def launch(nproc: int, argv: list[str], result: Path, quick: bool) -> dict:
            str(Path(__file__).resolve()), *argv, "--_worker", str(result)]
     print(f"--- {nproc} process(es): {' '.join(cmd[1:])}", flush=True)
     t = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, timeout=300 if quick else None)
+    subprocess.run(cmd, env=env, check=True, timeout=200 if quick else None)
     run = json.loads(result.read_text())
     run["launch_s"] = time.perf_counter() - t
     return run

@@ -6,6 +6,7 @@ DistributedDataParallel, with BatchNorm statistics summed over all processes.
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -45,6 +46,19 @@ def setup_distributed(device: str | None) -> Dist:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return Dist(rank=rank, world_size=world, device=dev)
+
+
+def leave_process_group() -> None:
+    """Wait for every process, then destroy the process group.
+
+    Call it once the DistributedDataParallel model is dropped: gloo's worker thread frees its last
+    collective's tensors under the GIL, and a process group that dies with DDP's reducer is destroyed by a
+    C++ destructor that holds the GIL while it joins that thread (a deadlock at exit, PyTorch issue 56297).
+    Destroyed here, the process group releases the GIL first.
+    """
+    dist.barrier()
+    gc.collect()                        # the reducer of a dropped DDP model, if a reference cycle kept it
+    dist.destroy_process_group()
 
 
 class AllReduceBatchNorm(nn.BatchNorm2d):

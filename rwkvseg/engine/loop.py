@@ -51,7 +51,7 @@ from rwkvseg.data.sets import STAND_INS, SegData, dataset_info, load_dataset
 from rwkvseg.engine.checkpoint import (RESUME_KEYS, CheckpointError, export_model, load_checkpoint, load_weights,
                                        rng_state, save_checkpoint, set_rng_state)
 from rwkvseg.engine.config import TrainConfig
-from rwkvseg.engine.distributed import Dist, convert_batchnorm_for_ddp, setup_distributed
+from rwkvseg.engine.distributed import Dist, convert_batchnorm_for_ddp, leave_process_group, setup_distributed
 from rwkvseg.engine.evaluate import evaluate_split, metric_conventions
 from rwkvseg.env import device_of, provenance
 from rwkvseg.losses import build_loss
@@ -509,8 +509,8 @@ def train(cfg: TrainConfig, *, on_epoch_end=None) -> dict:
             dist.barrier()
     results = finish(run) if d.is_main else None
     if d.world_size > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+        run.step_fn = run.step_model = None           # DDP's reducer goes before the process group
+        leave_process_group()
     return results
 
 
