@@ -14,7 +14,6 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch import Tensor
-from torch.distributed.nn import all_reduce
 
 
 @dataclass
@@ -61,11 +60,28 @@ def leave_process_group() -> None:
     dist.destroy_process_group()
 
 
+class AllReduceSum(torch.autograd.Function):
+    """The sum of a tensor over all processes, differentiable: the gradient of each process's input is the sum
+    of the output's gradients over all processes."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class AllReduceBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose batch statistics are summed over all ranks, on any device.
 
-    torch's nn.SyncBatchNorm runs only on accelerators; this one uses the differentiable
-    torch.distributed.nn.all_reduce, so gloo on the CPU gets the same statistics as one process
+    torch's nn.SyncBatchNorm runs only on accelerators; this one sums with the differentiable
+    AllReduceSum, so gloo on the CPU gets the same statistics as one process
     with the whole global batch (what the DDP test checks). Used on the CPU; CUDA uses
     nn.SyncBatchNorm.
     """
@@ -75,7 +91,7 @@ class AllReduceBatchNorm(nn.BatchNorm2d):
             return super().forward(x)
         n = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
         stats = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), n])    # (2C + 1,)
-        stats = all_reduce(stats)
+        stats = AllReduceSum.apply(stats)
         C = x.shape[1]
         count = stats[-1]
         mean = stats[:C] / count
