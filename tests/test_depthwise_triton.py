@@ -132,7 +132,7 @@ def test_benchmark_quick_mode(tmp_path):
 
 
 _COMPILE_FOR_HOPPER = """
-import inspect, json, os, re, subprocess, sys
+import inspect, itertools, json, os, re, subprocess, sys
 from pathlib import Path
 import triton
 from triton.backends.compiler import GPUTarget
@@ -141,11 +141,14 @@ from rwkvseg.kernels import depthwise as d
 
 ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
 report = {}
-for fn, ptrs, extra in [(d.depthwise_forward_kernel, ["*bf16"] * 3, {}),
-                        (d.depthwise_input_grad_kernel, ["*bf16"] * 3, {}),
-                        (d.depthwise_weight_grad_kernel, ["*bf16", "*bf16", "*fp32"], {"KP": 8})]:
+# (KH, KW, S, PH, PW): the networks' 5 x 5 stride 2, and MCM's 9 x 1 and 1 x 9 (a weight-gradient tile of one tap)
+for (KH, KW, S, PH, PW), (fn, ptrs) in itertools.product(
+        [(5, 5, 2, 2, 2), (9, 1, 1, 4, 0), (1, 9, 1, 0, 4)],
+        [(d.depthwise_forward_kernel, ["*bf16"] * 3), (d.depthwise_input_grad_kernel, ["*bf16"] * 3),
+         (d.depthwise_weight_grad_kernel, ["*bf16", "*bf16", "*fp32"])]):
     names = list(inspect.signature(fn.fn).parameters)
-    consts = {"KH": 5, "KW": 5, "S": 2, "PH": 2, "PW": 2, "F64": False, "BW": 16, "BC": 32, "sxc": 1, "syc": 1,
+    extra = {"KP": triton.next_power_of_2(KW)} if "KP" in names else {}
+    consts = {"KH": KH, "KW": KW, "S": S, "PH": PH, "PW": PW, "F64": False, "BW": 16, "BC": 32, "sxc": 1, "syc": 1,
               **extra}
     sig = {n: "constexpr" if n in consts else ptrs[i] if i < 3 else "i32" for i, n in enumerate(names)}
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(n),): v for n, v in consts.items()},
@@ -158,14 +161,15 @@ for fn, ptrs, extra in [(d.depthwise_forward_kernel, ["*bf16"] * 3, {}),
         out = subprocess.run([str(ptxas), "-v", "--gpu-name=sm_90a", str(ptx), "-o", os.devnull],
                              capture_output=True, text=True).stderr
         spill = int(re.search(r"(\\d+) bytes spill stores", out).group(1))
-    report[fn.fn.__name__] = spill
+    report[f"{fn.fn.__name__} {KH}x{KW}"] = spill
 print(json.dumps(report))
 """
 
 
 def test_kernels_compile_for_hopper(tmp_path):
     """The three kernels build for an H100 (sm_90, no GPU needed; the interpreter never compiles them) at a
-    5 x 5 stride-2 shape, in bfloat16 with a 16 x 32 tile, without register spills (where ptxas is present)."""
+    5 x 5 stride-2 shape and MCM's 9 x 1 and 1 x 9, in bfloat16 with a 16 x 32 tile, without register spills
+    (where ptxas is present)."""
     root = Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.update(PYTHONPATH=str(root), TRITON_CACHE_DIR=str(tmp_path / "cache"))
@@ -173,7 +177,7 @@ def test_kernels_compile_for_hopper(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     spills = json.loads(out.stdout.strip().splitlines()[-1])
-    assert len(spills) == 3 and all(s in (None, 0) for s in spills.values()), spills
+    assert len(spills) == 9 and all(s in (None, 0) for s in spills.values()), spills
 
 
 def test_layer_matches_conv2d_and_keeps_the_state_dict():
