@@ -71,8 +71,8 @@ if str(ROOT) not in sys.path:                     # `python benchmarks/ddp.py` f
 from rwkvseg.data import DATASETS, EvalSet, SegData, isic2018_cache, isic2018_cache_name  # noqa: E402
 from rwkvseg.data.cache import default_cache_dir  # noqa: E402
 from rwkvseg.data.sets import cache_in  # noqa: E402
-from rwkvseg.engine import TrainConfig, fit_epoch, prepare  # noqa: E402
-from rwkvseg.engine.distributed import leave_process_group, setup_distributed  # noqa: E402
+from rwkvseg.engine import TrainConfig, fit_epoch, leave, prepare  # noqa: E402
+from rwkvseg.engine.distributed import setup_distributed  # noqa: E402
 from rwkvseg.env import device_name, provenance  # noqa: E402
 
 
@@ -218,9 +218,7 @@ def worker(a) -> None:
             "nccl": nccl_version() if on_cuda else None,
         }
         Path(a._worker).write_text(json.dumps(result, indent=1, default=str))
-    if d.world_size > 1:
-        run.step_fn = run.step_model = None           # DDP's reducer goes before the process group
-        leave_process_group()
+    leave(run)
 
 
 def nccl_version() -> str | None:

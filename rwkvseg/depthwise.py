@@ -5,14 +5,14 @@ rwkvseg.kernels.depthwise, differentiable in the input and the weight.
                                                    padding P or (PH, PW) -> y (B, C, OH, OW) channels_last,
                                                       OH = (H + 2 PH - KH) // stride + 1 (OW likewise)
     DepthwiseConv2d                                nn.Conv2d (groups = channels, no bias) that runs
-                                                   depthwise_conv2d on channels-last CUDA maps, F.conv2d
+                                                   depthwise_conv2d where triton_route(x), F.conv2d
                                                    elsewhere (CPU, MPS, no Triton): the networks' layer
 
 the same values as F.conv2d(x, weight, stride=stride, padding=padding, groups=C). It handles exactly what the
 networks' depthwise convolutions are (the CNA layers of rwkvseg.layers, square; MS-RWKV-UNet's MCM, 1 x K and
-K x 1): stride 1 or 2 on both axes, no bias, channels-last memory; anything else is refused with a ValueError. Under autocast, x and weight are cast
-to the autocast dtype first, as F.conv2d does. Float32 accumulation (float64 for float64 inputs); the weight
-gradient is deterministic.
+K x 1): stride 1 or 2 on both axes, no bias, channels-last memory; anything else is refused with a ValueError.
+Under autocast, x and weight are cast to the autocast dtype first, as F.conv2d does. Float32 accumulation
+(float64 for float64 inputs); the weight gradient is deterministic.
 """
 from __future__ import annotations
 
@@ -78,6 +78,18 @@ def check_inputs(x: Tensor, weight: Tensor, stride: int, padding: tuple[int, int
 def triton_available() -> bool:
     """True when the Triton kernels could be imported."""
     return depthwise_forward is not None
+
+
+# Below this many channels F.conv2d is faster: the kernels' channel tiles are 32 or 64 wide, so a 3-channel map
+# (the stem) wastes most of each tile (H100, batch 32, 256 x 256, fwd + bwd: 2.66 ms ours, 0.38 ms cuDNN).
+MIN_CHANNELS = 16
+
+
+def triton_route(x: Tensor) -> bool:
+    """True where our kernels may take x: Triton is installed and x is a CUDA map in channels-last memory with at
+    least MIN_CHANNELS channels (the networks' layers run F.conv2d on every other map)."""
+    return (triton_available() and x.is_cuda and x.shape[1] >= MIN_CHANNELS
+            and x.is_contiguous(memory_format=torch.channels_last))
 
 
 # Which of the three computations runs on our kernels and which on cuDNN, per kernel size and stride: the faster
@@ -168,11 +180,6 @@ def depthwise_conv2d(x: Tensor, weight: Tensor, stride=1, padding=0, *, split: b
     return _forward_op(x, weight, stride, *padding, split)
 
 
-# Below this many channels F.conv2d is faster: the kernels' channel tiles are 32 or 64 wide, so a 3-channel map
-# (the stem) wastes most of each tile (H100, batch 32, 256 x 256, fwd + bwd: 2.66 ms ours, 0.38 ms cuDNN).
-MIN_CHANNELS = 16
-
-
 class DepthwiseConv2d(nn.Conv2d):
     """A depthwise nn.Conv2d (groups = in = out channels, no bias; same parameters and state dict) whose
     forward runs depthwise_conv2d(..., split=True) on channels-last CUDA maps of at least MIN_CHANNELS
@@ -185,10 +192,10 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0) -> None:
         super().__init__(channels, channels, kernel_size, stride, padding, groups=channels, bias=False)
-        self.triton = triton_available() and channels >= MIN_CHANNELS and any(
-            runs_on_triton(part, kernel_size, stride) for part in ("forward", "input_grad", "weight_grad"))
+        self.triton = any(runs_on_triton(part, kernel_size, stride) for part in ("forward", "input_grad",
+                                                                                  "weight_grad"))
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.triton and x.is_cuda and x.is_contiguous(memory_format=torch.channels_last):
+        if self.triton and triton_route(x):
             return depthwise_conv2d(x, self.weight, self.stride, self.padding, split=True)
         return super().forward(x)

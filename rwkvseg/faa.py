@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from rwkvseg.depthwise import MIN_CHANNELS, depthwise_conv2d, triton_available
+from rwkvseg.depthwise import depthwise_conv2d, triton_route
 
 __all__ = ["MCM", "AM", "FAA"]
 
@@ -80,8 +80,7 @@ class MCM(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.pre(x)
         if x.is_cuda:
-            x = self.merged(x, triton=triton_available() and x.shape[1] >= MIN_CHANNELS
-                            and x.is_contiguous(memory_format=torch.channels_last))
+            x = self.merged(x, triton=triton_route(x))
         else:
             parts = torch.split(x, self.sizes, dim=1)
             x = torch.cat([path(p) for path, p in zip(self.paths, parts)], dim=1)

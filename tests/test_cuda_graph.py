@@ -46,8 +46,8 @@ def test_graphed_steps_match_eager_steps(model_name, compiled):
     assert graph_losses == pytest.approx(eager_losses, rel=2e-2)              # then the replays
     assert len(set(graph_losses)) == STEPS                                    # each replay saw its own batch
     # The graphed step (capturable AdamW, a learning rate on the device) differs from the eager one in the last
-    # bits of bfloat16, and eight steps at lr 1e-3 grow that apart: each tensor within 5 % of its own scale (an element near zero, such as a
-    # running mean deep in MS-RWKV-UNet, can differ by more than 5 % of itself).
+    # bits of bfloat16, and eight steps at lr 1e-3 grow that apart: each tensor within 5 % of its own scale
+    # (an element near zero, such as a running mean deep in MS-RWKV-UNet, can differ by more than 5 % of itself).
     for k, v in eager_state.items():
         assert (graph_state[k] - v).abs().max() <= 0.05 * v.abs().max() + 5e-3, k
 

@@ -488,6 +488,14 @@ def finish(run: Run) -> dict:
     return results
 
 
+def leave(run: Run) -> None:
+    """The end of a run under torchrun: drop the DDP model (its reducer must go before the process group),
+    then leave the process group (rwkvseg.engine.distributed.leave_process_group). One process: nothing."""
+    if run.dist.world_size > 1:
+        run.step_fn = run.step_model = None
+        leave_process_group()
+
+
 def train(cfg: TrainConfig, *, on_epoch_end=None) -> dict:
     """Train per `cfg`; return the results dict also written to out_dir/results.json (main process;
     other processes return None). on_epoch_end(record, history): called on the main process after
@@ -508,9 +516,7 @@ def train(cfg: TrainConfig, *, on_epoch_end=None) -> dict:
         if d.world_size > 1:
             dist.barrier()
     results = finish(run) if d.is_main else None
-    if d.world_size > 1:
-        run.step_fn = run.step_model = None           # DDP's reducer goes before the process group
-        leave_process_group()
+    leave(run)
     return results
 
 
