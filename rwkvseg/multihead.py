@@ -115,7 +115,7 @@ class MultiHeadScan(nn.Module):
             biases = [None if conv.bias is None else torch.cat([s.branches[i].bias for s in shifts])
                       for i, conv in enumerate(s0.branches)]
             alpha = None if s0.alpha is None else torch.stack([s.alpha for s in shifts]).repeat_interleave(d, dim=0)
-            return depthwise_branches(z, weights, biases, alpha)                # alpha (C, K+1) per channel
+            return depthwise_branches(z, weights, biases, alpha, merged=z.is_cuda)   # alpha (C, K+1)
         if same and isinstance(s0, QShift) and len({s.shift for s in shifts}) == 1:
             return _q_shift_groups(z, n, s0.shift)
         return torch.cat([s(g) for s, g in zip(shifts, z.split(d, dim=1))], dim=1)

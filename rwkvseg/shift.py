@@ -130,11 +130,38 @@ class DynamicQShift(nn.Module):
         return dynamic_q_shift(x, self.shares, self.shift)
 
 
+def branch_kernel(weights: list[Tensor], biases: list[Tensor | None],
+                  alpha: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """The one depthwise kernel (C, 1, K, K), K the largest k, and bias (C,) (or None) whose convolution
+    equals depthwise_branches(x, weights, biases, alpha): sum_i alpha_i pad(weights[i]) + alpha_0 delta
+    (1 at the centre), bias sum_i alpha_i biases[i]. Differentiable in every argument."""
+    C, K = weights[0].shape[0], max(wt.shape[-1] for wt in weights)
+    ones = weights[0].new_ones(C, 1, 1, 1)
+    coef = ([alpha[..., i].reshape(-1, 1, 1, 1) for i in range(alpha.shape[-1])] if alpha is not None
+            else [1.0] * (len(weights) + 1))
+    weight = coef[0] * F.pad(ones, [K // 2] * 4)                                 # the identity
+    bias = None
+    for c, wt, b in zip(coef[1:], weights, biases):
+        weight = weight + c * F.pad(wt, [(K - wt.shape[-1]) // 2] * 4)
+        if b is not None:
+            b = c.reshape(-1) * b if alpha is not None else b
+            bias = b if bias is None else bias + b
+    return weight, bias
+
+
 def depthwise_branches(x: Tensor, weights: list[Tensor], biases: list[Tensor | None],
-                       alpha: Tensor | None = None) -> Tensor:
+                       alpha: Tensor | None = None, *, merged: bool = False) -> Tensor:
     """Identity + depthwise convolutions of x (B, C, H, W) with weights[i] (C, 1, k, k) (same padding)
     and biases[i] (C,) or None: summed (alpha None: P-Shift) or weighted, alpha[..., 0] on the identity
-    and alpha[..., i + 1] on branch i; alpha (K + 1,) for all channels or (C, K + 1) per channel."""
+    and alpha[..., i + 1] on branch i; alpha (K + 1,) for all channels or (C, K + 1) per channel.
+
+    merged: one K x K depthwise convolution with branch_kernel's kernel instead of one per branch plus
+    the sums: the same function, and on a GPU one launch and one pass over x instead of six (the
+    networks take it on CUDA; the CPU and the meta device of rwkvseg.macs run the branches, so the
+    MAC count is the paper's 1x1 + 3x3 + 5x5)."""
+    if merged:
+        weight, bias = branch_kernel(weights, biases, alpha)
+        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
     convs = [F.conv2d(x, wt, b, padding=wt.shape[-1] // 2, groups=x.shape[1]) for wt, b in zip(weights, biases)]
     if alpha is None:
         return x + sum(convs)
@@ -164,7 +191,8 @@ class DepthwiseBranches(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.merged is not None:
             return self.merged(x)
-        return depthwise_branches(x, [c.weight for c in self.branches], [c.bias for c in self.branches], self.alpha)
+        return depthwise_branches(x, [c.weight for c in self.branches], [c.bias for c in self.branches], self.alpha,
+                                  merged=x.is_cuda)
 
     @torch.no_grad()
     def merged_kernel(self) -> tuple[Tensor, Tensor | None]:
@@ -172,18 +200,7 @@ class DepthwiseBranches(nn.Module):
         sum_k alpha_k * pad(K_k) + alpha_0 * delta (1 at the centre), bias sum_k alpha_k b_k."""
         if self.merged is not None:
             return self.merged.weight.clone(), None if self.merged.bias is None else self.merged.bias.clone()
-        ref = self.branches[0].weight
-        a = self.alpha.to(ref) if self.alpha is not None else torch.ones(len(self.kernels) + 1).to(ref)
-        K = self.size
-        weight = torch.zeros(self.channels, 1, K, K, dtype=a.dtype, device=a.device)
-        weight[:, :, K // 2, K // 2] = a[0]                                  # the identity
-        bias = None
-        for i, conv in enumerate(self.branches):
-            p = (K - conv.kernel_size[0]) // 2
-            weight += a[i + 1] * F.pad(conv.weight, (p, p, p, p))
-            if conv.bias is not None:
-                bias = a[i + 1] * conv.bias if bias is None else bias + a[i + 1] * conv.bias
-        return weight, bias
+        return branch_kernel([c.weight for c in self.branches], [c.bias for c in self.branches], self.alpha)
 
     @torch.no_grad()
     def reparameterize(self) -> "DepthwiseBranches":

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from rwkvseg.scan import ColumnMajor, Diagonal, RowMajor, WindowScan
-from rwkvseg.shift import (SHIFTS, DynamicQShift, OmniShift, PShift, QShift, dynamic_q_shift,
+from rwkvseg.shift import (SHIFTS, DynamicQShift, OmniShift, PShift, QShift, depthwise_branches, dynamic_q_shift,
                            make_shift, on_path_shares, q_shift, uni_shift)
 
 
@@ -83,3 +83,27 @@ def test_pshift_identity_at_zero_weights():
 def test_unknown_shift_teaches():
     with pytest.raises(ValueError, match="choose one of"):
         make_shift("diagonal_shift", channels=4)
+
+
+@pytest.mark.parametrize("alpha", [None, "shared", "per_channel"])
+def test_merged_branches_match_branches_values_and_gradients(alpha):
+    """depthwise_branches(merged=True), the networks' GPU route (one K x K convolution with branch_kernel's
+    kernel), against the branches in float64: the output and the gradients of x, every weight, bias and alpha."""
+    torch.manual_seed(4)
+    C = 6
+    x = torch.randn(2, C, 9, 11, dtype=torch.float64, requires_grad=True)
+    weights = [(0.3 * torch.randn(C, 1, k, k, dtype=torch.float64)).requires_grad_() for k in (1, 3, 5)]
+    biases = [torch.randn(C, dtype=torch.float64, requires_grad=True) for _ in weights]
+    a = {None: None, "shared": torch.randn(4, dtype=torch.float64),
+         "per_channel": torch.randn(C, 4, dtype=torch.float64)}[alpha]
+    if a is not None:
+        a.requires_grad_()
+    leaves = [x, *weights, *biases] + ([a] if a is not None else [])
+    g = torch.randn(2, C, 9, 11, dtype=torch.float64)
+    results = []
+    for merged in (False, True):
+        y = depthwise_branches(x, weights, biases, a, merged=merged)
+        results.append((y, torch.autograd.grad(y, leaves, g)))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    for g_merged, g_branches in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(g_merged, g_branches)
