@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("script", ["wkv.py", "train_throughput.py"])
+@pytest.mark.parametrize("script", ["wkv.py", "train_throughput.py", "startup.py"])
 def test_quick_mode(script):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the script must set it itself
     env["PYTHONPATH"] = str(ROOT)

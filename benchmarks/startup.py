@@ -1,0 +1,85 @@
+"""How long `python -m rwkvseg train` takes to its first optimizer step, on a cold machine and again.
+
+    python benchmarks/startup.py --data_dir $RWKVSEG_DATA --out rwkvseg/results/train_throughput/startup.json
+    python benchmarks/startup.py --quick          # CPU smoke test (the shipped samples, a tiny model)
+
+The training command of --config (default: the shipped ISIC 2018 recipe of RWKV-UNet-T), cut to
+--max_steps steps, runs twice in fresh processes:
+
+- cold: empty Triton, Inductor and data caches (new temporary folders), what a fresh machine pays:
+  the data set's cache file is built, every Triton kernel is compiled, cuDNN searches its algorithms;
+- warm: the same command again with the caches the cold run left: what the next run on that machine
+  pays (cuDNN's search has no cache across processes and is paid again).
+
+Per run the record gives time_to_first_step_s (the run's own provenance: from the training set-up
+to the end of its first optimizer step, synchronised), command_wall_s (the command's start to its exit,
+the test evaluation included) and, once, import_s: a fresh `python -c "import rwkvseg.cli"`, the time
+before the set-up starts. import_s + time_to_first_step_s is the time from the command to its first step.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rwkvseg.env import provenance
+
+QUICK = ["--model", "rwkv_unet_test", "--dataset", "isic2018_samples", "--img_size", "32", "--batch_size", "4",
+         "--max_train_images", "8", "--max_eval_items", "2", "--tta", "false"]
+
+
+def timed_run(cmd: list[str], env: dict) -> float:
+    """Seconds from the start of `cmd` to its exit; raises if it fails."""
+    t = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True)
+    return time.perf_counter() - t
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="configs/isic2018_rwkv_unet_t.yaml")
+    ap.add_argument("--data_dir", default=None, help="the data root (default: $RWKVSEG_DATA)")
+    ap.add_argument("--max_steps", type=int, default=30)
+    ap.add_argument("--quick", action="store_true", help="CPU smoke test: the shipped samples, a tiny model")
+    ap.add_argument("--out", default=None, help="write the JSON here")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.max_steps = 2
+
+    env = dict(os.environ)
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name in ("TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "RWKVSEG_CACHE"):
+            env[name] = str(tmp / name.lower())
+        import_s = timed_run([sys.executable, "-c", "import rwkvseg.cli"], env)
+        for leg in ("cold", "warm"):
+            out_dir = tmp / f"run_{leg}"
+            cmd = [sys.executable, "-m", "rwkvseg", "train", "--config", a.config, "--out_dir", str(out_dir),
+                   "--max_steps", str(a.max_steps), "--progress", "line"]
+            if a.data_dir:
+                cmd += ["--data_dir", a.data_dir]
+            if a.quick:
+                cmd += QUICK
+            wall = timed_run(cmd, env)
+            p = json.loads((out_dir / "results.json").read_text())["provenance"]
+            runs.append({"caches": leg, "time_to_first_step_s": p["time_to_first_step_s"], "command_wall_s": wall,
+                         "train_img_per_s": p.get("train_img_per_s")})
+            print(f"{leg}: first step {p['time_to_first_step_s']:.1f} s after the set-up began "
+                  f"(+ {import_s:.1f} s of imports), command {wall:.1f} s", flush=True)
+    command = " ".join(["startup.py", *(argv if argv is not None else sys.argv[1:])])
+    record = {"config": a.config, "max_steps": a.max_steps, "import_s": import_s, "runs": runs,
+              "provenance": provenance(mode="quick" if a.quick else "full", command=command)}
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(record, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
