@@ -252,7 +252,7 @@ class PatchMerging(nn.Module):
 
     def __init__(self, *, dim: int) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(4 * dim)
+        self.norm = LayerNorm(4 * dim)
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:

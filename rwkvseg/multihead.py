@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from rwkvseg.layers import LayerNorm
 from rwkvseg.scan import ScanOrder, cached, route, ms_rwkv_head_orders
 from rwkvseg.shift import QShift, DepthwiseBranches, depthwise_branches, q_shift
 from rwkvseg.time_mix import TimeMix
@@ -63,14 +64,14 @@ class MultiHeadScan(nn.Module):
         self.heads, self.head_dim = heads, dim // heads
         directions = ms_rwkv_head_orders(heads=heads, pad=pad)
         self.orders = [directions[(n + block_index) % heads] for n in range(heads)]
-        self.norm_in = nn.LayerNorm(dim)                                            # Eq. 11
+        self.norm_in = LayerNorm(dim)                                            # Eq. 11
         self.proj_in = nn.ModuleList(nn.Linear(self.head_dim, self.head_dim) for _ in range(heads))
         self.mixes = nn.ModuleList(
             TimeMix(dim=self.head_dim, order=o, shift=shift, pad_token=pad_token, decay_init=decay_init,
                     backend=backend)
             for o in self.orders
         )
-        self.norm_out = nn.LayerNorm(dim)                                           # Eq. 14
+        self.norm_out = LayerNorm(dim)                                           # Eq. 14
         self.proj_out = nn.Linear(dim, dim)
 
     batched: bool = True    # run the heads at once (False: the per-head loop; same function)
@@ -131,12 +132,13 @@ class MultiHeadScan(nn.Module):
         # Eq. 11-12: split + per-head projection = one block-diagonal projection
         w_in = torch.stack([p.weight for p in self.proj_in])                       # (n, d_out, d_in)
         b_in = torch.stack([p.bias for p in self.proj_in])                         # (n, d)
-        z = torch.einsum("bhwni,noi->bhwno", self.norm_in(x).view(B, H, W, n, d), w_in) + b_in
+        z = torch.einsum("bhwni,noi->bhwno", self.norm_in(x).view(B, H, W, n, d), w_in)
+        z = z + b_in.to(z.dtype)                                                  # bf16 maps stay bf16
         z = z.reshape(B, H, W, C)                                                  # (B, H, W, C)
         xs = self._shift_all(z.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)          # (B, H, W, C)
         # token mixing with mu_k, mu_v, mu_r: (B, 3, H*W, n, d)
         mu = torch.cat([m.mu_k for m in mixes] + [m.mu_v for m in mixes] + [m.mu_r for m in mixes])
-        mu = mu.view(3, 1, n, d)
+        mu = mu.view(3, 1, n, d).to(z.dtype)
         mixed = z.reshape(B, 1, H * W, n, d) * mu + xs.reshape(B, 1, H * W, n, d) * (1 - mu)
         routes, inverse = _head_routes(tuple(m.order for m in mixes), H, W, x.device)
         if mixes[0].order.pad:                                    # the pad token as pixel H*W

@@ -33,7 +33,7 @@ PAD_TOKENS = ("learned", "zeros")
 
 def _mix(x: Tensor, xs: Tensor, mu: Tensor) -> Tensor:
     """mu * x + (1 - mu) * xs with a per-channel mu (C,) on (B, C, H, W) maps."""
-    mu = mu.view(1, -1, 1, 1)
+    mu = mu.view(1, -1, 1, 1).to(x.dtype)                  # bf16 maps stay bf16 under autocast
     return x * mu + xs * (1 - mu)
 
 

@@ -44,7 +44,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from rwkvseg.faa import FAA
-from rwkvseg.layers import DropPath, PatchMerging, check_image, drop_path_rates
+from rwkvseg.layers import DropPath, LayerNorm, PatchMerging, check_image, drop_path_rates
 from rwkvseg.models.registry import register_model
 from rwkvseg.multihead import MultiHeadScan
 from rwkvseg.time_mix import RWKV4ChannelMix
@@ -69,7 +69,7 @@ class MSRWKVBlock(nn.Module):
         self.faa = FAA(channels=dim, expansion=faa_expansion, kernels=faa_kernels) if faa else None
         self.scan = MultiHeadScan(dim=dim, heads=heads, pad=padding, pad_token=pad_token, shift=shift,
                                   block_index=block_index, decay_init=decay_init, backend=backend)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
         self.channel_mix = RWKV4ChannelMix(dim=dim, hidden_ratio=mlp_ratio, shift=shift)
         self.drop_path = DropPath(drop_path)
 
@@ -100,7 +100,7 @@ class PatchExpand(nn.Module):
     def __init__(self, *, dim: int) -> None:
         super().__init__()
         self.expand = nn.Linear(dim, 2 * dim, bias=False)
-        self.norm = nn.LayerNorm(dim // 2)
+        self.norm = LayerNorm(dim // 2)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.norm(_depth_to_space(self.expand(x), 2))
@@ -113,7 +113,7 @@ class FinalExpand(nn.Module):
     def __init__(self, *, dim: int) -> None:
         super().__init__()
         self.expand = nn.Linear(dim, 4 * dim, bias=False)
-        self.norm = nn.LayerNorm(dim // 4)
+        self.norm = LayerNorm(dim // 4)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.norm(_depth_to_space(self.expand(x), 4))
@@ -185,7 +185,7 @@ class MSRWKVUNet(nn.Module):
             return rates[start:start + depths[i]]
 
         self.patch_embed = nn.Conv2d(cfg.in_chans, c, kernel_size=4, stride=4)
-        self.embed_norm = nn.LayerNorm(c)
+        self.embed_norm = LayerNorm(c)
         self.enc1 = stage(widths[0], cfg.depths[0], take(enc_rates, cfg.depths, 0))
         self.merge1 = PatchMerging(dim=widths[0])
         self.enc2 = stage(widths[1], cfg.depths[1], take(enc_rates, cfg.depths, 1))
