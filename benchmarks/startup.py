@@ -13,8 +13,10 @@ The training command of --config (default: the shipped ISIC 2018 recipe of RWKV-
 
 Per run the record gives time_to_first_step_s (the run's own provenance: from the training set-up
 to the end of its first optimizer step, synchronised), command_wall_s (the command's start to its exit,
-the test evaluation included) and, once, import_s: a fresh `python -c "import rwkvseg.cli"`, the time
-before the set-up starts. import_s + time_to_first_step_s is the time from the command to its first step.
+the test evaluation included), triton_builds (the kernels Triton compiled during the run, by name: the
+cache folders it added; the warm run should add none) and, once, import_s: a fresh
+`python -c "import rwkvseg.cli"`, the time before the set-up starts. import_s + time_to_first_step_s is the
+time from the command to its first step.
 """
 from __future__ import annotations
 
@@ -31,6 +33,12 @@ from rwkvseg.env import provenance
 
 QUICK = ["--model", "rwkv_unet_test", "--dataset", "isic2018_samples", "--img_size", "32", "--batch_size", "4",
          "--max_train_images", "8", "--max_eval_items", "2", "--tta", "false"]
+
+
+def triton_builds(cache_dir: Path) -> dict[str, int]:
+    """Kernels compiled into a Triton cache folder, by name (one `__grp__<name>.json` per build)."""
+    names = sorted(f.name[len("__grp__"):-len(".json")] for f in cache_dir.rglob("__grp__*.json"))
+    return {n: names.count(n) for n in dict.fromkeys(names)}
 
 
 def timed_run(cmd: list[str], env: dict) -> float:
@@ -66,12 +74,16 @@ def main(argv=None) -> int:
                 cmd += ["--data_dir", a.data_dir]
             if a.quick:
                 cmd += QUICK
+            before = triton_builds(Path(env["TRITON_CACHE_DIR"]))
             wall = timed_run(cmd, env)
+            after = triton_builds(Path(env["TRITON_CACHE_DIR"]))
+            built = {n: c - before.get(n, 0) for n, c in after.items() if c > before.get(n, 0)}
             p = json.loads((out_dir / "results.json").read_text())["provenance"]
             runs.append({"caches": leg, "time_to_first_step_s": p["time_to_first_step_s"], "command_wall_s": wall,
-                         "train_img_per_s": p.get("train_img_per_s")})
+                         "train_img_per_s": p.get("train_img_per_s"), "triton_builds": built})
             print(f"{leg}: first step {p['time_to_first_step_s']:.1f} s after the set-up began "
-                  f"(+ {import_s:.1f} s of imports), command {wall:.1f} s", flush=True)
+                  f"(+ {import_s:.1f} s of imports), command {wall:.1f} s, {sum(built.values())} Triton builds",
+                  flush=True)
     command = " ".join(["startup.py", *(argv if argv is not None else sys.argv[1:])])
     record = {"config": a.config, "max_steps": a.max_steps, "import_s": import_s, "runs": runs,
               "provenance": provenance(mode="quick" if a.quick else "full", command=command)}
