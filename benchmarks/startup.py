@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from rwkvseg.env import provenance
@@ -37,8 +38,7 @@ QUICK = ["--model", "rwkv_unet_test", "--dataset", "isic2018_samples", "--img_si
 
 def triton_builds(cache_dir: Path) -> dict[str, int]:
     """Kernels compiled into a Triton cache folder, by name (one `__grp__<name>.json` per build)."""
-    names = sorted(f.name[len("__grp__"):-len(".json")] for f in cache_dir.rglob("__grp__*.json"))
-    return {n: names.count(n) for n in dict.fromkeys(names)}
+    return dict(Counter(f.name[len("__grp__"):-len(".json")] for f in sorted(cache_dir.rglob("__grp__*.json"))))
 
 
 def timed_run(cmd: list[str], env: dict) -> float:

@@ -30,23 +30,20 @@ except ImportError:
 STRIDES = (1, 2)
 
 
-def _as_int(value, name: str) -> int:
-    """An int, or a pair of equal ints (the conv2d spelling), as one int."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2 or value[0] != value[1]:
-            raise ValueError(f"depthwise_conv2d: {name} must be one int or two equal ints, got {value}")
-        value = value[0]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"depthwise_conv2d: {name} must be an int, got {value!r}")
-    return value
-
-
 def _as_pair(value, name: str) -> tuple[int, int]:
     """One int or a pair of ints (the conv2d spelling) as (height, width)."""
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in pair):
         raise ValueError(f"depthwise_conv2d: {name} must be one int or two ints, got {value!r}")
     return pair
+
+
+def _as_int(value, name: str) -> int:
+    """An int, or a pair of equal ints (the conv2d spelling), as one int."""
+    h, w = _as_pair(value, name)
+    if h != w:
+        raise ValueError(f"depthwise_conv2d: {name} must be one int or two equal ints, got {value}")
+    return h
 
 
 def check_inputs(x: Tensor, weight: Tensor, stride: int, padding: tuple[int, int]) -> None:

@@ -64,14 +64,14 @@ class MultiHeadScan(nn.Module):
         self.heads, self.head_dim = heads, dim // heads
         directions = ms_rwkv_head_orders(heads=heads, pad=pad)
         self.orders = [directions[(n + block_index) % heads] for n in range(heads)]
-        self.norm_in = LayerNorm(dim)                                            # Eq. 11
+        self.norm_in = LayerNorm(dim)                                               # Eq. 11
         self.proj_in = nn.ModuleList(nn.Linear(self.head_dim, self.head_dim) for _ in range(heads))
         self.mixes = nn.ModuleList(
             TimeMix(dim=self.head_dim, order=o, shift=shift, pad_token=pad_token, decay_init=decay_init,
                     backend=backend)
             for o in self.orders
         )
-        self.norm_out = LayerNorm(dim)                                           # Eq. 14
+        self.norm_out = LayerNorm(dim)                                              # Eq. 14
         self.proj_out = nn.Linear(dim, dim)
 
     batched: bool = True    # run the heads at once (False: the per-head loop; same function)
@@ -116,7 +116,7 @@ class MultiHeadScan(nn.Module):
             biases = [None if conv.bias is None else torch.cat([s.branches[i].bias for s in shifts])
                       for i, conv in enumerate(s0.branches)]
             alpha = None if s0.alpha is None else torch.stack([s.alpha for s in shifts]).repeat_interleave(d, dim=0)
-            return depthwise_branches(z, weights, biases, alpha, merged=z.is_cuda)   # alpha (C, K+1)
+            return depthwise_branches(z, weights, biases, alpha)                # alpha (C, K+1) per channel
         if same and isinstance(s0, QShift) and len({s.shift for s in shifts}) == 1:
             return _q_shift_groups(z, n, s0.shift)
         return torch.cat([s(g) for s, g in zip(shifts, z.split(d, dim=1))], dim=1)

@@ -150,15 +150,17 @@ def branch_kernel(weights: list[Tensor], biases: list[Tensor | None],
 
 
 def depthwise_branches(x: Tensor, weights: list[Tensor], biases: list[Tensor | None],
-                       alpha: Tensor | None = None, *, merged: bool = False) -> Tensor:
+                       alpha: Tensor | None = None, *, merged: bool | None = None) -> Tensor:
     """Identity + depthwise convolutions of x (B, C, H, W) with weights[i] (C, 1, k, k) (same padding)
     and biases[i] (C,) or None: summed (alpha None: P-Shift) or weighted, alpha[..., 0] on the identity
     and alpha[..., i + 1] on branch i; alpha (K + 1,) for all channels or (C, K + 1) per channel.
 
     merged: one K x K depthwise convolution with branch_kernel's kernel instead of one per branch plus
-    the sums: the same function, and on a GPU one launch and one pass over x instead of six (the
-    networks take it on CUDA; the CPU and the meta device of rwkvseg.macs run the branches, so the
-    MAC count is the paper's 1x1 + 3x3 + 5x5)."""
+    the sums: the same function, and on a GPU one launch and one pass over x instead of six. None (the
+    networks' choice): merged on CUDA; the CPU and the meta device of rwkvseg.macs run the branches, so
+    the MAC count is the paper's 1x1 + 3x3 + 5x5."""
+    if merged is None:
+        merged = x.is_cuda
     if merged:
         weight, bias = branch_kernel(weights, biases, alpha)
         return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
@@ -191,8 +193,7 @@ class DepthwiseBranches(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.merged is not None:
             return self.merged(x)
-        return depthwise_branches(x, [c.weight for c in self.branches], [c.bias for c in self.branches], self.alpha,
-                                  merged=x.is_cuda)
+        return depthwise_branches(x, [c.weight for c in self.branches], [c.bias for c in self.branches], self.alpha)
 
     @torch.no_grad()
     def merged_kernel(self) -> tuple[Tensor, Tensor | None]:
