@@ -1,6 +1,7 @@
 """How long `python -m rwkvseg train` takes to its first optimizer step, on a cold machine and again.
 
     python benchmarks/startup.py --data_dir $RWKVSEG_DATA --out rwkvseg/results/train_throughput/startup.json
+    python benchmarks/startup.py --data_dir $RWKVSEG_DATA --train_args="--compile true" --out ...
     python benchmarks/startup.py --quick          # CPU smoke test (the shipped samples, a tiny model)
 
 The training command of --config (default: the shipped ISIC 2018 recipe of RWKV-UNet-T), cut to
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -53,6 +55,8 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="configs/isic2018_rwkv_unet_t.yaml")
     ap.add_argument("--data_dir", default=None, help="the data root (default: $RWKVSEG_DATA)")
     ap.add_argument("--max_steps", type=int, default=30)
+    ap.add_argument("--train_args", default="",
+                    help='more options for the training command, e.g. --train_args="--compile true"')
     ap.add_argument("--quick", action="store_true", help="CPU smoke test: the shipped samples, a tiny model")
     ap.add_argument("--out", default=None, help="write the JSON here")
     a = ap.parse_args(argv)
@@ -74,6 +78,7 @@ def main(argv=None) -> int:
                 cmd += ["--data_dir", a.data_dir]
             if a.quick:
                 cmd += QUICK
+            cmd += shlex.split(a.train_args)
             before = triton_builds(Path(env["TRITON_CACHE_DIR"]))
             wall = timed_run(cmd, env)
             after = triton_builds(Path(env["TRITON_CACHE_DIR"]))
@@ -85,7 +90,7 @@ def main(argv=None) -> int:
                   f"(+ {import_s:.1f} s of imports), command {wall:.1f} s, {sum(built.values())} Triton builds",
                   flush=True)
     command = " ".join(["startup.py", *(argv if argv is not None else sys.argv[1:])])
-    record = {"config": a.config, "max_steps": a.max_steps, "import_s": import_s, "runs": runs,
+    record = {"config": a.config, "train_args": a.train_args, "max_steps": a.max_steps, "import_s": import_s, "runs": runs,
               "provenance": provenance(mode="quick" if a.quick else "full", command=command)}
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
