@@ -20,7 +20,8 @@ torch.compile (default mode), each in a fresh process with empty Triton and Indu
   and the peak memory;
 - time_to_first_step_s: wall time from building the model to the end of the first optimizer
   step (synchronised): the model's construction, cuDNN's algorithm search
-  (``cudnn.benchmark = True``, as the engine sets it), Triton's compilation of the WKV kernels
+  (``cudnn.benchmark = True``, as the engine sets it; --cudnn heuristics turns it off, to weigh the
+  search's seconds against the algorithms it finds), Triton's compilation of the WKV kernels
   and, compiled, Dynamo + Inductor (compile_times: Dynamo's own account); cuda_init_s (the CUDA
   context) comes before it;
 - peak_memory_gib: torch.cuda.max_memory_allocated over the timed training steps (with --cuda-graph, since
@@ -202,7 +203,7 @@ def timed(fn, n: int, sync: bool) -> list[float]:
 
 def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf16: bool, channels_last: bool,
           compile: bool, device: torch.device, profile_steps: int = 3, profile: str | None = None,
-          cuda_graph: bool = False) -> dict:
+          cuda_graph: bool = False, cudnn_benchmark: bool = True) -> dict:
     """One variant (eager or compiled, each optionally replayed from CUDA graphs) of one model: training
     and inference speed, time to first step, peak memory, kernel time by kind."""
     on_cuda = device.type == "cuda"
@@ -212,7 +213,7 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
         torch.zeros(1, device=device)                   # the CUDA context, before the clock starts
     cuda_init_s = time.perf_counter() - t
     torch.manual_seed(0)
-    torch.backends.cudnn.benchmark = True  # as rwkvseg.engine does (and the authors' code): cuDNN times its algorithms
+    torch.backends.cudnn.benchmark = cudnn_benchmark   # True, as rwkvseg.engine: cuDNN times its algorithms
     x = torch.rand(batch, 3, size, size, device=device)
     y = (torch.rand(batch, 1, size, size, device=device) > 0.7).float()
     bf16 = bf16 and on_cuda
@@ -288,7 +289,8 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
     print(f"  inference {batch / infer_med:.0f} img/s ({1e3 * infer_med:.1f} ms), first call {first_infer_s:.1f} s",
           flush=True)
     return {"model": model_name, "size": size, "batch": batch, "bf16": bf16, "channels_last": channels_last,
-            "compile": compile, "cuda_graph": cuda_graph, "steps": steps, "warmup": warmup, "warmup_s": warm_s,
+            "compile": compile, "cuda_graph": cuda_graph, "cudnn_benchmark": cudnn_benchmark, "steps": steps,
+            "warmup": warmup, "warmup_s": warm_s,
             "median_step_ms": 1e3 * med,
             "img_per_s": batch / med, "min_step_ms": 1e3 * min(times), "peak_memory_gib": peak,
             "time_to_first_step_s": first_step_s, "cuda_init_s": cuda_init_s,
@@ -304,7 +306,7 @@ def merge(records: list[dict], names: list[str]) -> dict:
     for rec in records:
         for r in rec["results"]:
             key = (r["model"], r["size"], r["batch"], r["bf16"], r["channels_last"], r["compile"],
-                   r.get("cuda_graph"))
+                   r.get("cuda_graph"), r.get("cudnn_benchmark", True))
             by_setting.setdefault(key, []).append(r)
     rows = []
     for runs in by_setting.values():
@@ -326,7 +328,7 @@ def run_variant_in_child(a, compiled: bool, out: Path) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--model", a.model, "--size", str(a.size),
            "--batch", str(a.batch), "--steps", str(a.steps), "--warmup", str(a.warmup),
            "--profile-steps", str(a.profile_steps), "--compile", "on" if compiled else "off", "--out", str(out),
-           "--in-process"]
+           "--in-process", "--cudnn", a.cudnn]
     cmd += (["--no-bf16"] * a.no_bf16 + ["--no-channels-last"] * a.no_channels_last
             + ["--cuda-graph"] * a.cuda_graph)
     if a.profile:
@@ -353,6 +355,9 @@ def main(argv=None) -> int:
                     help="both: eager and compiled, each in its own process (CUDA)")
     ap.add_argument("--cuda-graph", action="store_true",
                     help="replay each training step and forward pass from a CUDA graph (rwkvseg.engine.GraphedStep)")
+    ap.add_argument("--cudnn", choices=("benchmark", "heuristics"), default="benchmark",
+                    help="benchmark: cuDNN times its algorithms at each new shape (as the engine); "
+                         "heuristics: it picks them without timing")
     ap.add_argument("--caches", choices=("cold", "warm"), default="cold",
                     help="cold: each variant's process starts with empty Triton and Inductor caches")
     ap.add_argument("--quick", action="store_true", help="CPU smoke test: tiny model, 64x64, 2 steps")
@@ -379,6 +384,7 @@ def main(argv=None) -> int:
             rows.append(bench(a.model, size=a.size, batch=a.batch, steps=a.steps, warmup=a.warmup,
                               bf16=not a.no_bf16, channels_last=not a.no_channels_last, compile=c, device=device,
                               profile_steps=a.profile_steps, cuda_graph=a.cuda_graph,
+                              cudnn_benchmark=a.cudnn == "benchmark",
                               profile=a.profile and f"{a.profile}_{'compiled' if c else 'eager'}.txt"))
     for r in rows:
         print(f"{r['model']} {r['size']}^2 batch {r['batch']} compile={r['compile']}: median {r['median_step_ms']:.1f} ms"
