@@ -15,9 +15,11 @@ The training command of --config (default: the shipped ISIC 2018 recipe of RWKV-
 Per run the record gives time_to_first_step_s (the run's own provenance: from the training set-up
 to the end of its first optimizer step, synchronised), command_wall_s (the command's start to its exit,
 the test evaluation included), triton_builds (the kernels Triton compiled during the run, by name: the
-cache folders it added; the warm run should add none) and, once, import_s: a fresh
-`python -c "import rwkvseg.cli"`, the time before the set-up starts. import_s + time_to_first_step_s is the
-time from the command to its first step.
+cache folders it added; the warm run should add none), triton_builds_written_s (when each build's files
+were written, in seconds from the command's start: the builds run one after another, so the gaps between
+them are roughly their build times) and data_cache_written_s (the same for the data set's cache file) and,
+once, import_s: a fresh `python -c "import rwkvseg.cli"`, the time before the set-up starts.
+import_s + time_to_first_step_s is the time from the command to its first step.
 """
 from __future__ import annotations
 
@@ -38,9 +40,14 @@ QUICK = ["--model", "rwkv_unet_test", "--dataset", "isic2018_samples", "--img_si
          "--max_train_images", "8", "--max_eval_items", "2", "--tta", "false"]
 
 
-def triton_builds(cache_dir: Path) -> dict[str, int]:
-    """Kernels compiled into a Triton cache folder, by name (one `__grp__<name>.json` per build)."""
-    return dict(Counter(f.name[len("__grp__"):-len(".json")] for f in sorted(cache_dir.rglob("__grp__*.json"))))
+def written(folder: Path, pattern: str) -> dict[Path, float]:
+    """The files under `folder` that match `pattern`, with the time each was last written."""
+    return {f: f.stat().st_mtime for f in folder.rglob(pattern)} if folder.is_dir() else {}
+
+
+def build_name(group_file: Path) -> str:
+    """The kernel's name from a Triton cache entry (one `__grp__<name>.json` per build)."""
+    return group_file.name[len("__grp__"):-len(".json")]
 
 
 def timed_run(cmd: list[str], env: dict) -> float:
@@ -79,18 +86,24 @@ def main(argv=None) -> int:
             if a.quick:
                 cmd += QUICK
             cmd += shlex.split(a.train_args)
-            before = triton_builds(Path(env["TRITON_CACHE_DIR"]))
+            triton_dir, data_dir = Path(env["TRITON_CACHE_DIR"]), Path(env["RWKVSEG_CACHE"])
+            builds_before, data_before = written(triton_dir, "__grp__*.json"), written(data_dir, "*.npz")
+            t0 = time.time()
             wall = timed_run(cmd, env)
-            after = triton_builds(Path(env["TRITON_CACHE_DIR"]))
-            built = {n: c - before.get(n, 0) for n, c in after.items() if c > before.get(n, 0)}
+            new = {f: t - t0 for f, t in written(triton_dir, "__grp__*.json").items() if f not in builds_before}
+            built = dict(Counter(build_name(f) for f in new))
             p = json.loads((out_dir / "results.json").read_text())["provenance"]
             runs.append({"caches": leg, "time_to_first_step_s": p["time_to_first_step_s"], "command_wall_s": wall,
-                         "train_img_per_s": p.get("train_img_per_s"), "triton_builds": built})
+                         "train_img_per_s": p.get("train_img_per_s"), "triton_builds": built,
+                         "triton_builds_written_s": sorted([round(t, 2), build_name(f)] for f, t in new.items()),
+                         "data_cache_written_s": {f.name: round(t - t0, 2) for f, t in written(data_dir, "*.npz").items()
+                                                  if f not in data_before}})
             print(f"{leg}: first step {p['time_to_first_step_s']:.1f} s after the set-up began "
                   f"(+ {import_s:.1f} s of imports), command {wall:.1f} s, {sum(built.values())} Triton builds",
                   flush=True)
     command = " ".join(["startup.py", *(argv if argv is not None else sys.argv[1:])])
-    record = {"config": a.config, "train_args": a.train_args, "max_steps": a.max_steps, "import_s": import_s, "runs": runs,
+    record = {"config": a.config, "train_args": a.train_args, "max_steps": a.max_steps, "import_s": import_s,
+              "runs": runs,
               "provenance": provenance(mode="quick" if a.quick else "full", command=command)}
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
