@@ -13,7 +13,7 @@ per page, what a reader would trip over:
     dump      a raw dict or dataclass printed as an output line (`{'a': ...`, `Config(name=...`)
     repr      an object repr instead of its rendering (`<Figure size ... with 2 Axes>`, `at 0x...`)
     widget    a widget view in static HTML (sliders that do nothing), or one figure shown twice
-    long-line a code-cell line longer than 88 characters
+    long-line a code line longer than 88 characters, in a code cell or in a code block of the text
 
 Exits 1 and prints "N defects" when there is any, or when a toc entry has no page.
 """
@@ -230,17 +230,20 @@ def check_widgets(content: Node, cell_no: dict, page: Path | None) -> list[Defec
 
 
 def check_code(content: Node, cell_no: dict) -> list[Defect]:
+    """Code lines wider than the page shows: cells' inputs and the text's code blocks (not outputs)."""
     defects = []
-    for node in content.iter():
-        if "cell_input" not in node.classes:
+    for pre in (n for n in content.iter() if n.tag == "pre"):
+        cell = next((a for a in pre.ancestors() if "cell" in a.classes), None)
+        if cell is None:
+            where = f"code block in {section_of(pre)}"
+        elif any("cell_input" in a.classes for a in pre.ancestors()):
+            where = f"cell {cell_no.get(id(cell), '?')} input"
+        else:
             continue
-        cell = next((a for a in node.ancestors() if "cell" in a.classes), None)
-        where = f"cell {cell_no.get(id(cell), '?')} input"
-        for pre in (n for n in node.iter() if n.tag == "pre"):
-            for line in pre.text().splitlines():
-                if len(line.rstrip()) > MAX_CODE_LINE:
-                    n = len(line.rstrip())
-                    defects.append(Defect("long-line", where, f"{n} chars {excerpt(line.strip(), None, 60)}"))
+        for line in pre.text().splitlines():
+            if len(line.rstrip()) > MAX_CODE_LINE:
+                n = len(line.rstrip())
+                defects.append(Defect("long-line", where, f"{n} chars {excerpt(line.strip(), None, 60)}"))
     return defects
 
 
