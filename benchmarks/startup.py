@@ -40,9 +40,14 @@ QUICK = ["--model", "rwkv_unet_test", "--dataset", "isic2018_samples", "--img_si
          "--max_train_images", "8", "--max_eval_items", "2", "--tta", "false"]
 
 
-def written(folder: Path, pattern: str) -> dict[Path, float]:
-    """The files under `folder` that match `pattern`, with the time each was last written."""
-    return {f: f.stat().st_mtime for f in folder.rglob(pattern)} if folder.is_dir() else {}
+def files(folder: Path, pattern: str) -> set[Path]:
+    """The files under `folder` that match `pattern`."""
+    return set(folder.rglob(pattern)) if folder.is_dir() else set()
+
+
+def added(folder: Path, pattern: str, before: set[Path], t0: float) -> dict[Path, float]:
+    """The files matching `pattern` that are not in `before`, with seconds from t0 to their last write."""
+    return {f: f.stat().st_mtime - t0 for f in files(folder, pattern) - before}
 
 
 def build_name(group_file: Path) -> str:
@@ -87,17 +92,17 @@ def main(argv=None) -> int:
                 cmd += QUICK
             cmd += shlex.split(a.train_args)
             triton_dir, data_dir = Path(env["TRITON_CACHE_DIR"]), Path(env["RWKVSEG_CACHE"])
-            builds_before, data_before = written(triton_dir, "__grp__*.json"), written(data_dir, "*.npz")
+            builds_before, data_before = files(triton_dir, "__grp__*.json"), files(data_dir, "*.npz")
             t0 = time.time()
             wall = timed_run(cmd, env)
-            new = {f: t - t0 for f, t in written(triton_dir, "__grp__*.json").items() if f not in builds_before}
-            built = dict(Counter(build_name(f) for f in new))
+            builds = added(triton_dir, "__grp__*.json", builds_before, t0)
+            data = added(data_dir, "*.npz", data_before, t0)
+            built = dict(Counter(build_name(f) for f in builds))
             p = json.loads((out_dir / "results.json").read_text())["provenance"]
             runs.append({"caches": leg, "time_to_first_step_s": p["time_to_first_step_s"], "command_wall_s": wall,
                          "train_img_per_s": p.get("train_img_per_s"), "triton_builds": built,
-                         "triton_builds_written_s": sorted([round(t, 2), build_name(f)] for f, t in new.items()),
-                         "data_cache_written_s": {f.name: round(t - t0, 2) for f, t in written(data_dir, "*.npz").items()
-                                                  if f not in data_before}})
+                         "triton_builds_written_s": sorted([round(t, 2), build_name(f)] for f, t in builds.items()),
+                         "data_cache_written_s": {f.name: round(t, 2) for f, t in data.items()}})
             print(f"{leg}: first step {p['time_to_first_step_s']:.1f} s after the set-up began "
                   f"(+ {import_s:.1f} s of imports), command {wall:.1f} s, {sum(built.values())} Triton builds",
                   flush=True)
