@@ -19,9 +19,9 @@ torch.compile (default mode), each in a fresh process with empty Triton and Indu
   median call, the first call's seconds (the compiled variant compiles its inference graph there)
   and the peak memory;
 - time_to_first_step_s: wall time from building the model to the end of the first optimizer
-  step (synchronised): the model's construction, cuDNN's algorithm search
-  (``cudnn.benchmark = True``, as the engine sets it; --cudnn heuristics turns it off, to weigh the
-  search's seconds against the algorithms it finds), Triton's compilation of the WKV kernels
+  step (synchronised): the model's construction, cuDNN's choice of algorithms (by heuristics, as
+  the engine; --cudnn benchmark times them at each new shape instead, to weigh that search's seconds
+  against the algorithms it finds), Triton's compilation of the WKV kernels
   and, compiled, Dynamo + Inductor (compile_times: Dynamo's own account); cuda_init_s (the CUDA
   context) comes before it;
 - peak_memory_gib: torch.cuda.max_memory_allocated over the timed training steps (with --cuda-graph, since
@@ -203,7 +203,7 @@ def timed(fn, n: int, sync: bool) -> list[float]:
 
 def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf16: bool, channels_last: bool,
           compile: bool, device: torch.device, profile_steps: int = 3, profile: str | None = None,
-          cuda_graph: bool = False, cudnn_benchmark: bool = True) -> dict:
+          cuda_graph: bool = False, cudnn_benchmark: bool = False) -> dict:
     """One variant (eager or compiled, each optionally replayed from CUDA graphs) of one model: training
     and inference speed, time to first step, peak memory, kernel time by kind."""
     on_cuda = device.type == "cuda"
@@ -213,7 +213,7 @@ def bench(model_name: str, *, size: int, batch: int, steps: int, warmup: int, bf
         torch.zeros(1, device=device)                   # the CUDA context, before the clock starts
     cuda_init_s = time.perf_counter() - t
     torch.manual_seed(0)
-    torch.backends.cudnn.benchmark = cudnn_benchmark   # True, as rwkvseg.engine: cuDNN times its algorithms
+    torch.backends.cudnn.benchmark = cudnn_benchmark   # False, as rwkvseg.engine: cuDNN's heuristics
     x = torch.rand(batch, 3, size, size, device=device)
     y = (torch.rand(batch, 1, size, size, device=device) > 0.7).float()
     bf16 = bf16 and on_cuda
@@ -355,9 +355,9 @@ def main(argv=None) -> int:
                     help="both: eager and compiled, each in its own process (CUDA)")
     ap.add_argument("--cuda-graph", action="store_true",
                     help="replay each training step and forward pass from a CUDA graph (rwkvseg.engine.GraphedStep)")
-    ap.add_argument("--cudnn", choices=("benchmark", "heuristics"), default="benchmark",
-                    help="benchmark: cuDNN times its algorithms at each new shape (as the engine); "
-                         "heuristics: it picks them without timing")
+    ap.add_argument("--cudnn", choices=("benchmark", "heuristics"), default="heuristics",
+                    help="heuristics: cuDNN picks its algorithms without timing them (as the engine); "
+                         "benchmark: it times them at each new shape")
     ap.add_argument("--caches", choices=("cold", "warm"), default="cold",
                     help="cold: each variant's process starts with empty Triton and Inductor caches")
     ap.add_argument("--quick", action="store_true", help="CPU smoke test: tiny model, 64x64, 2 steps")

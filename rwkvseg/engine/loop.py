@@ -63,17 +63,19 @@ from rwkvseg.models import create_model
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed python, numpy and torch; with `deterministic`, ask torch for deterministic kernels."""
+    """Seed python, numpy and torch; with `deterministic`, ask torch for deterministic kernels.
+
+    cuDNN picks its convolution algorithms by its heuristics, without timing them (cudnn.benchmark
+    off): on an H100 the timed search cost RWKV-UNet-T ~10 s before the first step of every process
+    and bought 0.6 % of step speed (book chapter 10, Table 12)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = False
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        torch.backends.cudnn.benchmark = True
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -174,8 +176,7 @@ class GraphedStep:
     GPU no longer waits for the host between kernels (RWKV-UNet-T at batch 32 on an H100: the eager
     step 1.12x faster; book chapter 10).
 
-    The first `warmup` calls are ordinary eager steps on a side stream: cuDNN's algorithm search,
-    Triton's builds, the scan routes and the optimizer's state come into being there. The next
+    The first `warmup` calls are ordinary eager steps on a side stream: Triton's builds, the scan routes and the optimizer's state come into being there. The next
     call captures one step into the graph and replays it; every later call copies its batch into
     the graph's input tensors, writes the learning rate into a device tensor the optimizer reads,
     and replays. The same arithmetic as train_step, in the same order.
@@ -221,8 +222,8 @@ class GraphedStep:
 
 
 def graph_replay(fn, warmup: int = 3):
-    """fn captured in a CUDA graph after `warmup` calls on a side stream (Triton's builds, autotuning and
-    cuDNN's search happen there); returns the graph's replay, which launches every kernel of fn at once.
+    """fn captured in a CUDA graph after `warmup` calls on a side stream (Triton's builds and autotuning
+    happen there); returns the graph's replay, which launches every kernel of fn at once.
     For a fixed computation on fixed tensors (benchmarks); a training step is GraphedStep."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
