@@ -38,7 +38,7 @@ from torch import Tensor
 
 from rwkvseg.layers import LayerNorm
 from rwkvseg.scan import ScanOrder, cached, route, ms_rwkv_head_orders
-from rwkvseg.shift import QShift, DepthwiseBranches, depthwise_branches, q_shift
+from rwkvseg.shift import QShift, DepthwiseBranches, depthwise_branches, mix, q_shift
 from rwkvseg.time_mix import TimeMix
 from rwkvseg.wkv import uni_wkv
 
@@ -138,8 +138,7 @@ class MultiHeadScan(nn.Module):
         xs = self._shift_all(z.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)          # (B, H, W, C)
         # token mixing with mu_k, mu_v, mu_r: (B, 3, H*W, n, d)
         mu = torch.cat([m.mu_k for m in mixes] + [m.mu_v for m in mixes] + [m.mu_r for m in mixes])
-        mu = mu.view(3, 1, n, d).to(z.dtype)
-        mixed = z.reshape(B, 1, H * W, n, d) * mu + xs.reshape(B, 1, H * W, n, d) * (1 - mu)
+        mixed = mix(z.reshape(B, 1, H * W, n, d), xs.reshape(B, 1, H * W, n, d), mu.view(3, 1, n, d))
         routes, inverse = _head_routes(tuple(m.order for m in mixes), H, W, x.device)
         if mixes[0].order.pad:                                    # the pad token as pixel H*W
             if mixes[0].pad_token is not None:

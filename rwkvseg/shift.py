@@ -16,7 +16,7 @@ mix = mu * x + (1 - mu) * shift(x) (MS-RWKV Eq. 1-3, 7-8: shift(x) plays x_{t-1}
 Omni-shift and P-Shift are re-parameterisable: ``reparameterize()`` folds the branches into one
 depthwise 5x5 convolution with the same output (MS-RWKV Sec. 2, after Eq. 15). The functions are
 q_shift, uni_shift and dynamic_q_shift; the modules are QShift, UniShift, OmniShift, PShift,
-DynamicQShift, and make_shift builds one by its config name.
+DynamicQShift, and make_shift builds one by its config name; mix interpolates a map and its shift.
 """
 from __future__ import annotations
 
@@ -28,6 +28,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rwkvseg.scan import ColumnMajor, Diagonal, RowMajor, ScanOrder, WindowScan
+
+
+def mix(x: Tensor, xs: Tensor, mu: Tensor) -> Tensor:
+    """mu * x + (1 - mu) * xs (MS-RWKV Eq. 1-3, 7-8; Vision-RWKV's spatial mix) with mu broadcast
+    against x (a per-channel mu viewed onto x's channel axis). One torch.lerp, xs + mu (x - xs): one
+    kernel where the two products and their sum take three, and mu's gradient sums one product
+    instead of two. mu takes x's dtype, so bf16 maps stay bf16 under autocast."""
+    return torch.lerp(xs, x, mu.to(x.dtype))
 
 
 def q_shift(x: Tensor, shift: int = 1) -> Tensor:

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from rwkvseg.layers import LayerNorm, map_to_tokens, tokens_to_map
 from rwkvseg.scan import ScanOrder, WindowScan
-from rwkvseg.shift import make_shift, q_shift
+from rwkvseg.shift import make_shift, mix, q_shift
 from rwkvseg.wkv import bi_wkv
 
 __all__ = ["SpatialMix", "RoutedSpatialMix", "VRWKVChannelMix", "set_wkv_backend"]
@@ -104,10 +104,7 @@ class SpatialMix(nn.Module):
     def forward(self, x: Tensor, hw: tuple[int, int]) -> Tensor:
         _check_tokens(type(self).__name__, x, self.dim)
         xs = self.token_shift(x, hw)                                            # (B, N, C)
-        mu_k, mu_v, mu_r = (mu.to(x.dtype) for mu in (self.mu_k, self.mu_v, self.mu_r))  # bf16 maps stay bf16
-        xk = x * mu_k + xs * (1 - mu_k)
-        xv = x * mu_v + xs * (1 - mu_v)
-        xr = x * mu_r + xs * (1 - mu_r)
+        xk, xv, xr = (mix(x, xs, mu) for mu in (self.mu_k, self.mu_v, self.mu_r))
         k, v, r = self.key(xk), self.value(xv), self.receptance(xr)            # (B, N, C) each
         y = self.key_norm(self.wkv(k, v, hw))                                   # (B, N, C)
         return self.output(torch.sigmoid(r) * y)                                # (B, N, C)
@@ -199,9 +196,7 @@ class VRWKVChannelMix(nn.Module):
     def forward(self, x: Tensor, hw: tuple[int, int]) -> Tensor:
         _check_tokens("VRWKVChannelMix", x, self.dim)
         xs = _q_shift_tokens(x, hw)                                             # (B, N, C)
-        mu_k, mu_r = self.mu_k.to(x.dtype), self.mu_r.to(x.dtype)               # bf16 maps stay bf16
-        xk = x * mu_k + xs * (1 - mu_k)
-        xr = x * mu_r + xs * (1 - mu_r)
+        xk, xr = mix(x, xs, self.mu_k), mix(x, xs, self.mu_r)
         k = torch.relu(self.key(xk)).square()                                   # (B, N, hidden)
         kv = self.value(self.key_norm(k))                                       # (B, N, C)
         return torch.sigmoid(self.receptance(xr)) * kv

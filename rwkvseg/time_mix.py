@@ -23,7 +23,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from rwkvseg.scan import RowMajor, ScanOrder
-from rwkvseg.shift import make_shift
+from rwkvseg.shift import make_shift, mix
 from rwkvseg.wkv import uni_wkv
 
 __all__ = ["TimeMix", "RWKV4ChannelMix"]
@@ -32,9 +32,8 @@ PAD_TOKENS = ("learned", "zeros")
 
 
 def _mix(x: Tensor, xs: Tensor, mu: Tensor) -> Tensor:
-    """mu * x + (1 - mu) * xs with a per-channel mu (C,) on (B, C, H, W) maps."""
-    mu = mu.view(1, -1, 1, 1).to(x.dtype)                  # bf16 maps stay bf16 under autocast
-    return x * mu + xs * (1 - mu)
+    """rwkvseg.shift.mix with a per-channel mu (C,) on (B, C, H, W) maps."""
+    return mix(x, xs, mu.view(1, -1, 1, 1))
 
 
 class TimeMix(nn.Module):
