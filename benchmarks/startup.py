@@ -13,7 +13,10 @@ The training command of --config (default: the shipped ISIC 2018 recipe of RWKV-
   pays (cuDNN's search has no cache across processes and is paid again).
 
 Per run the record gives time_to_first_step_s (the run's own provenance: from the training set-up
-to the end of its first optimizer step, synchronised), command_wall_s (the command's start to its exit,
+to the end of its first optimizer step, synchronised), setup_s (the same provenance's first parts of
+it: data, the data set loaded onto the device, its cache file built on a cold run; model, the
+network built and moved to the device and its optimizer made; the rest of time_to_first_step_s is
+the first step itself, with its Triton builds and, compiled, Dynamo and Inductor), command_wall_s (the command's start to its exit,
 the test evaluation included), triton_builds (the kernels Triton compiled during the run, by name: the
 cache folders it added; the warm run should add none), triton_builds_written_s (when each build's files
 were written, in seconds from the command's start: the builds run one after another, so the gaps between
@@ -99,7 +102,8 @@ def main(argv=None) -> int:
             data = added(data_dir, "*.npz", data_before, t0)
             built = dict(Counter(build_name(f) for f in builds))
             p = json.loads((out_dir / "results.json").read_text())["provenance"]
-            runs.append({"caches": leg, "time_to_first_step_s": p["time_to_first_step_s"], "command_wall_s": wall,
+            runs.append({"caches": leg, "time_to_first_step_s": p["time_to_first_step_s"],
+                         "setup_s": p.get("setup_s"), "command_wall_s": wall,
                          "train_img_per_s": p.get("train_img_per_s"), "triton_builds": built,
                          "triton_builds_written_s": sorted([round(t, 2), build_name(f)] for f, t in builds.items()),
                          "data_cache_written_s": {f.name: round(t, 2) for f, t in data.items()}})

@@ -265,6 +265,7 @@ class Run:
     t_process: float                  # prepare()'s start in this process
     step: int = 0
     first_step_s: float | None = None   # this process: prepare()'s start to the end of its first step
+    setup_s: dict = field(default_factory=dict)   # prepare()'s parts: data (loaded onto the device), model
     start_epoch: int = 0
     history: list = field(default_factory=list)
     best: dict | None = None
@@ -290,6 +291,7 @@ def prepare(cfg: TrainConfig, *, data: SegData | None = None) -> Run:
                          f"{d.world_size} processes; choose a multiple of {d.world_size}")
 
     # Rank 0 loads first: a cache file missing on a fresh machine is built by one process.
+    t_data = time.time()
     if data is None:
         if d.world_size > 1 and not d.is_main:
             dist.barrier()
@@ -303,6 +305,7 @@ def prepare(cfg: TrainConfig, *, data: SegData | None = None) -> Run:
                          "lower TrainConfig.batch_size or raise max_train_images")
     total_steps = cfg.iterations or cfg.epochs * steps_per_epoch
 
+    t_model = time.time()
     model = create_model(cfg.model, in_chans=data.info.in_chans, num_classes=data.info.num_classes,
                          **cfg.model_kwargs).to(d.device)
     if d.world_size > 1 and cfg.sync_bn:
@@ -319,7 +322,7 @@ def prepare(cfg: TrainConfig, *, data: SegData | None = None) -> Run:
               steps_per_epoch=steps_per_epoch, total_steps=total_steps,
               stop_at=min(total_steps, cfg.max_steps or total_steps),
               epochs=math.ceil(total_steps / steps_per_epoch), bf16=cfg.bf16 and on_cuda, t_start=t_start,
-              t_process=t_start)
+              t_process=t_start, setup_s={"data": t_model - t_data, "model": time.time() - t_model})
     if cfg.resume:
         resume(run)
     if d.world_size > 1:
@@ -566,7 +569,7 @@ def run_provenance(run: Run, selected: dict) -> dict:
         metric_conventions=metric_conventions(binary=run.data.info.binary),
         epochs=len(history), epochs_planned=cfg.epochs if cfg.iterations is None else None,
         steps=run.step, global_batch=cfg.batch_size, selection_rule=selected["rule"],
-        wall_time_s=time.time() - run.t_start, time_to_first_step_s=run.first_step_s,
+        wall_time_s=time.time() - run.t_start, time_to_first_step_s=run.first_step_s, setup_s=run.setup_s,
         train_img_per_s=images / max(seconds, 1e-9),
         peak_memory_gib=torch.cuda.max_memory_allocated(d.device) / 2**30 if on_cuda else None,
     )
