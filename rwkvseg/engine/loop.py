@@ -66,8 +66,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed python, numpy and torch; with `deterministic`, ask torch for deterministic kernels.
 
     cuDNN picks its convolution algorithms by its heuristics, without timing them (cudnn.benchmark
-    off): on an H100 the timed search cost RWKV-UNet-T ~10 s before the first step of every process
-    and bought 0.6 % of step speed (book chapter 10, Table 12)."""
+    off): on an H100 the timed search cost RWKV-UNet-T 10-12 s before the first step of every process
+    and bought 0.7 % of step speed (book chapter 10, Table 13)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
