@@ -12,16 +12,16 @@ The training command of --config (default: the shipped ISIC 2018 recipe of RWKV-
 - warm: the same command again with the caches the cold run left: what the next run on that machine
   pays (cuDNN's search has no cache across processes and is paid again).
 
-Per run the record gives time_to_first_step_s (the run's own provenance: from the training set-up
-to the end of its first optimizer step, synchronised), setup_s (the same provenance's first parts of
-it: data, the data set loaded onto the device, its cache file built on a cold run; model, the
-network built and moved to the device and its optimizer made; the rest of time_to_first_step_s is
-the first step itself, with its Triton builds and, compiled, Dynamo and Inductor), command_wall_s (the command's start to its exit,
-the test evaluation included), triton_builds (the kernels Triton compiled during the run, by name: the
-cache folders it added; the warm run should add none), triton_builds_written_s (when each build's files
-were written, in seconds from the command's start: the builds run one after another, so the gaps between
-them are roughly their build times) and data_cache_written_s (the same for the data set's cache file) and,
-once, import_s: a fresh `python -c "import rwkvseg.cli"`, the time before the set-up starts.
+Per run the record gives time_to_first_step_s (the run's own provenance: from the training set-up to the
+end of its first optimizer step, synchronised), setup_s (the same provenance's first parts of it: data,
+the data set loaded onto the device, its cache file built on a cold run; model, the network built and
+moved to the device and its optimizer made; the rest of time_to_first_step_s is the first step itself,
+with its Triton builds and, compiled, Dynamo and Inductor), command_wall_s (the command's start to its
+exit, the test evaluation included), triton_builds (the kernels Triton compiled during the run, by name:
+the cache folders it added; the warm run should add none), triton_builds_written_s (when each build's
+files were written, in seconds from the command's start: the builds run one after another, so the gaps
+between them are roughly their build times) and data_cache_written_s (the same for the data set's cache
+file) and, once, import_s: a fresh `python -c "import rwkvseg.cli"`, the time before the set-up starts.
 import_s + time_to_first_step_s is the time from the command to its first step.
 """
 from __future__ import annotations
