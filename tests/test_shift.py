@@ -4,7 +4,24 @@ import torch
 
 from rwkvseg.scan import ColumnMajor, Diagonal, RowMajor, WindowScan
 from rwkvseg.shift import (SHIFTS, DynamicQShift, OmniShift, PShift, QShift, depthwise_branches, dynamic_q_shift,
-                           make_shift, on_path_shares, q_shift, uni_shift)
+                           make_shift, mix, on_path_shares, q_shift, uni_shift)
+
+
+@pytest.mark.parametrize("mu_shape", [(1, 6, 1, 1), (6,), (3, 1, 2, 3)])
+def test_mix_is_the_interpolation_with_its_gradients(mu_shape):
+    """mix (one torch.lerp) is mu x + (1 - mu) xs, mu broadcast, values and gradients (float64, mu off [0, 1])."""
+    shape = (2, 6, 4, 5) if len(mu_shape) != 4 or mu_shape[0] == 1 else (2, 3, 4, 2, 3)
+    if mu_shape == (6,):
+        shape = (2, 4, 5, 6)
+    x, xs = (torch.randn(shape, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    mu = (torch.rand(mu_shape, dtype=torch.float64) * 3 - 1).requires_grad_()
+    ours = mix(x, xs, mu)
+    written = mu * x + (1 - mu) * xs
+    torch.testing.assert_close(ours, written, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ours)
+    for a, b in zip(torch.autograd.grad(ours, (x, xs, mu), g), torch.autograd.grad(written, (x, xs, mu), g)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert mix(x.bfloat16(), xs.bfloat16(), mu).dtype == torch.bfloat16       # mu takes the map's dtype
 
 
 @pytest.mark.parametrize("kind", SHIFTS)
