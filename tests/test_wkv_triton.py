@@ -219,3 +219,22 @@ def test_single_pass_partition(monkeypatch, impl, tile):
         for got, ref in ((dk, gfull[2]), (dv, gfull[3])):
             assert torch.isnan(got[..., declined]).all()
             assert torch.allclose(got[..., ~declined], ref[..., ~declined], rtol=1e-5, atol=1e-6)
+
+
+def test_the_fallback_after_a_one_reference_kernel_is_built_with_its_segment_scan_alone(monkeypatch):
+    """After the single pass or the chunked kernels, the tiled kernel redoes only the declined blocks, compiled
+    without its fast path (half the build); alone (impl="none") it keeps the fast path."""
+    seen = []
+    monkeypatch.setattr(dispatch, "tiled_forward", lambda *a, **kw: seen.append(("fwd", kw["skip"], kw["allow_fast"])))
+    monkeypatch.setattr(dispatch, "tiled_backward",
+                        lambda *a, **kw: seen.append(("bwd", kw["skip"], kw["allow_fast"])))
+    g = torch.Generator().manual_seed(3)
+    B, T, C = 1, 30, 8
+    k, v, gy = (torch.randn(B, T, C, generator=g).to(DEVICE) for _ in range(3))
+    w, u = (torch.rand(C, generator=g) * 0.02).to(DEVICE), (torch.randn(C, generator=g) * 0.1).to(DEVICE)
+    forward_variant(w, u, k, v, causal=False, impl="chunked")
+    backward_variant(w, u, k, v, gy, causal=False, impl="chunked")
+    forward_variant(w, u, k, v, causal=False, impl="none")
+    assert [s[0] for s in seen] == ["fwd", "bwd", "fwd"]
+    assert seen[0][1] > 0 and seen[1][1] > 0 and not seen[0][2] and not seen[1][2]
+    assert seen[2] == ("fwd", 0, True)
