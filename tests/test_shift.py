@@ -7,12 +7,11 @@ from rwkvseg.shift import (SHIFTS, DynamicQShift, OmniShift, PShift, QShift, dep
                            make_shift, mix, on_path_shares, q_shift, uni_shift)
 
 
-@pytest.mark.parametrize("mu_shape", [(1, 6, 1, 1), (6,), (3, 1, 2, 3)])
-def test_mix_is_the_interpolation_with_its_gradients(mu_shape):
+@pytest.mark.parametrize("shape, mu_shape", [((2, 6, 4, 5), (1, 6, 1, 1)),       # (B, C, H, W) maps
+                                             ((2, 4, 5, 6), (6,)),               # (B, N, C) tokens
+                                             ((2, 3, 4, 2, 3), (3, 1, 2, 3))])   # multihead's (B, 3, P, n, d)
+def test_mix_is_the_interpolation_with_its_gradients(shape, mu_shape):
     """mix (one torch.lerp) is mu x + (1 - mu) xs, mu broadcast, values and gradients (float64, mu off [0, 1])."""
-    shape = (2, 6, 4, 5) if len(mu_shape) != 4 or mu_shape[0] == 1 else (2, 3, 4, 2, 3)
-    if mu_shape == (6,):
-        shape = (2, 4, 5, 6)
     x, xs = (torch.randn(shape, dtype=torch.float64, requires_grad=True) for _ in range(2))
     mu = (torch.rand(mu_shape, dtype=torch.float64) * 3 - 1).requires_grad_()
     ours = mix(x, xs, mu)

@@ -179,7 +179,8 @@ class GraphedStep:
     The first `warmup` calls are ordinary eager steps on a side stream: Triton's builds, the scan
     routes and the optimizer's state come into being there. The next call captures one step into
     the graph and replays it; every later call copies its batch into the graph's input tensors,
-    writes the learning rate into a device tensor the optimizer reads, and replays. The same arithmetic as train_step, in the same order.
+    writes the learning rate into a device tensor the optimizer reads, and replays. The same
+    arithmetic as train_step, in the same order.
 
     What a graph needs: the same shapes every step (the loader drops the last incomplete batch),
     no host synchronisation inside the step (none in rwkvseg's models), one process, and an
